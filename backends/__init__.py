@@ -1,0 +1,106 @@
+"""Data-plane backends for fakestor, and the protocol they share.
+
+A backend creates and deletes backing stores, binds them to block devices and
+snapshots them. It keeps no control-plane state: the server tells it what to do
+and it can rediscover what it has done (for reconcile after a crash).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+ProgressCallback = Callable[[int], None]
+"""Called with a percentage (0-100) while a long operation runs."""
+
+
+class BackendError(Exception):
+    """A data-plane failure; the message says what went wrong in words for a user."""
+
+
+class OutOfSpace(BackendError):
+    """The data dir has no room for the operation."""
+
+
+class NoFreeDevice(BackendError):
+    """No block device could be allocated for an attachment."""
+
+
+class DeviceBusy(BackendError):
+    """The device is in use (mounted or open) and a non-forced detach was asked for."""
+
+
+class BackingStoreMissing(BackendError):
+    """The volume's or snapshot's data is gone from the data dir."""
+
+
+class Backend(Protocol):
+    """What the control plane asks of a data plane.
+
+    Every method may block and is called from a worker thread, never with the
+    state store locked. Every method is idempotent: the server re-issues the
+    operation after a crash, so doing it twice must have the effect of doing it once.
+    """
+
+    name: str
+
+    def start(self) -> None:
+        """Prepare the backend (directories, mounts) before the server serves requests."""
+
+    def close(self) -> None:
+        """Release what `start` acquired; attached devices stay attached."""
+
+    def create_volume(self, volume_id: str, size_gib: int, snapshot_id: str | None) -> None:
+        """Create the volume's backing store, from `snapshot_id`'s data if given.
+
+        Raises OutOfSpace, BackingStoreMissing (the snapshot's data is gone).
+        """
+
+    def delete_volume(self, volume_id: str) -> None:
+        """Delete the volume's backing store; nothing to delete is not an error."""
+
+    def resize_volume(self, volume_id: str, size_gib: int) -> None:
+        """Grow the backing store, and an attached device's capacity, to `size_gib`.
+
+        Raises OutOfSpace, BackingStoreMissing.
+        """
+
+    def attach_volume(self, volume_id: str, device_name: str) -> str | None:
+        """Bind the volume to a block device on this machine; return its path.
+
+        Returns None for a backend without devices. Raises NoFreeDevice,
+        BackingStoreMissing.
+        """
+
+    def detach_volume(self, volume_id: str, force: bool) -> None:
+        """Release the volume's device; not attached is not an error.
+
+        Raises DeviceBusy if the device is in use and `force` is false.
+        """
+
+    def create_snapshot(self, snapshot_id: str, volume_id: str, progress: ProgressCallback) -> None:
+        """Capture the volume's current data as the snapshot.
+
+        Raises OutOfSpace, BackingStoreMissing.
+        """
+
+    def copy_snapshot(
+        self, source_snapshot_id: str, snapshot_id: str, progress: ProgressCallback
+    ) -> None:
+        """Make `snapshot_id` a copy of `source_snapshot_id`'s data. Raises as create."""
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        """Delete the snapshot's data; nothing to delete is not an error."""
+
+
+BACKEND_NAMES = ("metadata",)
+
+
+def load_backend(name: str, data_dir: Path, *, latency: float = 0.0) -> Backend:
+    """Construct the backend called `name` storing its data under `data_dir`."""
+    if name == "metadata":
+        from backends.metadata import MetadataBackend
+
+        return MetadataBackend(latency=latency)
+    raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")

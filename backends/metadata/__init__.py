@@ -1,0 +1,62 @@
+"""The metadata backend: the API without data, devices or root, as moto offers.
+
+Volumes and snapshots exist only as records. `latency` makes every data-plane
+operation take that long, so clients see the transitional states real EBS shows.
+"""
+
+from __future__ import annotations
+
+import time
+
+from backends import ProgressCallback
+
+
+class MetadataBackend:
+    """A backend that stores nothing; each operation just takes `latency` seconds."""
+
+    name = "metadata"
+
+    def __init__(self, latency: float = 0.0) -> None:
+        self.latency = latency
+
+    def _wait(self, progress: ProgressCallback | None = None) -> None:
+        if not self.latency:
+            return
+        steps = 4 if progress else 1
+        for step in range(1, steps + 1):
+            time.sleep(self.latency / steps)
+            if progress and step < steps:
+                progress(100 * step // steps)
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def create_volume(self, volume_id: str, size_gib: int, snapshot_id: str | None) -> None:
+        self._wait()
+
+    def delete_volume(self, volume_id: str) -> None:
+        self._wait()
+
+    def resize_volume(self, volume_id: str, size_gib: int) -> None:
+        self._wait()
+
+    def attach_volume(self, volume_id: str, device_name: str) -> str | None:
+        self._wait()
+        return None
+
+    def detach_volume(self, volume_id: str, force: bool) -> None:
+        self._wait()
+
+    def create_snapshot(self, snapshot_id: str, volume_id: str, progress: ProgressCallback) -> None:
+        self._wait(progress)
+
+    def copy_snapshot(
+        self, source_snapshot_id: str, snapshot_id: str, progress: ProgressCallback
+    ) -> None:
+        self._wait(progress)
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        self._wait()

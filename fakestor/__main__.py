@@ -1,0 +1,3 @@
+from fakestor.cli import main
+
+raise SystemExit(main())

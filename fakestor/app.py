@@ -1,0 +1,28 @@
+"""The Flask application: the EC2 API and instance metadata on one endpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from flask import Flask
+
+from fakestor.ec2.api import ec2_blueprint
+from fakestor.imds import imds_blueprint
+from fakestor.model import Ebs
+
+MAX_REQUEST_BYTES = 1024 * 1024
+
+
+def create_app(
+    ebs: Ebs,
+    *,
+    deny: Sequence[str] = (),
+    imds_tokens_required: bool = False,
+    max_request_bytes: int = MAX_REQUEST_BYTES,
+) -> Flask:
+    app = Flask("fakestor")
+    app.config["MAX_CONTENT_LENGTH"] = max_request_bytes
+    app.config["MAX_FORM_MEMORY_SIZE"] = max_request_bytes
+    app.register_blueprint(imds_blueprint(ebs, imds_tokens_required))
+    app.register_blueprint(ec2_blueprint(ebs, deny))
+    return app

@@ -1,0 +1,1 @@
+"""The EC2 Query API over HTTP: wire format from botocore's model, actions on the model."""

@@ -1,0 +1,69 @@
+"""The Flask blueprint that answers EC2 Query requests (`POST /` with `Action=...`)."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import uuid
+from collections.abc import Sequence
+
+from flask import Blueprint, Response, current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from fakestor import errors
+from fakestor.ec2 import wire
+from fakestor.ec2.actions import ACTIONS
+from fakestor.model import Ebs
+
+log = logging.getLogger(__name__)
+
+XML = "text/xml;charset=UTF-8"
+
+
+def _error_response(error: errors.Ec2Error, request_id: str) -> Response:
+    return Response(
+        wire.serialize_error(error.code, error.message, request_id),
+        status=error.http_status,
+        content_type=XML,
+    )
+
+
+def ec2_blueprint(ebs: Ebs, deny: Sequence[str] = ()) -> Blueprint:
+    """The EC2 endpoint; actions matching a `deny` glob answer UnauthorizedOperation."""
+    blueprint = Blueprint("ec2", __name__)
+
+    @blueprint.route("/", methods=["GET", "POST"])
+    def dispatch() -> Response:
+        request_id = str(uuid.uuid4())
+        try:
+            try:
+                params = {**request.args.to_dict(), **request.form.to_dict()}
+            except RequestEntityTooLarge:
+                raise errors.RequestEntityTooLarge(
+                    int(current_app.config["MAX_CONTENT_LENGTH"])
+                ) from None
+            action = params.get("Action")
+            if not action:
+                raise errors.MissingAction()
+            operation = wire.operation_model(action)
+            handler = ACTIONS.get(action)
+            if handler is None:
+                raise errors.InvalidAction(action)
+            if any(fnmatch.fnmatchcase(action, pattern) for pattern in deny):
+                raise errors.UnauthorizedOperation()
+            result = handler(ebs, wire.parse_request(operation, params))
+            body = wire.serialize_response(operation, result, request_id)
+            return Response(body, status=200, content_type=XML)
+        except errors.Ec2Error as error:
+            return _error_response(error, request_id)
+        except Exception:
+            log.exception("internal error in request %s", request_id)
+            return _error_response(
+                errors.InternalError(
+                    f"fakestor failed to handle this request; the server log has the "
+                    f"details under request id {request_id}."
+                ),
+                request_id,
+            )
+
+    return blueprint

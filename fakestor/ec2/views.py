@@ -1,0 +1,179 @@
+"""Resources as the output shapes of botocore's EC2 model (member names as keys)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fakestor.filter_values import volume_status
+from fakestor.model import Ebs
+from fakestor.resources import (
+    INSTANCE_STATE_CODES,
+    Attachment,
+    Instance,
+    Modification,
+    Snapshot,
+    Tag,
+    Volume,
+)
+
+Doc = dict[str, Any]
+
+
+def tag_list(tags: dict[str, str]) -> list[Doc] | None:
+    if not tags:
+        return None
+    return [{"Key": key, "Value": value} for key, value in sorted(tags.items())]
+
+
+def attachment(item: Attachment) -> Doc:
+    return {
+        "AttachTime": item.attach_time,
+        "Device": item.device,
+        "InstanceId": item.instance_id,
+        "State": item.state,
+        "VolumeId": item.volume_id,
+        "DeleteOnTermination": item.delete_on_termination,
+    }
+
+
+def volume(item: Volume) -> Doc:
+    return {
+        "VolumeId": item.id,
+        "Size": item.size,
+        "SnapshotId": item.snapshot_id or "",
+        "AvailabilityZone": item.zone,
+        "State": item.state,
+        "CreateTime": item.create_time,
+        "Attachments": [attachment(a) for a in item.attachments],
+        "Encrypted": item.encrypted,
+        "KmsKeyId": item.kms_key_id,
+        "VolumeType": item.volume_type,
+        "Iops": item.iops,
+        "Throughput": item.throughput,
+        "MultiAttachEnabled": item.multi_attach,
+        "FastRestored": False,
+        "Tags": tag_list(item.tags),
+    }
+
+
+def snapshot(item: Snapshot) -> Doc:
+    return {
+        "SnapshotId": item.id,
+        "VolumeId": item.volume_id,
+        "State": item.state,
+        "StateMessage": item.state_message,
+        "StartTime": item.start_time,
+        "CompletionTime": item.completion_time,
+        "Progress": f"{item.progress}%",
+        "OwnerId": item.owner_id,
+        "Description": item.description,
+        "VolumeSize": item.volume_size,
+        "Encrypted": item.encrypted,
+        "KmsKeyId": item.kms_key_id,
+        "StorageTier": "standard",
+        "Tags": tag_list(item.tags),
+    }
+
+
+def snapshot_info(item: Snapshot) -> Doc:
+    return {
+        "SnapshotId": item.id,
+        "VolumeId": item.volume_id,
+        "State": item.state,
+        "StartTime": item.start_time,
+        "Progress": f"{item.progress}%",
+        "OwnerId": item.owner_id,
+        "Description": item.description,
+        "VolumeSize": item.volume_size,
+        "Encrypted": item.encrypted,
+        "Tags": tag_list(item.tags),
+    }
+
+
+def modification(item: Modification) -> Doc:
+    return {
+        "VolumeId": item.volume_id,
+        "ModificationState": item.state,
+        "StatusMessage": item.status_message,
+        "TargetSize": item.target_size,
+        "TargetIops": item.target_iops,
+        "TargetVolumeType": item.target_type,
+        "TargetThroughput": item.target_throughput,
+        "TargetMultiAttachEnabled": item.target_multi_attach,
+        "OriginalSize": item.original_size,
+        "OriginalIops": item.original_iops,
+        "OriginalVolumeType": item.original_type,
+        "OriginalThroughput": item.original_throughput,
+        "OriginalMultiAttachEnabled": item.original_multi_attach,
+        "Progress": item.progress,
+        "StartTime": item.start_time,
+        "EndTime": item.end_time,
+    }
+
+
+def volume_status_item(item: Volume) -> Doc:
+    io_performance = "normal" if item.volume_type in ("io1", "io2") else "not-applicable"
+    return {
+        "VolumeId": item.id,
+        "AvailabilityZone": item.zone,
+        "VolumeStatus": {
+            "Status": volume_status(item),
+            "Details": [
+                {"Name": "io-enabled", "Status": "passed" if item.io_enabled else "failed"},
+                {"Name": "io-performance", "Status": io_performance},
+            ],
+        },
+        "Events": [],
+        "Actions": [],
+        "AttachmentStatuses": [
+            {"InstanceId": a.instance_id, "IoPerformance": io_performance} for a in item.attachments
+        ]
+        if item.volume_type in ("io1", "io2")
+        else None,
+    }
+
+
+def tag_description(item: Tag) -> Doc:
+    return {
+        "ResourceId": item.resource_id,
+        "ResourceType": item.resource_type,
+        "Key": item.key,
+        "Value": item.value,
+    }
+
+
+def instance_state(state: str) -> Doc:
+    return {"Code": INSTANCE_STATE_CODES[state], "Name": state}
+
+
+def instance(item: Instance, ebs: Ebs) -> Doc:
+    return {
+        "InstanceId": item.id,
+        "ImageId": item.image_id,
+        "InstanceType": item.instance_type,
+        "LaunchTime": item.launch_time,
+        "State": instance_state(item.state),
+        "Placement": {"AvailabilityZone": item.zone, "Tenancy": "default"},
+        "Architecture": "x86_64",
+        "RootDeviceType": "ebs",
+        "RootDeviceName": "/dev/xvda",
+        "Hypervisor": "xen",
+        "VirtualizationType": "hvm",
+        "AmiLaunchIndex": 0,
+        "BlockDeviceMappings": [
+            {
+                "DeviceName": a.device,
+                "Ebs": {
+                    "AttachTime": a.attach_time,
+                    "DeleteOnTermination": a.delete_on_termination,
+                    "Status": a.state,
+                    "VolumeId": a.volume_id,
+                },
+            }
+            for a in item.attachments
+        ],
+        "Tags": tag_list(item.tags),
+        "PrivateDnsName": f"ip-127-0-0-1.{ebs.region.name}.compute.internal"
+        if item.is_host
+        else "",
+    }

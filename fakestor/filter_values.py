@@ -1,0 +1,184 @@
+"""What each resource offers to EC2 filters: filter name -> the resource's values."""
+
+from __future__ import annotations
+
+from fakestor.filters import tag_values
+from fakestor.resources import Instance, Modification, Snapshot, Volume, to_text
+
+VOLUME_FILTERS = (
+    "attachment.attach-time",
+    "attachment.delete-on-termination",
+    "attachment.device",
+    "attachment.instance-id",
+    "attachment.status",
+    "availability-zone",
+    "create-time",
+    "encrypted",
+    "multi-attach-enabled",
+    "fast-restored",
+    "size",
+    "snapshot-id",
+    "status",
+    "tag-key",
+    "tag-value",
+    "volume-id",
+    "volume-type",
+)
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def volume_filter_values(volume: Volume) -> dict[str, list[str]]:
+    values = tag_values(volume.tags)
+    values.update(
+        {
+            "attachment.attach-time": [to_text(a.attach_time) for a in volume.attachments],
+            "attachment.delete-on-termination": [
+                _flag(a.delete_on_termination) for a in volume.attachments
+            ],
+            "attachment.device": [a.device for a in volume.attachments],
+            "attachment.instance-id": [a.instance_id for a in volume.attachments],
+            "attachment.status": [a.state for a in volume.attachments],
+            "availability-zone": [volume.zone],
+            "create-time": [to_text(volume.create_time)],
+            "encrypted": [_flag(volume.encrypted)],
+            "multi-attach-enabled": [_flag(volume.multi_attach)],
+            "fast-restored": ["false"],
+            "size": [str(volume.size)],
+            "snapshot-id": [volume.snapshot_id or ""],
+            "status": [volume.state],
+            "volume-id": [volume.id],
+            "volume-type": [volume.volume_type],
+        }
+    )
+    return values
+
+
+def volume_status(volume: Volume) -> str:
+    if volume.state == "creating":
+        return "insufficient-data"
+    if volume.state == "error" or not volume.io_enabled:
+        return "impaired"
+    return "ok"
+
+
+VOLUME_STATUS_FILTERS = (
+    "availability-zone",
+    "volume-status.details-name",
+    "volume-status.details-status",
+    "volume-status.status",
+    "volume-id",
+)
+
+
+def volume_status_filter_values(volume: Volume) -> dict[str, list[str]]:
+    return {
+        "availability-zone": [volume.zone],
+        "volume-status.details-name": ["io-enabled", "io-performance"],
+        "volume-status.details-status": ["passed" if volume.io_enabled else "failed"],
+        "volume-status.status": [volume_status(volume)],
+        "volume-id": [volume.id],
+    }
+
+
+MODIFICATION_FILTERS = (
+    "modification-state",
+    "original-iops",
+    "original-size",
+    "original-volume-type",
+    "originalMultiAttachEnabled",
+    "start-time",
+    "target-iops",
+    "target-size",
+    "target-volume-type",
+    "targetMultiAttachEnabled",
+    "target-throughput",
+    "volume-id",
+)
+
+
+def modification_filter_values(m: Modification) -> dict[str, list[str]]:
+    return {
+        "modification-state": [m.state],
+        "original-iops": [str(m.original_iops or "")],
+        "original-size": [str(m.original_size)],
+        "original-volume-type": [m.original_type],
+        "originalMultiAttachEnabled": [_flag(m.original_multi_attach)],
+        "start-time": [to_text(m.start_time)],
+        "target-iops": [str(m.target_iops or "")],
+        "target-size": [str(m.target_size)],
+        "target-volume-type": [m.target_type],
+        "targetMultiAttachEnabled": [_flag(m.target_multi_attach)],
+        "target-throughput": [str(m.target_throughput or "")],
+        "volume-id": [m.volume_id],
+    }
+
+
+SNAPSHOT_FILTERS = (
+    "description",
+    "encrypted",
+    "owner-alias",
+    "owner-id",
+    "progress",
+    "snapshot-id",
+    "start-time",
+    "status",
+    "storage-tier",
+    "tag-key",
+    "tag-value",
+    "volume-id",
+    "volume-size",
+)
+
+
+def snapshot_filter_values(snapshot: Snapshot) -> dict[str, list[str]]:
+    values = tag_values(snapshot.tags)
+    values.update(
+        {
+            "description": [snapshot.description],
+            "encrypted": [_flag(snapshot.encrypted)],
+            "owner-alias": [],
+            "owner-id": [snapshot.owner_id],
+            "progress": [f"{snapshot.progress}%"],
+            "snapshot-id": [snapshot.id],
+            "start-time": [to_text(snapshot.start_time)],
+            "status": [snapshot.state],
+            "storage-tier": ["standard"],
+            "volume-id": [snapshot.volume_id],
+            "volume-size": [str(snapshot.volume_size)],
+        }
+    )
+    return values
+
+
+TAG_FILTERS = ("key", "resource-id", "resource-type", "value")
+
+INSTANCE_FILTERS = (
+    "availability-zone",
+    "block-device-mapping.device-name",
+    "block-device-mapping.volume-id",
+    "image-id",
+    "instance-id",
+    "instance-state-name",
+    "instance-type",
+    "tag-key",
+    "tag-value",
+)
+
+
+def instance_filter_values(instance: Instance) -> dict[str, list[str]]:
+    values = tag_values(instance.tags)
+    values.update(
+        {
+            "availability-zone": [instance.zone],
+            "block-device-mapping.device-name": [a.device for a in instance.attachments],
+            "block-device-mapping.volume-id": [a.volume_id for a in instance.attachments],
+            "image-id": [instance.image_id],
+            "instance-id": [instance.id],
+            "instance-state-name": [instance.state],
+            "instance-type": [instance.instance_type],
+        }
+    )
+    return values

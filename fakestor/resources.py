@@ -1,0 +1,147 @@
+"""The control plane's resources as plain records, and the host's identity."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+
+def utcnow() -> datetime:
+    # EC2 reports times to the millisecond.
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def to_text(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+def from_text(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+@dataclass(frozen=True)
+class Region:
+    """Where this fakestor pretends to be: one region, its zones and one account."""
+
+    name: str = "us-east-1"
+    zone_letters: str = "abc"
+    account_id: str = "123456789012"
+
+    @property
+    def zones(self) -> list[str]:
+        return [f"{self.name}{letter}" for letter in self.zone_letters]
+
+    def zone_id(self, zone: str) -> str:
+        # AWS zone ids look like use1-az1: a short region code and a number.
+        parts = self.name.split("-")
+        short = parts[0] + "".join(part[0] for part in parts[1:-1]) + parts[-1]
+        return f"{short}-az{self.zone_letters.index(zone[-1]) + 1}"
+
+    @property
+    def default_kms_key_id(self) -> str:
+        return f"arn:aws:kms:{self.name}:{self.account_id}:key/fakestor-aws-ebs-default-key"
+
+
+@dataclass
+class Attachment:
+    volume_id: str
+    instance_id: str
+    device: str
+    state: str  # attaching | attached | detaching
+    attach_time: datetime
+    delete_on_termination: bool = False
+    device_path: str | None = None
+    force_detach: bool = False
+
+
+@dataclass
+class Volume:
+    id: str
+    size: int
+    volume_type: str
+    iops: int | None
+    throughput: int | None
+    zone: str
+    state: str  # creating | available | in-use | deleting | deleted | error
+    snapshot_id: str | None
+    encrypted: bool
+    kms_key_id: str | None
+    multi_attach: bool
+    auto_enable_io: bool
+    io_enabled: bool
+    create_time: datetime
+    status_reason: str | None = None
+    attachments: list[Attachment] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Snapshot:
+    id: str
+    volume_id: str
+    volume_size: int
+    state: str  # pending | completed | error
+    progress: int
+    start_time: datetime
+    completion_time: datetime | None
+    description: str
+    encrypted: bool
+    kms_key_id: str | None
+    owner_id: str
+    source_snapshot_id: str | None = None
+    state_message: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    public: bool = False
+    shared_with: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Modification:
+    volume_id: str
+    state: str  # modifying | optimizing | completed | failed
+    progress: int
+    start_time: datetime
+    end_time: datetime | None
+    original_size: int
+    original_type: str
+    original_iops: int | None
+    original_throughput: int | None
+    original_multi_attach: bool
+    target_size: int
+    target_type: str
+    target_iops: int | None
+    target_throughput: int | None
+    target_multi_attach: bool
+    status_message: str | None = None
+
+
+@dataclass
+class Instance:
+    id: str
+    zone: str
+    state: str  # pending | running | shutting-down | terminated
+    instance_type: str
+    image_id: str
+    launch_time: datetime
+    is_host: bool
+    tags: dict[str, str] = field(default_factory=dict)
+    attachments: list[Attachment] = field(default_factory=list)
+
+
+@dataclass
+class Tag:
+    resource_id: str
+    resource_type: str
+    key: str
+    value: str
+
+
+INSTANCE_STATE_CODES = {
+    "pending": 0,
+    "running": 16,
+    "shutting-down": 32,
+    "terminated": 48,
+    "stopping": 64,
+    "stopped": 80,
+}

@@ -1,0 +1,98 @@
+"""`fakestor server`: assemble store, backend and control plane, serve them with waitress."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+import waitress.server
+
+from backends import load_backend
+from fakestor import ids
+from fakestor.app import create_app
+from fakestor.model import Ebs
+from fakestor.resources import Region
+from fakestor.store import Store
+
+log = logging.getLogger("fakestor")
+
+DEFAULT_PORT = 8773  # the port of the EC2 API of Eucalyptus and OpenStack Nova
+
+
+def default_data_dir() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/fakestor")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return Path(base) / "fakestor"
+
+
+def host_instance_id() -> str:
+    """A stable instance id for this machine, from its machine-id."""
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            seed = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if seed:
+            return ids.stable_id(ids.INSTANCE, seed)
+    return ids.stable_id(ids.INSTANCE, socket.gethostname())
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    data_dir: Path = field(default_factory=default_data_dir)
+    backend: str = "metadata"
+    region: Region = field(default_factory=Region)
+    latency: float = 0.0
+    deny: list[str] = field(default_factory=list)
+    imds_tokens_required: bool = False
+    threads: int = 8
+
+
+class _Shutdown(Exception):
+    pass
+
+
+def _raise_shutdown(signum: int, frame: FrameType | None) -> None:
+    raise _Shutdown(signal.Signals(signum).name)
+
+
+def serve(config: ServerConfig) -> None:
+    """Run the server until SIGTERM or SIGINT, then stop cleanly."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(config.data_dir / "state.db")
+    backend = load_backend(config.backend, config.data_dir, latency=config.latency)
+    backend.start()
+    ebs = Ebs(store, backend, config.region, host_instance_id())
+    ebs.resume()
+    app = create_app(ebs, deny=config.deny, imds_tokens_required=config.imds_tokens_required)
+    server = waitress.server.create_server(
+        app, host=config.host, port=config.port, threads=config.threads, ident="fakestor"
+    )
+    signal.signal(signal.SIGTERM, _raise_shutdown)
+    signal.signal(signal.SIGINT, _raise_shutdown)
+    port = server.effective_port
+    print(
+        f"fakestor: serving EC2 and instance metadata on http://{config.host}:{port} "
+        f"(backend {backend.name}, data dir {config.data_dir}, host instance "
+        f"{ebs.host_instance_id} in {config.region.zones[0]})",
+        flush=True,
+    )
+    try:
+        server.run()
+    except _Shutdown as stop:
+        log.info("stopping on %s", stop)
+    finally:
+        server.close()
+        ebs.close()
+        backend.close()
+        store.close()
+        print("fakestor: stopped", file=sys.stderr, flush=True)

@@ -1,0 +1,177 @@
+"""The SQLite state store: the control plane's records, one transaction per change.
+
+One connection, serialised by a lock; WAL journal and synchronous=FULL so a
+committed change survives a crash of the server or the machine.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS settings (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS instances (
+    id TEXT PRIMARY KEY,
+    zone TEXT NOT NULL,
+    state TEXT NOT NULL,
+    instance_type TEXT NOT NULL,
+    image_id TEXT NOT NULL,
+    launch_time TEXT NOT NULL,
+    is_host INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS volumes (
+    id TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    volume_type TEXT NOT NULL,
+    iops INTEGER,
+    throughput INTEGER,
+    zone TEXT NOT NULL,
+    state TEXT NOT NULL,
+    snapshot_id TEXT,
+    encrypted INTEGER NOT NULL,
+    kms_key_id TEXT,
+    multi_attach INTEGER NOT NULL,
+    auto_enable_io INTEGER NOT NULL DEFAULT 0,
+    io_enabled INTEGER NOT NULL DEFAULT 1,
+    create_time TEXT NOT NULL,
+    status_reason TEXT
+);
+CREATE TABLE IF NOT EXISTS attachments (
+    volume_id TEXT NOT NULL REFERENCES volumes(id),
+    instance_id TEXT NOT NULL REFERENCES instances(id),
+    device TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attach_time TEXT NOT NULL,
+    delete_on_termination INTEGER NOT NULL DEFAULT 0,
+    device_path TEXT,
+    force_detach INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (volume_id, instance_id)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS attachments_device ON attachments(instance_id, device);
+CREATE TABLE IF NOT EXISTS snapshots (
+    id TEXT PRIMARY KEY,
+    volume_id TEXT NOT NULL,
+    volume_size INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    progress INTEGER NOT NULL,
+    start_time TEXT NOT NULL,
+    completion_time TEXT,
+    description TEXT NOT NULL,
+    encrypted INTEGER NOT NULL,
+    kms_key_id TEXT,
+    source_snapshot_id TEXT,
+    state_message TEXT
+);
+CREATE TABLE IF NOT EXISTS snapshot_permissions (
+    snapshot_id TEXT NOT NULL REFERENCES snapshots(id),
+    grantee_kind TEXT NOT NULL,
+    grantee TEXT NOT NULL,
+    PRIMARY KEY (snapshot_id, grantee_kind, grantee)
+);
+CREATE TABLE IF NOT EXISTS modifications (
+    volume_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    progress INTEGER NOT NULL,
+    start_time TEXT NOT NULL,
+    end_time TEXT,
+    original_size INTEGER NOT NULL,
+    original_type TEXT NOT NULL,
+    original_iops INTEGER,
+    original_throughput INTEGER,
+    original_multi_attach INTEGER NOT NULL,
+    target_size INTEGER NOT NULL,
+    target_type TEXT NOT NULL,
+    target_iops INTEGER,
+    target_throughput INTEGER,
+    target_multi_attach INTEGER NOT NULL,
+    status_message TEXT,
+    PRIMARY KEY (volume_id, seq)
+);
+CREATE TABLE IF NOT EXISTS tags (
+    resource_id TEXT NOT NULL,
+    resource_type TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (resource_id, key)
+);
+"""
+
+
+class Store:
+    """The state database. Use `transaction()` for every read or change."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        with self.transaction() as db:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            row = db.execute("SELECT value FROM settings WHERE key='schema_version'").fetchone()
+            if row is None:
+                db.execute(
+                    "INSERT INTO settings(key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+            elif int(row["value"]) != SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{path} has state schema {row['value']}, this fakestor knows "
+                    f"{SCHEMA_VERSION}; use a matching fakestor or a fresh --data-dir"
+                )
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Run the block in one transaction (nested calls join the outer one)."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self._db
+                finally:
+                    self._depth -= 1
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+            finally:
+                self._depth = 0
+
+    def get_setting(self, key: str) -> str | None:
+        with self.transaction() as db:
+            row = db.execute("SELECT value FROM settings WHERE key=?", (key,)).fetchone()
+            return None if row is None else str(row["value"])
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO settings(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (key, value),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
