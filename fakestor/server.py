@@ -12,6 +12,7 @@ from pathlib import Path
 from types import FrameType
 
 import waitress.server
+from waitress.wasyncore import ExitNow
 
 from backends import load_backend
 from fakestor import ids
@@ -57,8 +58,8 @@ class ServerConfig:
     threads: int = 8
 
 
-class _Shutdown(Exception):
-    pass
+class _Shutdown(ExitNow):
+    """Raised by the signal handler: waitress lets ExitNow out of its event loop."""
 
 
 def _raise_shutdown(signum: int, frame: FrameType | None) -> None:
@@ -79,7 +80,9 @@ def serve(config: ServerConfig) -> None:
     )
     signal.signal(signal.SIGTERM, _raise_shutdown)
     signal.signal(signal.SIGINT, _raise_shutdown)
-    port = server.effective_port
+    assert isinstance(server, waitress.server.TcpWSGIServer)  # one host, one port
+    assert server.socket is not None
+    port = server.socket.getsockname()[1]
     print(
         f"fakestor: serving EC2 and instance metadata on http://{config.host}:{port} "
         f"(backend {backend.name}, data dir {config.data_dir}, host instance "
@@ -91,6 +94,8 @@ def serve(config: ServerConfig) -> None:
     except _Shutdown as stop:
         log.info("stopping on %s", stop)
     finally:
+        # Let requests in flight finish before their channels and trigger are closed.
+        server.task_dispatcher.shutdown(timeout=10)
         server.close()
         ebs.close()
         backend.close()

@@ -62,14 +62,8 @@ def _dry(params: Params) -> bool:
     return bool(params.get("DryRun", False))
 
 
-def _page(
-    params: Params,
-    items: Sequence[Any],
-    key: Callable[[Any], str],
-    low: int,
-    high: int,
-    ids_param: str | None = None,
-) -> tuple[list[Any], str | None]:
+def _check_paging(params: Params, low: int, high: int, ids_param: str | None = None) -> None:
+    """Validate MaxResults before any work, as EC2 does."""
     paging.check_max_results(
         params.get("MaxResults"),
         low,
@@ -77,6 +71,13 @@ def _page(
         with_ids=bool(ids_param and params.get(ids_param)),
         ids_name=ids_param or "",
     )
+    if params.get("NextToken"):
+        paging.decode_token(params["NextToken"])
+
+
+def _page(
+    params: Params, items: Sequence[Any], key: Callable[[Any], str]
+) -> tuple[list[Any], str | None]:
     return paging.paginate(items, key, params.get("MaxResults"), params.get("NextToken"))
 
 
@@ -109,8 +110,9 @@ def create_volume(ebs: Ebs, params: Params) -> Result:
 
 @action
 def describe_volumes(ebs: Ebs, params: Params) -> Result:
+    _check_paging(params, 5, 500, "VolumeIds")
     volumes = ebs.describe_volumes(params.get("VolumeIds", []), _filters(params), _dry(params))
-    page, token = _page(params, volumes, lambda v: v.id, 5, 500, "VolumeIds")
+    page, token = _page(params, volumes, lambda v: v.id)
     return {"Volumes": [views.volume(v) for v in page], "NextToken": token}
 
 
@@ -155,19 +157,21 @@ def modify_volume(ebs: Ebs, params: Params) -> Result:
 
 @action
 def describe_volumes_modifications(ebs: Ebs, params: Params) -> Result:
+    _check_paging(params, 5, 500)
     found = ebs.describe_volumes_modifications(
         params.get("VolumeIds", []), _filters(params), _dry(params)
     )
-    page, token = _page(params, found, lambda m: m.volume_id, 5, 500)
+    page, token = _page(params, found, lambda m: m.volume_id)
     return {"VolumesModifications": [views.modification(m) for m in page], "NextToken": token}
 
 
 @action
 def describe_volume_status(ebs: Ebs, params: Params) -> Result:
+    _check_paging(params, 5, 1000, "VolumeIds")
     volumes = ebs.describe_volume_status(
         params.get("VolumeIds", []), _filters(params), _dry(params)
     )
-    page, token = _page(params, volumes, lambda v: v.id, 5, 1000, "VolumeIds")
+    page, token = _page(params, volumes, lambda v: v.id)
     return {"VolumeStatuses": [views.volume_status_item(v) for v in page], "NextToken": token}
 
 
@@ -240,6 +244,7 @@ def copy_snapshot(ebs: Ebs, params: Params) -> Result:
 
 @action
 def describe_snapshots(ebs: Ebs, params: Params) -> Result:
+    _check_paging(params, 5, 1000, "SnapshotIds")
     snapshots = ebs.describe_snapshots(
         params.get("SnapshotIds", []),
         params.get("OwnerIds", []),
@@ -247,7 +252,7 @@ def describe_snapshots(ebs: Ebs, params: Params) -> Result:
         _filters(params),
         _dry(params),
     )
-    page, token = _page(params, snapshots, lambda s: s.id, 5, 1000, "SnapshotIds")
+    page, token = _page(params, snapshots, lambda s: s.id)
     return {"Snapshots": [views.snapshot(s) for s in page], "NextToken": token}
 
 
@@ -339,8 +344,9 @@ def delete_tags(ebs: Ebs, params: Params) -> Result:
 
 @action
 def describe_tags(ebs: Ebs, params: Params) -> Result:
+    _check_paging(params, 5, 1000)
     tags = ebs.describe_tags(_filters(params), _dry(params))
-    page, token = _page(params, tags, lambda t: f"{t.resource_id}\0{t.key}", 5, 1000)
+    page, token = _page(params, tags, lambda t: f"{t.resource_id}\0{t.key}")
     return {"Tags": [views.tag_description(t) for t in page], "NextToken": token}
 
 
@@ -471,10 +477,11 @@ def run_instances(ebs: Ebs, params: Params) -> Result:
 
 @action
 def describe_instances(ebs: Ebs, params: Params) -> Result:
+    _check_paging(params, 5, 1000, "InstanceIds")
     instances = ebs.describe_instances(
         params.get("InstanceIds", []), _filters(params), _dry(params)
     )
-    page, token = _page(params, instances, lambda i: i.id, 5, 1000, "InstanceIds")
+    page, token = _page(params, instances, lambda i: i.id)
     return {
         "Reservations": [_reservation(ebs, [i], _reservation_id(i.id)) for i in page],
         "NextToken": token,

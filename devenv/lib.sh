@@ -1,0 +1,57 @@
+# Shared by devenv/up, devenv/down and devenv/test. Source it; do not run it.
+# shellcheck shell=bash
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${FAKESTOR_VENV:-$ROOT/.venv}
+PYTHON=${PYTHON:-python3}
+
+if [ "$(id -u)" -eq 0 ]; then
+    DATA_DIR=${FAKESTOR_DATA_DIR:-/var/lib/fakestor}
+else
+    DATA_DIR=${FAKESTOR_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/fakestor}
+fi
+LISTEN=${FAKESTOR_LISTEN:-127.0.0.1:8773}
+ENDPOINT=http://$LISTEN
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+die() { printf 'fakestor devenv: %s\n' "$*" >&2; exit 1; }
+
+# install_system_packages PACKAGE...: apt-get install the ones not installed yet.
+install_system_packages() {
+    command -v dpkg-query >/dev/null || return 0
+    local missing=()
+    for package in "$@"; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+            || missing+=("$package")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+        log "missing system packages: ${missing[*]} (install them as root; continuing)"
+        return 0
+    fi
+    log "installing system packages: ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null
+}
+
+# make_venv [EXTRAS]: the project's Python environment, reinstalled when pyproject changes.
+make_venv() {
+    local extras=${1:-}
+    local stamp="$VENV/.fakestor-installed${extras:+-$extras}"
+    if [ ! -x "$VENV/bin/python" ]; then
+        log "creating Python environment in $VENV"
+        "$PYTHON" -m venv "$VENV"
+    fi
+    if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+        log "installing fakestor${extras:+ with [$extras]}"
+        local pip_log="$VENV/pip.log"
+        if ! { "$VENV/bin/python" -m pip install --upgrade pip \
+                && "$VENV/bin/python" -m pip install -e "$ROOT${extras:+[$extras]}"; } \
+                >"$pip_log" 2>&1; then
+            tail -n 30 "$pip_log" >&2
+            die "pip install failed; the whole log is in $pip_log"
+        fi
+        touch "$stamp"
+    fi
+}

@@ -1,0 +1,257 @@
+"""Volumes through boto3 against a live server: create, describe, filter, page, modify, delete."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.conftest import OTHER_ZONE, ZONE, fast_waiter, new_volume, wait_for
+
+
+def _error(excinfo: pytest.ExceptionInfo[ClientError]) -> tuple[str, str, int]:
+    error = excinfo.value.response["Error"]
+    status = excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"]
+    return error["Code"], error["Message"], status
+
+
+def test_create_volume_reports_what_was_asked(ec2: Any) -> None:
+    created = ec2.create_volume(
+        AvailabilityZone=ZONE,
+        Size=20,
+        VolumeType="gp3",
+        Iops=4000,
+        Throughput=250,
+        TagSpecifications=[{"ResourceType": "volume", "Tags": [{"Key": "Name", "Value": "db"}]}],
+    )
+    assert created["VolumeId"].startswith("vol-") and len(created["VolumeId"]) == 21
+    assert created["State"] in ("creating", "available")
+    fast_waiter(ec2, "volume_available")(VolumeIds=[created["VolumeId"]])
+    volume = ec2.describe_volumes(VolumeIds=[created["VolumeId"]])["Volumes"][0]
+    assert volume["Size"] == 20
+    assert volume["VolumeType"] == "gp3"
+    assert (volume["Iops"], volume["Throughput"]) == (4000, 250)
+    assert volume["AvailabilityZone"] == ZONE
+    assert volume["Tags"] == [{"Key": "Name", "Value": "db"}]
+    assert volume["Encrypted"] is False
+    assert volume["Attachments"] == []
+
+
+def test_describe_filters(ec2: Any) -> None:
+    marker = uuid.uuid4().hex
+    small = new_volume(
+        ec2,
+        3,
+        TagSpecifications=[{"ResourceType": "volume", "Tags": [{"Key": marker, "Value": "a"}]}],
+    )
+    big = new_volume(
+        ec2,
+        130,
+        OTHER_ZONE,
+        VolumeType="st1",
+        TagSpecifications=[{"ResourceType": "volume", "Tags": [{"Key": marker, "Value": "b"}]}],
+    )
+
+    def ids(*filters: dict[str, Any]) -> set[str]:
+        volumes = ec2.describe_volumes(Filters=[{"Name": "tag-key", "Values": [marker]}, *filters])
+        return {v["VolumeId"] for v in volumes["Volumes"]}
+
+    assert ids() == {small, big}
+    assert ids({"Name": f"tag:{marker}", "Values": ["b"]}) == {big}
+    assert ids({"Name": f"tag:{marker}", "Values": ["?"]}) == {small, big}
+    assert ids({"Name": "volume-type", "Values": ["st1"]}) == {big}
+    assert ids({"Name": "availability-zone", "Values": [ZONE]}) == {small}
+    assert ids({"Name": "size", "Values": ["3", "4"]}) == {small}
+    assert ids({"Name": "status", "Values": ["available"]}) == {small, big}
+    assert ids({"Name": "volume-id", "Values": [big]}) == {big}
+    assert ids({"Name": "status", "Values": ["in-use"]}) == set()
+
+
+def test_unknown_filter_is_refused(ec2: Any) -> None:
+    with pytest.raises(ClientError) as excinfo:
+        ec2.describe_volumes(Filters=[{"Name": "colour", "Values": ["red"]}])
+    code, message, status = _error(excinfo)
+    assert (code, status) == ("InvalidParameterValue", 400)
+    assert "colour" in message and "volume-type" in message
+
+
+def test_paging_visits_every_volume_once(ec2: Any) -> None:
+    marker = uuid.uuid4().hex
+    created = {
+        new_volume(
+            ec2,
+            TagSpecifications=[{"ResourceType": "volume", "Tags": [{"Key": marker, "Value": ""}]}],
+        )
+        for _ in range(12)
+    }
+    seen: list[str] = []
+    pages = ec2.get_paginator("describe_volumes").paginate(
+        Filters=[{"Name": "tag-key", "Values": [marker]}], PaginationConfig={"PageSize": 5}
+    )
+    sizes = []
+    for page in pages:
+        sizes.append(len(page["Volumes"]))
+        seen.extend(v["VolumeId"] for v in page["Volumes"])
+    assert sorted(seen) == sorted(created)
+    assert sizes == [5, 5, 2]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "code"),
+    [
+        ({"MaxResults": 2}, "InvalidParameterValue"),
+        ({"MaxResults": 501}, "InvalidParameterValue"),
+        ({"MaxResults": 5, "VolumeIds": ["vol-0123456789abcdef0"]}, "InvalidParameterCombination"),
+        ({"NextToken": "not-a-token"}, "InvalidPaginationToken"),
+        ({"VolumeIds": ["vol-0123456789abcdef0"]}, "InvalidVolume.NotFound"),
+        ({"VolumeIds": ["volume-1"]}, "InvalidVolumeID.Malformed"),
+    ],
+)
+def test_describe_bad_input(ec2: Any, kwargs: dict[str, Any], code: str) -> None:
+    with pytest.raises(ClientError) as excinfo:
+        ec2.describe_volumes(**kwargs)
+    assert _error(excinfo)[0] == code
+    assert _error(excinfo)[2] == 400
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "code", "words"),
+    [
+        ({"Size": 0}, "InvalidParameterValue", "between 1 and 16384"),
+        ({"Size": 70000, "VolumeType": "gp3"}, "InvalidParameterValue", "65536"),
+        ({"Size": 100, "VolumeType": "st1"}, "InvalidParameterValue", "125"),
+        ({"Size": 2000, "VolumeType": "standard"}, "InvalidParameterValue", "1024"),
+        ({"Size": 10, "VolumeType": "io1", "Iops": 1000}, "InvalidParameterValue", "50 IOPS"),
+        ({"Size": 10, "VolumeType": "io1"}, "MissingParameter", "iops"),
+        ({"Size": 10, "VolumeType": "gp3", "Iops": 90000}, "InvalidParameterValue", "80000"),
+        ({"Size": 10, "VolumeType": "gp2", "Iops": 300}, "InvalidParameterCombination", "gp2"),
+        ({"Size": 10, "VolumeType": "gp2", "Throughput": 300}, "InvalidParameterCombination", ""),
+        ({"Size": 10, "VolumeType": "gp3", "Throughput": 99}, "InvalidParameterValue", "125"),
+        ({"Size": 10, "VolumeType": "ssd"}, "InvalidParameterValue", "gp3"),
+        ({"Size": 10, "MultiAttachEnabled": True}, "InvalidParameterCombination", "io1"),
+        ({"Size": 10, "KmsKeyId": "alias/x"}, "InvalidParameterDependency", "Encrypted"),
+        ({}, "MissingParameter", "size"),
+        ({"Size": 10, "SnapshotId": "snap-0123456789abcdef0"}, "InvalidSnapshot.NotFound", ""),
+        ({"Size": 10, "SnapshotId": "nope"}, "InvalidSnapshotID.Malformed", ""),
+    ],
+)
+def test_create_bad_input(ec2: Any, kwargs: dict[str, Any], code: str, words: str) -> None:
+    with pytest.raises(ClientError) as excinfo:
+        ec2.create_volume(AvailabilityZone=ZONE, **kwargs)
+    got_code, message, status = _error(excinfo)
+    assert (got_code, status) == (code, 400), message
+    assert words in message
+
+
+def test_create_in_unknown_zone(ec2: Any) -> None:
+    with pytest.raises(ClientError) as excinfo:
+        ec2.create_volume(AvailabilityZone="us-east-1z", Size=1)
+    code, message, _ = _error(excinfo)
+    assert code == "InvalidParameterValue" and "us-east-1a" in message
+
+
+def test_create_by_zone_id(ec2: Any) -> None:
+    zones = ec2.describe_availability_zones()["AvailabilityZones"]
+    volume = ec2.create_volume(AvailabilityZoneId=zones[1]["ZoneId"], Size=1)
+    assert volume["AvailabilityZone"] == zones[1]["ZoneName"]
+
+
+def test_delete_volume_goes_through_deleting_and_is_gone(ec2: Any) -> None:
+    volume_id = new_volume(ec2)
+    ec2.delete_volume(VolumeId=volume_id)
+    fast_waiter(ec2, "volume_deleted")(VolumeIds=[volume_id])
+    with pytest.raises(ClientError) as excinfo:
+        ec2.describe_volumes(VolumeIds=[volume_id])
+    assert _error(excinfo)[0] == "InvalidVolume.NotFound"
+    with pytest.raises(ClientError) as excinfo:
+        ec2.delete_volume(VolumeId=volume_id)
+    assert _error(excinfo)[0] == "InvalidVolume.NotFound"
+
+
+def test_modify_volume_grows_and_changes_type(ec2: Any) -> None:
+    volume_id = new_volume(ec2, 10)
+    modification = ec2.modify_volume(VolumeId=volume_id, Size=20, VolumeType="gp3", Iops=5000)[
+        "VolumeModification"
+    ]
+    assert modification["OriginalSize"] == 10 and modification["TargetSize"] == 20
+    assert modification["TargetVolumeType"] == "gp3" and modification["TargetIops"] == 5000
+
+    def completed() -> bool:
+        found = ec2.describe_volumes_modifications(VolumeIds=[volume_id])["VolumesModifications"]
+        return bool(found[0]["ModificationState"] == "completed")
+
+    wait_for(completed)
+    volume = ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]
+    assert (volume["Size"], volume["VolumeType"], volume["Iops"], volume["Throughput"]) == (
+        20,
+        "gp3",
+        5000,
+        125,
+    )
+    found = ec2.describe_volumes_modifications(
+        Filters=[{"Name": "volume-id", "Values": [volume_id]}]
+    )["VolumesModifications"]
+    assert found[0]["Progress"] == 100 and found[0]["EndTime"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "code"),
+    [
+        ({"Size": 5}, "InvalidParameterValue"),
+        ({}, "InvalidParameterValue"),
+        ({"VolumeType": "io1"}, "MissingParameter"),
+        ({"Iops": 4000}, "InvalidParameterCombination"),
+    ],
+)
+def test_modify_bad_input(ec2: Any, kwargs: dict[str, Any], code: str) -> None:
+    volume_id = new_volume(ec2, 10)
+    with pytest.raises(ClientError) as excinfo:
+        ec2.modify_volume(VolumeId=volume_id, **kwargs)
+    assert _error(excinfo)[0] == code
+
+
+def test_volume_status_and_io_attributes(ec2: Any) -> None:
+    volume_id = new_volume(ec2, 4, VolumeType="io2", Iops=200)
+    status = ec2.describe_volume_status(VolumeIds=[volume_id])["VolumeStatuses"][0]
+    assert status["VolumeStatus"]["Status"] == "ok"
+    assert {"Name": "io-enabled", "Status": "passed"} in status["VolumeStatus"]["Details"]
+    assert {"Name": "io-performance", "Status": "normal"} in status["VolumeStatus"]["Details"]
+    filtered = ec2.describe_volume_status(
+        Filters=[
+            {"Name": "volume-status.status", "Values": ["ok"]},
+            {"Name": "volume-id", "Values": [volume_id]},
+        ]
+    )
+    assert [s["VolumeId"] for s in filtered["VolumeStatuses"]] == [volume_id]
+
+    attribute = ec2.describe_volume_attribute(VolumeId=volume_id, Attribute="autoEnableIO")
+    assert attribute["AutoEnableIO"] == {"Value": False}
+    ec2.modify_volume_attribute(VolumeId=volume_id, AutoEnableIO={"Value": True})
+    attribute = ec2.describe_volume_attribute(VolumeId=volume_id, Attribute="autoEnableIO")
+    assert attribute["AutoEnableIO"] == {"Value": True}
+    assert (
+        ec2.describe_volume_attribute(VolumeId=volume_id, Attribute="productCodes")["ProductCodes"]
+        == []
+    )
+    ec2.enable_volume_io(VolumeId=volume_id)
+    with pytest.raises(ClientError) as excinfo:
+        ec2.describe_volume_attribute(VolumeId=volume_id, Attribute="colour")
+    assert _error(excinfo)[0] == "InvalidParameterValue"
+
+
+def test_encryption_by_default(ec2: Any) -> None:
+    assert ec2.get_ebs_encryption_by_default()["EbsEncryptionByDefault"] is False
+    assert ec2.enable_ebs_encryption_by_default()["EbsEncryptionByDefault"] is True
+    try:
+        volume = ec2.create_volume(AvailabilityZone=ZONE, Size=1)
+        assert volume["Encrypted"] is True
+        assert volume["KmsKeyId"].startswith("arn:aws:kms:us-east-1:123456789012:key/")
+        explicit = ec2.create_volume(AvailabilityZone=ZONE, Size=1, Encrypted=False)
+        assert explicit["Encrypted"] is False
+    finally:
+        assert ec2.disable_ebs_encryption_by_default()["EbsEncryptionByDefault"] is False
+    assert ec2.get_ebs_encryption_by_default()["EbsEncryptionByDefault"] is False
+    keyed = ec2.create_volume(AvailabilityZone=ZONE, Size=1, Encrypted=True, KmsKeyId="alias/mine")
+    assert keyed["KmsKeyId"] == "alias/mine"
