@@ -7,7 +7,9 @@ and it can rediscover what it has done (for reconcile after a crash).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -33,6 +35,15 @@ class DeviceBusy(BackendError):
 
 class BackingStoreMissing(BackendError):
     """The volume's or snapshot's data is gone from the data dir."""
+
+
+@dataclass
+class Inventory:
+    """What a backend finds on the machine, for the server to reconcile with its records."""
+
+    volumes: set[str] = field(default_factory=set)  # volume ids with data
+    snapshots: set[str] = field(default_factory=set)  # snapshot ids with data
+    attached: dict[str, str] = field(default_factory=dict)  # volume id -> device path
 
 
 class Backend(Protocol):
@@ -93,14 +104,34 @@ class Backend(Protocol):
     def delete_snapshot(self, snapshot_id: str) -> None:
         """Delete the snapshot's data; nothing to delete is not an error."""
 
+    def inventory(self) -> Inventory | None:
+        """What exists: data and bound devices. None for a backend that keeps no data.
 
-BACKEND_NAMES = ("metadata",)
+        Also finishes what a crash interrupted inside the backend (half-written or
+        half-deleted files), which never holds data anyone was told exists.
+        """
+
+
+BACKEND_NAMES = ("auto", "metadata", "loopdev")
+
+
+def default_backend() -> str:
+    """loopdev where it can work (root, loop devices), else metadata."""
+    if os.geteuid() == 0 and os.path.exists("/dev/loop-control"):
+        return "loopdev"
+    return "metadata"
 
 
 def load_backend(name: str, data_dir: Path, *, latency: float = 0.0) -> Backend:
-    """Construct the backend called `name` storing its data under `data_dir`."""
+    """Construct the backend called `name` (or "auto") storing its data under `data_dir`."""
+    if name == "auto":
+        name = default_backend()
     if name == "metadata":
         from backends.metadata import MetadataBackend
 
         return MetadataBackend(latency=latency)
+    if name == "loopdev":
+        from backends.loopdev import LoopdevBackend
+
+        return LoopdevBackend(data_dir)
     raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")

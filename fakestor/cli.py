@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from backends import BACKEND_NAMES
+from backends import BACKEND_NAMES, BackendError
 from fakestor.resources import Region
 from fakestor.server import DEFAULT_PORT, ServerConfig, default_data_dir
 
@@ -53,8 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument(
         "--backend",
         choices=BACKEND_NAMES,
-        default="metadata",
-        help="data plane: metadata (records only, no root needed)",
+        default="auto",
+        help="data plane: loopdev (image files attached as loop devices; needs root), "
+        "metadata (records only), or auto: loopdev when running as root, else metadata",
     )
     server.add_argument("--region", default="us-east-1", help="region name (default us-east-1)")
     server.add_argument(
@@ -115,6 +116,8 @@ def _run_server(args: argparse.Namespace) -> None:
     )
     try:
         serve(config)
+    except BackendError as failure:
+        raise CliError(str(failure)) from None
     except OSError as failure:
         raise CliError(f"cannot serve on {host}:{port}: {failure.strerror or failure}") from None
 

@@ -161,8 +161,91 @@ class Ebs:
                 ),
             )
 
+    def reconcile(self) -> list[str]:
+        """Compare the records with what the backend finds; repair, and report what is not.
+
+        Returns one line per finding, for the log.
+        """
+        inventory = self.backend.inventory()
+        if inventory is None:
+            return []
+        notes: list[str] = []
+        with self.store.transaction() as db:
+            volumes = {volume.id: volume for volume in self._volumes(db)}
+            snapshots = {snapshot.id: snapshot for snapshot in self._snapshots(db)}
+            trash = {row[0] for row in db.execute("SELECT resource_id FROM trash")}
+            for volume in volumes.values():
+                if volume.state in ("available", "in-use") and volume.id not in inventory.volumes:
+                    db.execute(
+                        "UPDATE volumes SET state='error', io_enabled=0, status_reason=? "
+                        "WHERE id=?",
+                        ("the volume's data is missing from the data dir", volume.id),
+                    )
+                    notes.append(f"{volume.id}: data missing; marked 'error'")
+            for snapshot in snapshots.values():
+                if snapshot.state == "completed" and snapshot.id not in inventory.snapshots:
+                    db.execute(
+                        "UPDATE snapshots SET state='error', state_message=? WHERE id=?",
+                        ("the snapshot's data is missing from the data dir", snapshot.id),
+                    )
+                    notes.append(f"{snapshot.id}: data missing; marked 'error'")
+        host_attached: dict[str, str] = {}
+        for volume in volumes.values():
+            for attachment in volume.attachments:
+                if attachment.instance_id == self.host_instance_id:
+                    host_attached[volume.id] = attachment.state
+        for volume_id, state in host_attached.items():
+            if state == "attached" and volume_id in inventory.volumes:
+                # Devices and links do not survive a reboot; bind and link again if needed.
+                self._submit_relink(volume_id)
+        for volume_id, device in inventory.attached.items():
+            if volume_id not in host_attached:
+                notes.append(f"{volume_id}: {device} bound with no attachment; detaching")
+                self._submit_release(volume_id)
+        for volume_id in sorted(inventory.volumes - set(volumes)):
+            notes.append(f"{volume_id}: data without a record; kept, not served")
+        for snapshot_id in sorted(inventory.snapshots - set(snapshots) - trash):
+            notes.append(f"{snapshot_id}: snapshot data without a record; kept, not served")
+        for snapshot_id in trash:
+            self._submit_empty_trash(snapshot_id)
+        for note in notes:
+            log.warning("reconcile: %s", note)
+        return notes
+
+    def _submit_relink(self, volume_id: str) -> None:
+        def work() -> None:
+            with self.store.transaction() as db:
+                row = db.execute(
+                    "SELECT device, state FROM attachments WHERE volume_id=? AND instance_id=?",
+                    (volume_id, self.host_instance_id),
+                ).fetchone()
+            if row is None or row["state"] != "attached":
+                return
+            try:
+                device_path = self.backend.attach_volume(volume_id, row["device"])
+            except BackendError as failure:
+                log.warning("re-attaching %s failed: %s", volume_id, failure)
+                return
+            with self.store.transaction() as db:
+                db.execute(
+                    "UPDATE attachments SET device_path=? WHERE volume_id=? AND instance_id=?",
+                    (device_path, volume_id, self.host_instance_id),
+                )
+
+        self.tasks.submit([volume_id], work, f"relink {volume_id}")
+
+    def _submit_release(self, volume_id: str) -> None:
+        def work() -> None:
+            try:
+                self.backend.detach_volume(volume_id, force=False)
+            except BackendError as failure:
+                log.warning("cannot release %s, left bound: %s", volume_id, failure)
+
+        self.tasks.submit([volume_id], work, f"release {volume_id}")
+
     def resume(self) -> None:
-        """Restart the background half of every transition a previous run left unfinished."""
+        """Reconcile with the backend, then restart every transition left unfinished."""
+        self.reconcile()
         with self.store.transaction() as db:
             creating = [
                 r["id"] for r in db.execute("SELECT id FROM volumes WHERE state='creating'")
@@ -1133,9 +1216,21 @@ class Ebs:
             db.execute("DELETE FROM snapshot_permissions WHERE snapshot_id=?", (snapshot_id,))
             db.execute("DELETE FROM tags WHERE resource_id=?", (snapshot_id,))
             db.execute("DELETE FROM snapshots WHERE id=?", (snapshot_id,))
+            # The data goes in the background; the trash row carries that across a crash.
+            db.execute("INSERT OR IGNORE INTO trash VALUES ('snapshot', ?)", (snapshot_id,))
+        self._submit_empty_trash(snapshot_id)
 
+    def _submit_empty_trash(self, snapshot_id: str) -> None:
         def work() -> None:
-            self.backend.delete_snapshot(snapshot_id)
+            try:
+                self.backend.delete_snapshot(snapshot_id)
+            except BackendError as failure:
+                log.warning("deleting the data of %s failed: %s", snapshot_id, failure)
+                return
+            with self.store.transaction() as db:
+                db.execute(
+                    "DELETE FROM trash WHERE kind='snapshot' AND resource_id=?", (snapshot_id,)
+                )
 
         # Volumes restored from it keep their own copy of the data, as on EBS.
         self.tasks.submit([snapshot_id], work, f"delete {snapshot_id}")

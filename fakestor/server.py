@@ -50,7 +50,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     data_dir: Path = field(default_factory=default_data_dir)
-    backend: str = "metadata"
+    backend: str = "auto"
     region: Region = field(default_factory=Region)
     latency: float = 0.0
     deny: list[str] = field(default_factory=list)

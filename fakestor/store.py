@@ -97,6 +97,11 @@ CREATE TABLE IF NOT EXISTS modifications (
     status_message TEXT,
     PRIMARY KEY (volume_id, seq)
 );
+CREATE TABLE IF NOT EXISTS trash (
+    kind TEXT NOT NULL,
+    resource_id TEXT NOT NULL,
+    PRIMARY KEY (kind, resource_id)
+);
 CREATE TABLE IF NOT EXISTS tags (
     resource_id TEXT NOT NULL,
     resource_type TEXT NOT NULL,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from backends import ProgressCallback
+from backends import Inventory, ProgressCallback
 
 
 class MetadataBackend:
@@ -60,3 +60,6 @@ class MetadataBackend:
 
     def delete_snapshot(self, snapshot_id: str) -> None:
         self._wait()
+
+    def inventory(self) -> Inventory | None:
+        return None
