@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run_server(args: argparse.Namespace) -> None:
-    from fakestor.server import serve
+    from fakestor.server import ServeError, serve
 
     host, port = args.listen
     if not args.zones.isalpha() or not args.zones.islower():
@@ -116,10 +116,8 @@ def _run_server(args: argparse.Namespace) -> None:
     )
     try:
         serve(config)
-    except BackendError as failure:
+    except (BackendError, ServeError) as failure:
         raise CliError(str(failure)) from None
-    except OSError as failure:
-        raise CliError(f"cannot serve on {host}:{port}: {failure.strerror or failure}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -207,3 +207,8 @@ class RequestEntityTooLarge(Ec2Error):
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"The request body is larger than {limit} bytes.")
+
+
+class Unavailable(Ec2Error):
+    code = "Unavailable"
+    http_status = 503

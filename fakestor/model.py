@@ -1037,12 +1037,23 @@ class Ebs:
         return snapshot
 
     def _progress_recorder(self, snapshot_id: str) -> Callable[[int], None]:
+        last = -1
+
         def record(percent: int) -> None:
-            with self.store.transaction() as db:
-                db.execute(
-                    "UPDATE snapshots SET progress=? WHERE id=? AND state='pending'",
-                    (max(0, min(99, percent)), snapshot_id),
-                )
+            nonlocal last
+            percent = max(0, min(99, percent))
+            if percent == last:
+                return
+            last = percent
+            try:
+                with self.store.transaction() as db:
+                    db.execute(
+                        "UPDATE snapshots SET progress=? WHERE id=? AND state='pending'",
+                        (percent, snapshot_id),
+                    )
+            except sqlite3.OperationalError as failure:
+                # Progress is informational; a full disk must not fail the copy itself.
+                log.warning("cannot record progress of %s: %s", snapshot_id, failure)
 
         return record
 

@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,18 +67,38 @@ def _raise_shutdown(signum: int, frame: FrameType | None) -> None:
     raise _Shutdown(signal.Signals(signum).name)
 
 
+class ServeError(Exception):
+    """The server cannot start; the message says why in one line."""
+
+
 def serve(config: ServerConfig) -> None:
-    """Run the server until SIGTERM or SIGINT, then stop cleanly."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    store = Store(config.data_dir / "state.db")
+    """Run the server until SIGTERM or SIGINT, then stop cleanly.
+
+    Raises ServeError or backends.BackendError if it cannot start.
+    """
     backend = load_backend(config.backend, config.data_dir, latency=config.latency)
     backend.start()
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        store = Store(config.data_dir / "state.db")
+    except (OSError, sqlite3.Error) as failure:
+        backend.close()
+        raise ServeError(f"cannot use data dir {config.data_dir}: {failure}") from None
     ebs = Ebs(store, backend, config.region, host_instance_id())
-    ebs.resume()
     app = create_app(ebs, deny=config.deny, imds_tokens_required=config.imds_tokens_required)
-    server = waitress.server.create_server(
-        app, host=config.host, port=config.port, threads=config.threads, ident="fakestor"
-    )
+    try:
+        server = waitress.server.create_server(
+            app, host=config.host, port=config.port, threads=config.threads, ident="fakestor"
+        )
+    except OSError as failure:
+        ebs.close()
+        backend.close()
+        store.close()
+        raise ServeError(
+            f"cannot serve on {config.host}:{config.port}: {failure.strerror or failure}"
+        ) from None
+    # Only now, with the port ours, resume what a previous run left unfinished.
+    ebs.resume()
     signal.signal(signal.SIGTERM, _raise_shutdown)
     signal.signal(signal.SIGINT, _raise_shutdown)
     assert isinstance(server, waitress.server.TcpWSGIServer)  # one host, one port

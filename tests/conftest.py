@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -173,3 +174,19 @@ def fast_waiter(ec2: Any, name: str) -> Callable[..., None]:
         waiter.wait(WaiterConfig={"Delay": 0.1, "MaxAttempts": 300}, **kwargs)
 
     return wait
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip when a prerequisite is missing, except in CI, where that is a failure."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI=true but {reason}")
+    pytest.skip(reason)
+
+
+def require_root_and_loop() -> None:
+    require(os.geteuid() == 0, "needs root (loop devices, mounts)")
+    require(os.path.exists("/dev/loop-control"), "needs /dev/loop-control (modprobe loop)")
+    for tool in ("mkfs.ext4", "resize2fs", "blkid", "losetup"):
+        require(shutil.which(tool) is not None, f"needs {tool} (apt-get install e2fsprogs)")

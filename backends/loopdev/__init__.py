@@ -213,6 +213,7 @@ class LoopdevBackend:
         doomed = image.with_name(image.name + ".deleting")
         with contextlib.suppress(FileNotFoundError):
             os.rename(image, doomed)
+        failpoints.pause("loopdev.delete.renamed")
         doomed.unlink(missing_ok=True)
         image.with_name(image.name + ".partial").unlink(missing_ok=True)
         _fsync_dir(self.volumes_dir)

@@ -23,6 +23,7 @@ LOOP_CLR_FD = 0x4C01
 LOOP_GET_STATUS64 = 0x4C05
 LOOP_SET_CAPACITY = 0x4C07
 LOOP_CONFIGURE = 0x4C0A
+LOOP_CTL_REMOVE = 0x4C81
 LOOP_CTL_GET_FREE = 0x4C82
 
 LO_FLAGS_AUTOCLEAR = 4
@@ -106,6 +107,18 @@ def attach(backing_file: Path, *, direct_io: bool = True, attempts: int = 50) ->
         raise LoopError(f"cannot bind {backing_file}: {failure.strerror}") from failure
     finally:
         os.close(backing_fd)
+
+
+def remove(number: int) -> bool:
+    """Remove the free loop device `number` from the kernel; False if it is in use or gone."""
+    control = os.open("/dev/loop-control", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(control, LOOP_CTL_REMOVE, number)
+    except OSError:
+        return False
+    finally:
+        os.close(control)
+    return True
 
 
 def is_busy(device: str) -> bool:

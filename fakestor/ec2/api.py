@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import sqlite3
 import uuid
 from collections.abc import Sequence
 
@@ -56,6 +57,15 @@ def ec2_blueprint(ebs: Ebs, deny: Sequence[str] = ()) -> Blueprint:
             return Response(body, status=200, content_type=XML)
         except errors.Ec2Error as error:
             return _error_response(error, request_id)
+        except sqlite3.OperationalError as failure:
+            log.error("state store failure in request %s: %s", request_id, failure)
+            return _error_response(
+                errors.Unavailable(
+                    f"fakestor cannot record state ({failure}); free space in its data dir "
+                    "and retry."
+                ),
+                request_id,
+            )
         except Exception:
             log.exception("internal error in request %s", request_id)
             return _error_response(
