@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 
 MAX_TAGS_PER_RESOURCE = 50
 DETACH_RETRY_SECONDS = 1.0
+PROGRESS_INTERVAL = 0.25  # seconds between recorded snapshot progress updates
 HOST_INSTANCE_TYPE = "m5.large"
 HOST_IMAGE_ID = "ami-00000000000f4e570"  # fakestor's own, never launched from
 
@@ -1037,14 +1039,16 @@ class Ebs:
         return snapshot
 
     def _progress_recorder(self, snapshot_id: str) -> Callable[[int], None]:
-        last = -1
+        last_time = 0.0
 
         def record(percent: int) -> None:
-            nonlocal last
-            percent = max(0, min(99, percent))
-            if percent == last:
+            # At most a few commits a second: each is an fsync of the state store.
+            nonlocal last_time
+            now = time.monotonic()
+            if now - last_time < PROGRESS_INTERVAL:
                 return
-            last = percent
+            last_time = now
+            percent = max(0, min(99, percent))
             try:
                 with self.store.transaction() as db:
                     db.execute(
