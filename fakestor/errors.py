@@ -107,6 +107,13 @@ class InvalidVolumeZoneMismatch(Ec2Error):
         )
 
 
+class InvalidVolumeModificationNotFound(Ec2Error):
+    code = "InvalidVolumeModification.NotFound"
+
+    def __init__(self, volume_id: str) -> None:
+        super().__init__(f"Modification for volume '{volume_id}' does not exist.")
+
+
 class InvalidSnapshotNotFound(Ec2Error):
     code = "InvalidSnapshot.NotFound"
 

@@ -11,10 +11,10 @@ from fakestor import errors
 VOLUME = "vol"
 SNAPSHOT = "snap"
 INSTANCE = "i"
-MODIFICATION_REQUEST = "r"
+RESERVATION = "r"
 
 # EC2 accepts the old 8-digit ids as well as the 17-digit ones.
-_ID_PATTERN = re.compile(r"^(vol|snap|i|r)-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
+_ID_PATTERN = re.compile(r"(vol|snap|i|r)-(?:[0-9a-f]{8}|[0-9a-f]{17})")
 
 _MALFORMED: dict[str, type[errors.Ec2Error]] = {
     VOLUME: errors.InvalidVolumeIdMalformed,
@@ -35,7 +35,7 @@ def stable_id(prefix: str, seed: str) -> str:
 
 def kind_of(resource_id: str) -> str | None:
     """The prefix of a well-formed id, or None."""
-    match = _ID_PATTERN.match(resource_id)
+    match = _ID_PATTERN.fullmatch(resource_id)
     return match.group(1) if match else None
 
 

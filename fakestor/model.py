@@ -43,7 +43,7 @@ from fakestor.resources import (
     utcnow,
 )
 from fakestor.store import Store
-from fakestor.tasks import TaskRunner
+from fakestor.tasks import RetryLater, TaskRunner
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,17 @@ PROGRESS_INTERVAL = 0.25  # seconds between recorded snapshot progress updates
 HOST_INSTANCE_TYPE = "m5.large"
 HOST_IMAGE_ID = "ami-00000000000f4e570"  # fakestor's own, never launched from
 
-# Linux device names EC2 accepts for EBS attachments.
-_DEVICE_NAME = re.compile(r"^/dev/(sd[b-z]|xvd[b-z]|xvd[b-z][a-z]|sd[b-z][1-9]?)$")
+# Device names EC2 accepts for EBS data volumes: /dev/sd[b-z] and /dev/xvd[b-z] on
+# Linux (a trailing partition number or second letter allowed), xvd[b-z] on Windows.
+_DEVICE_NAME = re.compile(r"(/dev/sd[b-z][1-9]?|/dev/xvd[b-z][a-z]?|xvd[b-z][a-z]?)", re.ASCII)
+
+
+def canonical_device(device: str) -> str:
+    """/dev/sdf, /dev/xvdf and xvdf name the same slot: a guest sees sdf as xvdf."""
+    base = device.removeprefix("/dev/")
+    return "sd" + base.removeprefix("xvd") if base.startswith("xvd") else base
+
+
 _RESOURCE_TYPES = {"vol": "volume", "snap": "snapshot", "i": "instance"}
 
 
@@ -208,8 +217,6 @@ class Ebs:
             notes.append(f"{volume_id}: data without a record; kept, not served")
         for snapshot_id in sorted(inventory.snapshots - set(snapshots) - trash):
             notes.append(f"{snapshot_id}: snapshot data without a record; kept, not served")
-        for snapshot_id in trash:
-            self._submit_empty_trash(snapshot_id)
         for note in notes:
             log.warning("reconcile: %s", note)
         return notes
@@ -250,8 +257,10 @@ class Ebs:
         self.reconcile()
         with self.store.transaction() as db:
             creating = [
-                r["id"] for r in db.execute("SELECT id FROM volumes WHERE state='creating'")
+                (r["id"], r["snapshot_id"])
+                for r in db.execute("SELECT id, snapshot_id FROM volumes WHERE state='creating'")
             ]
+            trash = [r["resource_id"] for r in db.execute("SELECT resource_id FROM trash")]
             deleting = [
                 r["id"] for r in db.execute("SELECT id FROM volumes WHERE state='deleting'")
             ]
@@ -279,19 +288,22 @@ class Ebs:
                     "SELECT id, state FROM instances WHERE state IN ('pending','shutting-down')"
                 )
             ]
-        for volume_id in creating:
-            self._submit_create_volume(volume_id)
-        for volume_id in deleting:
-            self._submit_delete_volume(volume_id)
-        for volume_id, instance_id in attaching:
-            self._submit_attach(volume_id, instance_id)
-        for volume_id, instance_id in detaching:
-            self._submit_detach(volume_id, instance_id)
+        # Work that reads data first, deletes last: each resource's queue keeps this order.
+        for volume_id, snapshot_id in creating:
+            self._submit_create_volume(volume_id, snapshot_id)
         for snapshot_id, volume_id, source_id in pending:
             if source_id:
                 self._submit_copy_snapshot(source_id, snapshot_id)
             else:
                 self._submit_create_snapshot(snapshot_id, volume_id)
+        for volume_id, instance_id in attaching:
+            self._submit_attach(volume_id, instance_id)
+        for volume_id, instance_id in detaching:
+            self._submit_detach(volume_id, instance_id)
+        for volume_id in deleting:
+            self._submit_delete_volume(volume_id)
+        for snapshot_id in trash:
+            self._submit_empty_trash(snapshot_id)
         for volume_id in modifying:
             self._submit_modify(volume_id)
         for instance_id, state in instances:
@@ -437,6 +449,8 @@ class Ebs:
                 image_id=row["image_id"],
                 launch_time=from_text(row["launch_time"]),
                 is_host=bool(row["is_host"]),
+                reservation_id=row["reservation_id"] or "r-" + row["id"].removeprefix("i-"),
+                launch_index=row["launch_index"],
                 tags=tags.get(row["id"], {}),
                 attachments=by_instance.get(row["id"], []),
             )
@@ -486,9 +500,8 @@ class Ebs:
         tags = _tags_for(tag_specs, "volume")
         volume_type = request.volume_type or rules.DEFAULT_VOLUME_TYPE
         with self.store.transaction() as db:
-            encrypted = bool(request.encrypted)
-            if request.encrypted is None:
-                encrypted = self.encryption_by_default()
+            # With encryption by default on, every new volume is encrypted, as on EC2.
+            encrypted = bool(request.encrypted) or self.encryption_by_default()
             kms_key_id = request.kms_key_id
             size = request.size
             if request.snapshot_id is not None:
@@ -543,10 +556,10 @@ class Ebs:
             )
             self._set_tags(db, volume_id, "volume", tags)
             volume = self._volume(db, volume_id)
-        self._submit_create_volume(volume_id)
+        self._submit_create_volume(volume_id, request.snapshot_id)
         return volume
 
-    def _submit_create_volume(self, volume_id: str) -> None:
+    def _submit_create_volume(self, volume_id: str, snapshot_id: str | None) -> None:
         def work() -> None:
             with self.store.transaction() as db:
                 row = db.execute(
@@ -561,7 +574,9 @@ class Ebs:
                 return
             self._set_volume_state(volume_id, "available")
 
-        self.tasks.submit([volume_id], work, f"create {volume_id}")
+        # Keyed on the snapshot too, so a DeleteSnapshot queues behind the restore.
+        keys = [volume_id, snapshot_id] if snapshot_id else [volume_id]
+        self.tasks.submit(keys, work, f"create {volume_id}")
 
     def _set_volume_state(self, volume_id: str, state: str, reason: str | None = None) -> None:
         with self.store.transaction() as db:
@@ -625,10 +640,10 @@ class Ebs:
         with self.store.transaction() as db:
             volume = self._volume(db, volume_id)
             instance = self._instance(db, instance_id)
-            if not _DEVICE_NAME.match(device):
+            if not _DEVICE_NAME.fullmatch(device):
                 raise errors.InvalidParameterValue(
-                    f"Value ({device}) for parameter device is invalid. {device} is not a valid "
-                    "EBS device name; use one of /dev/sd[f-p] or /dev/xvd[f-p]."
+                    f"Value ({device!r}) for parameter device is invalid. It is not a valid EBS "
+                    "device name; use /dev/sd[f-p] (or /dev/xvd[f-p]; xvd[f-p] on Windows)."
                 )
             if instance.state != "running":
                 raise errors.IncorrectInstanceState(
@@ -656,7 +671,8 @@ class Ebs:
                     f"Volume '{volume_id}' is in the '{volume.state}' state; it can be attached "
                     "once it is 'available'."
                 )
-            if any(a.device == device for a in instance.attachments):
+            slot = canonical_device(device)
+            if any(canonical_device(a.device) == slot for a in instance.attachments):
                 raise errors.InvalidParameterValue(
                     f"Invalid value '{device}' for unixDevice. Attachment point {device} is "
                     "already in use"
@@ -764,29 +780,25 @@ class Ebs:
 
     def _submit_detach(self, volume_id: str, instance_id: str) -> None:
         def work() -> None:
-            while True:
-                with self.store.transaction() as db:
-                    row = db.execute(
-                        "SELECT a.state, a.force_detach, a.device_path, i.is_host "
-                        "FROM attachments a JOIN instances i ON i.id = a.instance_id "
-                        "WHERE a.volume_id=? AND a.instance_id=?",
-                        (volume_id, instance_id),
-                    ).fetchone()
-                if row is None or row["state"] != "detaching":
-                    return
-                try:
-                    if row["is_host"]:
-                        self.backend.detach_volume(volume_id, bool(row["force_detach"]))
-                    break
-                except DeviceBusy:
-                    # As on EBS, a detach of a device still in use waits in 'detaching'
-                    # until the device is released or the detach is forced.
-                    if not self.tasks.sleep(DETACH_RETRY_SECONDS):
-                        return
-                except BackendError as failure:
-                    log.warning("detach of %s failed: %s", volume_id, failure)
-                    if not self.tasks.sleep(DETACH_RETRY_SECONDS):
-                        return
+            with self.store.transaction() as db:
+                row = db.execute(
+                    "SELECT a.state, a.force_detach, a.device_path, i.is_host "
+                    "FROM attachments a JOIN instances i ON i.id = a.instance_id "
+                    "WHERE a.volume_id=? AND a.instance_id=?",
+                    (volume_id, instance_id),
+                ).fetchone()
+            if row is None or row["state"] != "detaching":
+                return
+            try:
+                if row["is_host"]:
+                    self.backend.detach_volume(volume_id, bool(row["force_detach"]))
+            except DeviceBusy:
+                # As on EBS, a detach of a device still in use waits in 'detaching'
+                # until the device is released or the detach is forced.
+                raise RetryLater(DETACH_RETRY_SECONDS) from None
+            except BackendError as failure:
+                log.warning("detach of %s failed, retrying: %s", volume_id, failure)
+                raise RetryLater(DETACH_RETRY_SECONDS) from None
             with self.store.transaction() as db:
                 self._drop_attachment(db, volume_id, instance_id)
 
@@ -844,8 +856,10 @@ class Ebs:
                 )
             same_type = target_type == volume.volume_type
             iops = change.iops
-            if iops is None and same_type and rules.volume_type_rules(target_type).min_iops:
-                iops = volume.iops
+            target_rules = rules.volume_type_rules(target_type)
+            if iops is None and target_rules.min_iops:
+                # Kept if the type stays; 3,000 when changing to gp3, io1 or io2.
+                iops = volume.iops if same_type else rules.MODIFY_DEFAULT_IOPS
             throughput = change.throughput
             if throughput is None and same_type and target_type == "gp3":
                 throughput = volume.throughput
@@ -959,6 +973,10 @@ class Ebs:
         _dry_run(dry_run)
         if volume_ids:
             found = [m for m in found if m.volume_id in volume_ids]
+            modified = {m.volume_id for m in found}
+            for volume_id in volume_ids:
+                if volume_id not in modified:
+                    raise errors.InvalidVolumeModificationNotFound(volume_id)
         return [m for m in found if matches(modification_filter_values(m), filters)]
 
     # ---- volume status and attributes -----------------------------------
@@ -1013,30 +1031,40 @@ class Ebs:
         tags.update(_tags_for(tag_specs, "snapshot"))
         with self.store.transaction() as db:
             volume = self._volume(db, volume_id)
-            if volume.state not in ("available", "in-use"):
-                raise errors.IncorrectState(
-                    f"Volume '{volume_id}' is in the '{volume.state}' state; snapshot an "
-                    "'available' or 'in-use' volume."
-                )
+            self._check_snapshottable(volume)
             _dry_run(dry_run)
-            snapshot_id = ids.new_id(ids.SNAPSHOT)
-            db.execute(
-                "INSERT INTO snapshots(id, volume_id, volume_size, state, progress, start_time, "
-                "description, encrypted, kms_key_id) VALUES (?, ?, ?, 'pending', 0, ?, ?, ?, ?)",
-                (
-                    snapshot_id,
-                    volume_id,
-                    volume.size,
-                    to_text(utcnow()),
-                    description,
-                    int(volume.encrypted),
-                    volume.kms_key_id,
-                ),
-            )
-            self._set_tags(db, snapshot_id, "snapshot", tags)
-            snapshot = self._snapshot(db, snapshot_id)
-        self._submit_create_snapshot(snapshot_id, volume_id)
+            snapshot = self._insert_snapshot(db, volume, description, tags)
+        self._submit_create_snapshot(snapshot.id, volume_id)
         return snapshot
+
+    @staticmethod
+    def _check_snapshottable(volume: Volume) -> None:
+        if volume.state not in ("available", "in-use"):
+            raise errors.IncorrectState(
+                f"Volume '{volume.id}' is in the '{volume.state}' state; snapshot an "
+                "'available' or 'in-use' volume."
+            )
+
+    def _insert_snapshot(
+        self, db: sqlite3.Connection, volume: Volume, description: str, tags: Mapping[str, str]
+    ) -> Snapshot:
+        self._check_snapshottable(volume)
+        snapshot_id = ids.new_id(ids.SNAPSHOT)
+        db.execute(
+            "INSERT INTO snapshots(id, volume_id, volume_size, state, progress, start_time, "
+            "description, encrypted, kms_key_id) VALUES (?, ?, ?, 'pending', 0, ?, ?, ?, ?)",
+            (
+                snapshot_id,
+                volume.id,
+                volume.size,
+                to_text(utcnow()),
+                description,
+                int(volume.encrypted),
+                volume.kms_key_id,
+            ),
+        )
+        self._set_tags(db, snapshot_id, "snapshot", tags)
+        return self._snapshot(db, snapshot_id)
 
     def _progress_recorder(self, snapshot_id: str) -> Callable[[int], None]:
         last_time = 0.0
@@ -1105,20 +1133,23 @@ class Ebs:
             volumes = {
                 v.id: v for v in self._volumes(db, [a.volume_id for a in instance.attachments])
             }
+            for volume in volumes.values():
+                if volume.id not in exclude_volume_ids:
+                    self._check_snapshottable(volume)
+            requested = _tags_for(tag_specs, "snapshot")
             _dry_run(dry_run)
+            snapshots = []
             # fakestor instances have no boot volume, so ExcludeBootVolume changes nothing.
-            return [
-                self.create_snapshot(
-                    attachment.volume_id,
-                    description,
-                    tag_specs,
-                    extra_tags=volumes[attachment.volume_id].tags
-                    if copy_tags_from_source
-                    else None,
-                )
-                for attachment in instance.attachments
-                if attachment.volume_id not in exclude_volume_ids
-            ]
+            for attachment in instance.attachments:
+                if attachment.volume_id in exclude_volume_ids:
+                    continue
+                volume = volumes[attachment.volume_id]
+                tags = {**(volume.tags if copy_tags_from_source else {}), **requested}
+                snapshots.append(self._insert_snapshot(db, volume, description, tags))
+        # Only once every snapshot is recorded: a refused request starts no work.
+        for snapshot in snapshots:
+            self._submit_create_snapshot(snapshot.id, snapshot.volume_id)
+        return snapshots
 
     def copy_snapshot(
         self,
@@ -1277,7 +1308,7 @@ class Ebs:
                 raise errors.InvalidParameterValue(
                     f"Value ({grantee}) for parameter UserGroup is invalid. Only 'all' is valid."
                 )
-            if kind == "user" and not re.fullmatch(r"\d{12}", grantee):
+            if kind == "user" and not re.fullmatch(r"[0-9]{12}", grantee):
                 raise errors.InvalidParameterValue(
                     f"Value ({grantee}) for parameter UserId is invalid. "
                     "Expected a 12-digit AWS account id."
@@ -1418,17 +1449,29 @@ class Ebs:
         tags = _tags_for(tag_specs, "instance")
         _dry_run(dry_run)
         launched = []
+        reservation_id = ids.new_id(ids.RESERVATION)
         with self.store.transaction() as db:
-            for _ in range(max_count):
+            for launch_index in range(max_count):
                 instance_id = ids.new_id(ids.INSTANCE)
                 db.execute(
                     "INSERT INTO instances(id, zone, state, instance_type, image_id, "
-                    "launch_time) VALUES (?, ?, 'pending', ?, ?, ?)",
-                    (instance_id, zone, instance_type or "m5.large", image_id, to_text(utcnow())),
+                    "launch_time, reservation_id, launch_index) "
+                    "VALUES (?, ?, 'pending', ?, ?, ?, ?, ?)",
+                    (
+                        instance_id,
+                        zone,
+                        instance_type or "m5.large",
+                        image_id,
+                        to_text(utcnow()),
+                        reservation_id,
+                        launch_index,
+                    ),
                 )
                 self._set_tags(db, instance_id, "instance", tags)
                 launched.append(instance_id)
-            instances = [i for i in self._instances(db) if i.id in launched]
+            instances = sorted(
+                (i for i in self._instances(db) if i.id in launched), key=lambda i: i.launch_index
+            )
         for instance_id in launched:
             self._submit_launch(instance_id)
         return instances

@@ -12,18 +12,20 @@ from fakestor import errors
 T = TypeVar("T")
 
 
-def encode_token(last_key: str) -> str:
-    return base64.urlsafe_b64encode(f"after:{last_key}".encode()).decode()
+def encode_token(scope: str, last_key: str) -> str:
+    """A token for the page after `last_key`, good only for the action `scope`."""
+    return base64.urlsafe_b64encode(f"{scope}\0{last_key}".encode()).decode()
 
 
-def decode_token(token: str) -> str:
+def decode_token(token: str, scope: str) -> str:
     try:
         text = base64.urlsafe_b64decode(token.encode()).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise errors.InvalidPaginationToken(token) from None
-    if not text.startswith("after:"):
+    token_scope, separator, last_key = text.partition("\0")
+    if not separator or token_scope != scope:
         raise errors.InvalidPaginationToken(token)
-    return text.removeprefix("after:")
+    return last_key
 
 
 def check_max_results(
@@ -47,13 +49,14 @@ def paginate(
     key: Callable[[T], str],
     max_results: int | None,
     next_token: str | None,
+    scope: str,
 ) -> tuple[list[T], str | None]:
     """One page of `items` (sorted by `key`) and the token for the next, if any."""
     ordered = sorted(items, key=key)
     if next_token:
-        after = decode_token(next_token)
+        after = decode_token(next_token, scope)
         ordered = [item for item in ordered if key(item) > after]
     if max_results is None or len(ordered) <= max_results:
         return ordered, None
     page = ordered[:max_results]
-    return page, encode_token(key(page[-1]))
+    return page, encode_token(scope, key(page[-1]))

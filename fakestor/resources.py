@@ -125,6 +125,8 @@ class Instance:
     image_id: str
     launch_time: datetime
     is_host: bool
+    reservation_id: str = ""
+    launch_index: int = 0
     tags: dict[str, str] = field(default_factory=dict)
     attachments: list[Attachment] = field(default_factory=list)
 

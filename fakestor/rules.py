@@ -75,6 +75,7 @@ VOLUME_TYPES: dict[str, VolumeTypeRules] = {
 }
 
 DEFAULT_VOLUME_TYPE = "gp2"
+MODIFY_DEFAULT_IOPS = 3_000  # ModifyVolume to gp3/io1/io2 without Iops
 MAX_MULTI_ATTACH_INSTANCES = 16
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import signal
@@ -17,7 +18,7 @@ from waitress.wasyncore import ExitNow
 
 from backends import load_backend
 from fakestor import ids
-from fakestor.app import create_app
+from fakestor.app import MAX_REQUEST_BYTES, create_app
 from fakestor.model import Ebs
 from fakestor.resources import Region
 from fakestor.store import Store
@@ -71,6 +72,19 @@ class ServeError(Exception):
     """The server cannot start; the message says why in one line."""
 
 
+def _lock_data_dir(data_dir: Path) -> int:
+    """Hold an exclusive lock on the data dir for the server's lifetime (one server per dir)."""
+    fd = os.open(data_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ServeError(
+            f"another fakestor server is using {data_dir}; stop it or choose another --data-dir"
+        ) from None
+    return fd
+
+
 def serve(config: ServerConfig) -> None:
     """Run the server until SIGTERM or SIGINT, then stop cleanly.
 
@@ -80,6 +94,7 @@ def serve(config: ServerConfig) -> None:
     backend.start()
     try:
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        lock = _lock_data_dir(config.data_dir)
         store = Store(config.data_dir / "state.db")
     except (OSError, sqlite3.Error) as failure:
         backend.close()
@@ -88,12 +103,20 @@ def serve(config: ServerConfig) -> None:
     app = create_app(ebs, deny=config.deny, imds_tokens_required=config.imds_tokens_required)
     try:
         server = waitress.server.create_server(
-            app, host=config.host, port=config.port, threads=config.threads, ident="fakestor"
+            app,
+            host=config.host,
+            port=config.port,
+            threads=config.threads,
+            ident="fakestor",
+            # Flask answers bodies over MAX_REQUEST_BYTES with EC2's XML error; far larger
+            # ones waitress refuses before reading them, instead of buffering up to 1 GiB.
+            max_request_body_size=8 * MAX_REQUEST_BYTES,
         )
     except OSError as failure:
         ebs.close()
         backend.close()
         store.close()
+        os.close(lock)
         raise ServeError(
             f"cannot serve on {config.host}:{config.port}: {failure.strerror or failure}"
         ) from None
@@ -121,4 +144,5 @@ def serve(config: ServerConfig) -> None:
         ebs.close()
         backend.close()
         store.close()
+        os.close(lock)
         print("fakestor: stopped", file=sys.stderr, flush=True)

@@ -26,7 +26,9 @@ CREATE TABLE IF NOT EXISTS instances (
     instance_type TEXT NOT NULL,
     image_id TEXT NOT NULL,
     launch_time TEXT NOT NULL,
-    is_host INTEGER NOT NULL DEFAULT 0
+    is_host INTEGER NOT NULL DEFAULT 0,
+    reservation_id TEXT,
+    launch_index INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS volumes (
     id TEXT PRIMARY KEY,
@@ -112,6 +114,13 @@ CREATE TABLE IF NOT EXISTS tags (
 """
 
 
+# Columns added since a table was first released: (table, column, declaration).
+ADDED_COLUMNS = [
+    ("instances", "reservation_id", "TEXT"),
+    ("instances", "launch_index", "INTEGER NOT NULL DEFAULT 0"),
+]
+
+
 class Store:
     """The state database. Use `transaction()` for every read or change."""
 
@@ -129,6 +138,10 @@ class Store:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+            for table, column, declaration in ADDED_COLUMNS:
+                present = {info["name"] for info in db.execute(f"PRAGMA table_info({table})")}
+                if column not in present:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
             row = db.execute("SELECT value FROM settings WHERE key='schema_version'").fetchone()
             if row is None:
                 db.execute(

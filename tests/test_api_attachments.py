@@ -214,3 +214,34 @@ def test_concurrent_attaches_of_one_volume_let_exactly_one_win(ec2: Any, server:
     assert outcomes == ["VolumeInUse"] * 5 + ["ok"]
     attachments = ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]["Attachments"]
     assert len(attachments) == 1
+
+
+def test_sd_and_xvd_names_share_a_slot(ec2: Any) -> None:
+    instance = _launch(ec2)
+    first, second, third = new_volume(ec2), new_volume(ec2), new_volume(ec2)
+    ec2.attach_volume(VolumeId=first, InstanceId=instance, Device="/dev/sdf")
+    with pytest.raises(ClientError) as excinfo:
+        ec2.attach_volume(VolumeId=second, InstanceId=instance, Device="/dev/xvdf")
+    assert _code(excinfo) == "InvalidParameterValue"
+    with pytest.raises(ClientError) as excinfo:
+        ec2.attach_volume(VolumeId=second, InstanceId=instance, Device="/dev/sdg\n")
+    assert _code(excinfo) == "InvalidParameterValue"
+    ec2.attach_volume(VolumeId=second, InstanceId=instance, Device="xvdh")
+    ec2.attach_volume(VolumeId=third, InstanceId=instance, Device="/dev/xvdba")
+
+
+def test_run_instances_makes_one_reservation(ec2: Any) -> None:
+    reservation = ec2.run_instances(ImageId="ami-0123456789abcdef0", MinCount=3, MaxCount=3)
+    launched = [i["InstanceId"] for i in reservation["Instances"]]
+    assert [i["AmiLaunchIndex"] for i in reservation["Instances"]] == [0, 1, 2]
+    found = ec2.describe_instances(InstanceIds=launched)["Reservations"]
+    assert len(found) == 1 and found[0]["ReservationId"] == reservation["ReservationId"]
+    assert sorted(i["InstanceId"] for i in found[0]["Instances"]) == sorted(launched)
+    with pytest.raises(ClientError) as excinfo:
+        ec2.run_instances(
+            ImageId="ami-0123456789abcdef0",
+            MinCount=1,
+            MaxCount=1,
+            BlockDeviceMappings=[{"DeviceName": "/dev/sdf", "Ebs": {"VolumeSize": 8}}],
+        )
+    assert _code(excinfo) == "InvalidParameterCombination"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -91,8 +92,13 @@ def test_zones_and_regions(ec2: Any) -> None:
     with pytest.raises(ClientError) as excinfo:
         ec2.describe_availability_zones(ZoneNames=["us-east-1q"])
     assert _code(excinfo) == "InvalidParameterValue"
+    with pytest.raises(ClientError) as excinfo:
+        ec2.describe_availability_zones(ZoneIds=["use1-az9"])
+    assert _code(excinfo) == "InvalidParameterValue"
     regions = ec2.describe_regions()["Regions"]
     assert [r["RegionName"] for r in regions] == [REGION]
+    other = ec2.describe_regions(Filters=[{"Name": "region-name", "Values": ["eu-*"]}])
+    assert other["Regions"] == []
 
 
 def test_dry_run_validates_and_changes_nothing(ec2: Any, server: Server) -> None:
@@ -172,6 +178,10 @@ def test_malformed_requests_get_ec2_errors_not_500s(server: Server) -> None:
             "InvalidParameterValue"
         ),
         b"Action=CreateVolume&%ff%fe=1": "UnknownParameter",
+        b"Action=DescribeVolumes&Filter.%C2%B2.Name=status": "UnknownParameter",
+        b"Action=CreateVolume&AvailabilityZone=us-east-1a&Size=%EF%BC%91": "InvalidParameterValue",
+        b"Action=CreateVolume&AvailabilityZone=us-east-1a&Size=1_0": "InvalidParameterValue",
+        b"Action=DescribeVolumes&DryRun=%01": "InvalidParameterValue",
     }
     for body, code in cases.items():
         status, text = _post(server.url, body)
@@ -186,3 +196,14 @@ def test_oversized_request_is_refused(server: Server) -> None:
     # The server still answers afterwards.
     status, _ = _post(server.url, b"Action=DescribeRegions")
     assert status == 200
+
+
+def test_huge_declared_body_is_refused_before_it_is_read(server: Server) -> None:
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: 500000000\r\n\r\n" + b"x" * 65536
+        )
+        reply = connection.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 413")

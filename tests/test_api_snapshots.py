@@ -182,3 +182,30 @@ def test_snapshot_of_missing_volume(ec2: Any) -> None:
     with pytest.raises(ClientError) as excinfo:
         ec2.create_snapshot(VolumeId="vol-0123456789abcdef0")
     assert _code(excinfo) == "InvalidVolume.NotFound"
+
+
+def test_refused_create_snapshots_starts_nothing(ec2: Any) -> None:
+    instance = ec2.run_instances(ImageId="ami-0123456789abcdef0", MinCount=1, MaxCount=1)[
+        "Instances"
+    ][0]["InstanceId"]
+    fast_waiter(ec2, "instance_running")(InstanceIds=[instance])
+    plain = new_volume(ec2)
+    crowded = new_volume(
+        ec2,
+        TagSpecifications=[
+            {"ResourceType": "volume", "Tags": [{"Key": f"t{i}", "Value": ""} for i in range(50)]}
+        ],
+    )
+    ec2.attach_volume(VolumeId=plain, InstanceId=instance, Device="/dev/sdf")
+    ec2.attach_volume(VolumeId=crowded, InstanceId=instance, Device="/dev/sdg")
+    fast_waiter(ec2, "volume_in_use")(VolumeIds=[plain, crowded])
+    with pytest.raises(ClientError) as excinfo:
+        ec2.create_snapshots(
+            InstanceSpecification={"InstanceId": instance},
+            CopyTagsFromSource="volume",
+            TagSpecifications=[{"ResourceType": "snapshot", "Tags": [{"Key": "x", "Value": "y"}]}],
+        )
+    assert _code(excinfo) == "TagLimitExceeded"
+    for volume_id in (plain, crowded):
+        found = ec2.describe_snapshots(Filters=[{"Name": "volume-id", "Values": [volume_id]}])
+        assert found["Snapshots"] == []

@@ -201,7 +201,8 @@ def test_modify_volume_grows_and_changes_type(ec2: Any) -> None:
     [
         ({"Size": 5}, "InvalidParameterValue"),
         ({}, "InvalidParameterValue"),
-        ({"VolumeType": "io1"}, "MissingParameter"),
+        # io1 defaults to 3,000 IOPS, more than 50 per GiB of a 10 GiB volume allows.
+        ({"VolumeType": "io1"}, "InvalidParameterValue"),
         ({"Iops": 4000}, "InvalidParameterCombination"),
     ],
 )
@@ -248,10 +249,44 @@ def test_encryption_by_default(ec2: Any) -> None:
         volume = ec2.create_volume(AvailabilityZone=ZONE, Size=1)
         assert volume["Encrypted"] is True
         assert volume["KmsKeyId"].startswith("arn:aws:kms:us-east-1:123456789012:key/")
+        # As on EC2: with encryption by default on, every new volume is encrypted.
         explicit = ec2.create_volume(AvailabilityZone=ZONE, Size=1, Encrypted=False)
-        assert explicit["Encrypted"] is False
+        assert explicit["Encrypted"] is True
     finally:
         assert ec2.disable_ebs_encryption_by_default()["EbsEncryptionByDefault"] is False
     assert ec2.get_ebs_encryption_by_default()["EbsEncryptionByDefault"] is False
     keyed = ec2.create_volume(AvailabilityZone=ZONE, Size=1, Encrypted=True, KmsKeyId="alias/mine")
     assert keyed["KmsKeyId"] == "alias/mine"
+
+
+def test_modify_to_io2_defaults_to_3000_iops(ec2: Any) -> None:
+    volume_id = new_volume(ec2, 10)
+    modification = ec2.modify_volume(VolumeId=volume_id, VolumeType="io2")["VolumeModification"]
+    assert (modification["TargetVolumeType"], modification["TargetIops"]) == ("io2", 3000)
+
+
+def test_modifications_of_an_unmodified_volume(ec2: Any) -> None:
+    volume_id = new_volume(ec2)
+    with pytest.raises(ClientError) as excinfo:
+        ec2.describe_volumes_modifications(VolumeIds=[volume_id])
+    assert _error(excinfo)[0] == "InvalidVolumeModification.NotFound"
+
+
+def test_control_characters_are_refused_and_carriage_returns_kept(ec2: Any) -> None:
+    volume_id = new_volume(ec2)
+    with pytest.raises(ClientError) as excinfo:
+        ec2.create_tags(Resources=[volume_id], Tags=[{"Key": "k", "Value": "a\x01b"}])
+    assert _error(excinfo)[0] == "InvalidParameterValue"
+    ec2.create_tags(Resources=[volume_id], Tags=[{"Key": "k", "Value": "line\r\nnext é"}])
+    volume = ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]
+    assert volume["Tags"] == [{"Key": "k", "Value": "line\r\nnext é"}]
+    ec2.describe_tags()  # everything still parses
+
+
+def test_paging_tokens_belong_to_their_action(ec2: Any) -> None:
+    for _ in range(6):
+        new_volume(ec2)
+    token = ec2.describe_volumes(MaxResults=5)["NextToken"]
+    with pytest.raises(ClientError) as excinfo:
+        ec2.describe_snapshots(MaxResults=5, NextToken=token)
+    assert _error(excinfo)[0] == "InvalidPaginationToken"

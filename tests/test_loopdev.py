@@ -427,3 +427,21 @@ def test_server_refuses_loopdev_without_root_cleanly(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "needs root" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_deleting_a_snapshot_right_after_restoring_it_keeps_the_volume(host: Host) -> None:
+    ec2 = host.ec2
+    source = new_volume(ec2, 1)
+    image = host.server.data_dir / "volumes" / f"{source}.img"
+    payload = os.urandom(4 * MIB)
+    with image.open("r+b") as data:
+        data.write(payload)
+    snapshot_id = ec2.create_snapshot(VolumeId=source)["SnapshotId"]
+    fast_waiter(ec2, "snapshot_completed")(SnapshotIds=[snapshot_id])
+    restored = ec2.create_volume(AvailabilityZone="us-east-1a", SnapshotId=snapshot_id)
+    ec2.delete_snapshot(SnapshotId=snapshot_id)  # queued behind the restore, as on EBS
+    fast_waiter(ec2, "volume_available")(VolumeIds=[restored["VolumeId"]])
+    restored_image = host.server.data_dir / "volumes" / f"{restored['VolumeId']}.img"
+    with restored_image.open("rb") as data:
+        assert data.read(4 * MIB) == payload
+    wait_for(lambda: not (host.server.data_dir / "snapshots" / f"{snapshot_id}.img").exists())

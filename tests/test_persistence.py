@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -62,3 +64,15 @@ def test_sigint_stops_cleanly(start_server: ServerFactory) -> None:
     assert server.process.wait(timeout=20) == 0
     server.process = None
     assert "fakestor: stopped" in server.log()
+
+
+def test_one_server_per_data_dir(start_server: ServerFactory) -> None:
+    first = start_server()
+    result = subprocess.run(
+        [sys.executable, "-m", "fakestor", "server", "--backend", "metadata",
+         "--listen", "127.0.0.1:0", "--data-dir", str(first.data_dir)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "another fakestor server is using" in result.stderr
+    first.client().describe_volumes()  # the first one is unharmed

@@ -118,3 +118,17 @@ def test_crash_mid_transition_resumes_on_restart(slow: Any) -> None:
         )
     )
     fast_waiter(ec2, "snapshot_completed")(SnapshotIds=[snapshot_id])
+
+
+def test_a_busy_volume_does_not_hold_up_others(slow: Any) -> None:
+    """Work queued on one volume waits in its own queue, not in the worker pool."""
+    ec2 = slow.client()
+    busy = ec2.create_volume(AvailabilityZone=ZONE, Size=1)["VolumeId"]
+    fast_waiter(ec2, "volume_available")(VolumeIds=[busy])
+    for _ in range(6):
+        ec2.create_snapshot(VolumeId=busy)
+    started = time.monotonic()
+    other = ec2.create_volume(AvailabilityZone="us-east-1b", Size=1)["VolumeId"]
+    fast_waiter(ec2, "volume_available")(VolumeIds=[other])
+    # One step of latency, not the six snapshots queued ahead of it on the other volume.
+    assert time.monotonic() - started < 3 * float(LATENCY)

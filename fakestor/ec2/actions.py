@@ -62,7 +62,9 @@ def _dry(params: Params) -> bool:
     return bool(params.get("DryRun", False))
 
 
-def _check_paging(params: Params, low: int, high: int, ids_param: str | None = None) -> None:
+def _check_paging(
+    scope: str, params: Params, low: int, high: int, ids_param: str | None = None
+) -> None:
     """Validate MaxResults before any work, as EC2 does."""
     paging.check_max_results(
         params.get("MaxResults"),
@@ -72,13 +74,13 @@ def _check_paging(params: Params, low: int, high: int, ids_param: str | None = N
         ids_name=ids_param or "",
     )
     if params.get("NextToken"):
-        paging.decode_token(params["NextToken"])
+        paging.decode_token(params["NextToken"], scope)
 
 
 def _page(
-    params: Params, items: Sequence[Any], key: Callable[[Any], str]
+    scope: str, params: Params, items: Sequence[Any], key: Callable[[Any], str]
 ) -> tuple[list[Any], str | None]:
-    return paging.paginate(items, key, params.get("MaxResults"), params.get("NextToken"))
+    return paging.paginate(items, key, params.get("MaxResults"), params.get("NextToken"), scope)
 
 
 # ---- volumes ----------------------------------------------------------------
@@ -110,9 +112,9 @@ def create_volume(ebs: Ebs, params: Params) -> Result:
 
 @action
 def describe_volumes(ebs: Ebs, params: Params) -> Result:
-    _check_paging(params, 5, 500, "VolumeIds")
+    _check_paging("DescribeVolumes", params, 5, 500, "VolumeIds")
     volumes = ebs.describe_volumes(params.get("VolumeIds", []), _filters(params), _dry(params))
-    page, token = _page(params, volumes, lambda v: v.id)
+    page, token = _page("DescribeVolumes", params, volumes, lambda v: v.id)
     return {"Volumes": [views.volume(v) for v in page], "NextToken": token}
 
 
@@ -157,21 +159,21 @@ def modify_volume(ebs: Ebs, params: Params) -> Result:
 
 @action
 def describe_volumes_modifications(ebs: Ebs, params: Params) -> Result:
-    _check_paging(params, 5, 500)
+    _check_paging("DescribeVolumesModifications", params, 5, 500)
     found = ebs.describe_volumes_modifications(
         params.get("VolumeIds", []), _filters(params), _dry(params)
     )
-    page, token = _page(params, found, lambda m: m.volume_id)
+    page, token = _page("DescribeVolumesModifications", params, found, lambda m: m.volume_id)
     return {"VolumesModifications": [views.modification(m) for m in page], "NextToken": token}
 
 
 @action
 def describe_volume_status(ebs: Ebs, params: Params) -> Result:
-    _check_paging(params, 5, 1000, "VolumeIds")
+    _check_paging("DescribeVolumeStatus", params, 5, 1000, "VolumeIds")
     volumes = ebs.describe_volume_status(
         params.get("VolumeIds", []), _filters(params), _dry(params)
     )
-    page, token = _page(params, volumes, lambda v: v.id)
+    page, token = _page("DescribeVolumeStatus", params, volumes, lambda v: v.id)
     return {"VolumeStatuses": [views.volume_status_item(v) for v in page], "NextToken": token}
 
 
@@ -244,7 +246,7 @@ def copy_snapshot(ebs: Ebs, params: Params) -> Result:
 
 @action
 def describe_snapshots(ebs: Ebs, params: Params) -> Result:
-    _check_paging(params, 5, 1000, "SnapshotIds")
+    _check_paging("DescribeSnapshots", params, 5, 1000, "SnapshotIds")
     snapshots = ebs.describe_snapshots(
         params.get("SnapshotIds", []),
         params.get("OwnerIds", []),
@@ -252,7 +254,7 @@ def describe_snapshots(ebs: Ebs, params: Params) -> Result:
         _filters(params),
         _dry(params),
     )
-    page, token = _page(params, snapshots, lambda s: s.id)
+    page, token = _page("DescribeSnapshots", params, snapshots, lambda s: s.id)
     return {"Snapshots": [views.snapshot(s) for s in page], "NextToken": token}
 
 
@@ -344,9 +346,9 @@ def delete_tags(ebs: Ebs, params: Params) -> Result:
 
 @action
 def describe_tags(ebs: Ebs, params: Params) -> Result:
-    _check_paging(params, 5, 1000)
+    _check_paging("DescribeTags", params, 5, 1000)
     tags = ebs.describe_tags(_filters(params), _dry(params))
-    page, token = _page(params, tags, lambda t: f"{t.resource_id}\0{t.key}")
+    page, token = _page("DescribeTags", params, tags, lambda t: f"{t.resource_id}\0{t.key}")
     return {"Tags": [views.tag_description(t) for t in page], "NextToken": token}
 
 
@@ -375,6 +377,10 @@ def describe_availability_zones(ebs: Ebs, params: Params) -> Result:
         if name not in region.zones:
             raise errors.InvalidParameterValue(f"The zone '{name}' does not exist.")
     wanted_ids = params.get("ZoneIds", [])
+    known_ids = {region.zone_id(zone) for zone in region.zones}
+    for zone_id in wanted_ids:
+        if zone_id not in known_ids:
+            raise errors.InvalidParameterValue(f"The zone ID '{zone_id}' does not exist.")
     filters = _filters(params)
     selected = []
     for zone in zones:
@@ -409,15 +415,19 @@ def describe_regions(ebs: Ebs, params: Params) -> Result:
         raise errors.InvalidParameterValue(
             f"Invalid region: {unknown[0]}; this fakestor serves only {name}."
         )
-    return {
-        "Regions": [
-            {
-                "RegionName": name,
-                "Endpoint": f"ec2.{name}.amazonaws.com",
-                "OptInStatus": "opt-in-not-required",
-            }
-        ]
+    region = {
+        "RegionName": name,
+        "Endpoint": f"ec2.{name}.amazonaws.com",
+        "OptInStatus": "opt-in-not-required",
     }
+    values = {
+        "region-name": [name],
+        "endpoint": [region["Endpoint"]],
+        "opt-in-status": [region["OptInStatus"]],
+    }
+    filters = _filters(params)
+    check_filters(filters, values)
+    return {"Regions": [region] if matches(values, filters) else []}
 
 
 @action
@@ -456,13 +466,13 @@ def _reservation(ebs: Ebs, instances: Sequence[Any], reservation_id: str) -> Res
     }
 
 
-def _reservation_id(instance_id: str) -> str:
-    # One reservation per instance, with an id derived from it so it is stable.
-    return "r-" + instance_id.removeprefix("i-")
-
-
 @action
 def run_instances(ebs: Ebs, params: Params) -> Result:
+    if params.get("BlockDeviceMappings"):
+        raise errors.InvalidParameterCombination(
+            "fakestor does not create volumes at launch: launch without BlockDeviceMappings, "
+            "then CreateVolume and AttachVolume."
+        )
     instances = ebs.run_instances(
         params.get("ImageId", "ami-00000000000000000"),
         params["MinCount"],
@@ -472,18 +482,24 @@ def run_instances(ebs: Ebs, params: Params) -> Result:
         _tag_specs(params),
         _dry(params),
     )
-    return _reservation(ebs, instances, _reservation_id(instances[0].id))
+    return _reservation(ebs, instances, instances[0].reservation_id)
 
 
 @action
 def describe_instances(ebs: Ebs, params: Params) -> Result:
-    _check_paging(params, 5, 1000, "InstanceIds")
+    _check_paging("DescribeInstances", params, 5, 1000, "InstanceIds")
     instances = ebs.describe_instances(
         params.get("InstanceIds", []), _filters(params), _dry(params)
     )
-    page, token = _page(params, instances, lambda i: i.id)
+    page, token = _page("DescribeInstances", params, instances, lambda i: i.id)
+    reservations: dict[str, list[Any]] = {}
+    for instance in page:
+        reservations.setdefault(instance.reservation_id, []).append(instance)
     return {
-        "Reservations": [_reservation(ebs, [i], _reservation_id(i.id)) for i in page],
+        "Reservations": [
+            _reservation(ebs, sorted(members, key=lambda i: i.launch_index), reservation_id)
+            for reservation_id, members in reservations.items()
+        ],
         "NextToken": token,
     }
 

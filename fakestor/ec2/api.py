@@ -29,6 +29,10 @@ def _error_response(error: errors.Ec2Error, request_id: str) -> Response:
     )
 
 
+def _out_of_space(failure: sqlite3.OperationalError) -> bool:
+    return "disk is full" in str(failure) or "disk I/O error" in str(failure)
+
+
 def ec2_blueprint(ebs: Ebs, deny: Sequence[str] = ()) -> Blueprint:
     """The EC2 endpoint; actions matching a `deny` glob answer UnauthorizedOperation."""
     blueprint = Blueprint("ec2", __name__)
@@ -57,16 +61,16 @@ def ec2_blueprint(ebs: Ebs, deny: Sequence[str] = ()) -> Blueprint:
             return Response(body, status=200, content_type=XML)
         except errors.Ec2Error as error:
             return _error_response(error, request_id)
-        except sqlite3.OperationalError as failure:
-            log.error("state store failure in request %s: %s", request_id, failure)
-            return _error_response(
-                errors.Unavailable(
-                    f"fakestor cannot record state ({failure}); free space in its data dir "
-                    "and retry."
-                ),
-                request_id,
-            )
-        except Exception:
+        except Exception as failure:
+            if isinstance(failure, sqlite3.OperationalError) and _out_of_space(failure):
+                log.error("state store failure in request %s: %s", request_id, failure)
+                return _error_response(
+                    errors.Unavailable(
+                        f"fakestor cannot record state ({failure}); free space in its data "
+                        "dir and retry."
+                    ),
+                    request_id,
+                )
             log.exception("internal error in request %s", request_id)
             return _error_response(
                 errors.InternalError(

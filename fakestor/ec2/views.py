@@ -159,7 +159,7 @@ def instance(item: Instance, ebs: Ebs) -> Doc:
         "RootDeviceName": "/dev/xvda",
         "Hypervisor": "xen",
         "VirtualizationType": "hvm",
-        "AmiLaunchIndex": 0,
+        "AmiLaunchIndex": item.launch_index,
         "BlockDeviceMappings": [
             {
                 "DeviceName": a.device,

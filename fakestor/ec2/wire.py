@@ -8,6 +8,7 @@ as the XML EC2 returns. Nothing here is written per action.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -88,8 +89,20 @@ def _tree(params: Mapping[str, str]) -> _Tree:
     return root
 
 
+# Characters XML 1.0 cannot carry: a value holding one could never be sent back.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_INTEGER = re.compile(r"-?[0-9]+", re.ASCII)
+_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?", re.ASCII)
+
+
 def _scalar(shape: Shape, value: str, path: str) -> Any:
     kind = shape.type_name
+    bad = _NOT_XML.search(value)
+    if bad:
+        raise errors.InvalidParameterValue(
+            f"Value for parameter {path} holds the control character "
+            f"U+{ord(bad.group()):04X}, which EC2 does not accept."
+        )
     if kind == "string":
         enum = shape.metadata.get("enum")
         if enum and value not in enum and path.split(".")[-1] not in _OPEN_ENUMS:
@@ -98,19 +111,17 @@ def _scalar(shape: Shape, value: str, path: str) -> Any:
             )
         return value
     if kind in ("integer", "long"):
-        try:
-            return int(value)
-        except ValueError:
+        if not _INTEGER.fullmatch(value):
             raise errors.InvalidParameterValue(
                 f"Value ({value}) for parameter {path} is invalid. Expected an integer."
-            ) from None
+            )
+        return int(value)
     if kind in ("float", "double"):
-        try:
-            return float(value)
-        except ValueError:
+        if not _NUMBER.fullmatch(value):
             raise errors.InvalidParameterValue(
                 f"Value ({value}) for parameter {path} is invalid. Expected a number."
-            ) from None
+            )
+        return float(value)
     if kind == "boolean":
         lowered = value.lower()
         if lowered not in ("true", "false"):
@@ -147,7 +158,7 @@ def _value(shape: Shape, node: _Tree | str, path: str) -> Any:
             )
         items = []
         for index, child in node.items():
-            if not index.isdigit() or int(index) < 1:
+            if not re.fullmatch("[1-9][0-9]{0,5}", index, re.ASCII):
                 raise errors.UnknownParameter(f"{path}.{index}")
             items.append((int(index), _value(shape.member, child, f"{path}.{index}")))
         return [value for _, value in sorted(items, key=lambda item: item[0])]
@@ -233,7 +244,13 @@ def serialize_response(
             raise KeyError(f"{shape.name} has no member(s) {sorted(unknown)}")
     elif result:
         raise KeyError(f"{operation.name} has no output, got {sorted(result)}")
-    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ElementTree.tostring(root)
+    return _document(root)
+
+
+def _document(root: ElementTree.Element) -> bytes:
+    # ElementTree leaves \r raw, which XML parsers read back as \n: write it as a reference.
+    body = ElementTree.tostring(root).replace(b"\r", b"&#13;")
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + body
 
 
 def serialize_error(code: str, message: str, request_id: str) -> bytes:
@@ -241,6 +258,7 @@ def serialize_error(code: str, message: str, request_id: str) -> bytes:
     root = ElementTree.Element("Response")
     error = ElementTree.SubElement(ElementTree.SubElement(root, "Errors"), "Error")
     ElementTree.SubElement(error, "Code").text = code
-    ElementTree.SubElement(error, "Message").text = message
+    # A message may quote the client's input: characters XML cannot carry are replaced.
+    ElementTree.SubElement(error, "Message").text = _NOT_XML.sub("\ufffd", message)
     ElementTree.SubElement(root, "RequestID").text = request_id
-    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ElementTree.tostring(root)
+    return _document(root)
