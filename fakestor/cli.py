@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -87,6 +88,47 @@ def _parser() -> argparse.ArgumentParser:
         help="require IMDSv2 session tokens (default optional, as EC2's default)",
     )
     server.add_argument("-v", "--verbose", action="store_true", help="log every request")
+
+    plugin = commands.add_parser("plugin", help="serve the Docker volume plugin on a Unix socket")
+    plugin.add_argument(
+        "--socket",
+        type=Path,
+        default=Path("/run/docker/plugins/fakestor.sock"),
+        help="where dockerd finds the plugin; the file name is the driver name "
+        "(default /run/docker/plugins/fakestor.sock: driver 'fakestor')",
+    )
+    plugin.add_argument(
+        "--endpoint",
+        default=f"http://127.0.0.1:{DEFAULT_PORT}",
+        help=f"the EC2 endpoint (default http://127.0.0.1:{DEFAULT_PORT})",
+    )
+    plugin.add_argument(
+        "--imds-endpoint",
+        default=None,
+        help="instance metadata endpoint (default: $AWS_EC2_METADATA_SERVICE_ENDPOINT, else "
+        "--endpoint, since fakestor serves both)",
+    )
+    plugin.add_argument(
+        "--mount-root",
+        type=Path,
+        default=Path("/var/lib/fakestor-plugin/volumes"),
+        help="where volumes are mounted (default /var/lib/fakestor-plugin/volumes)",
+    )
+    plugin.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path("/var/lib/fakestor-plugin/state"),
+        help="where the mount reference counts are kept",
+    )
+    plugin.add_argument("--default-size", type=int, default=1, help="GiB when -o size is absent")
+    plugin.add_argument("--default-type", default="gp3", help="volume type when -o type is absent")
+    plugin.add_argument(
+        "--default-fstype",
+        choices=("ext4", "xfs"),
+        default="ext4",
+        help="filesystem when -o fstype is absent",
+    )
+    plugin.add_argument("-v", "--verbose", action="store_true", help="log every operation")
     return parser
 
 
@@ -120,11 +162,46 @@ def _run_server(args: argparse.Namespace) -> None:
         raise CliError(str(failure)) from None
 
 
+def _run_plugin(args: argparse.Namespace) -> None:
+    from fakestor.plugin.driver import VOLUME_TYPES, Defaults
+    from fakestor.plugin.serve import PluginConfig, PluginStartError, run_plugin
+
+    if args.default_size < 1:
+        raise CliError("--default-size must be at least 1 (GiB)")
+    if args.default_type not in VOLUME_TYPES:
+        raise CliError(f"--default-type must be one of {', '.join(VOLUME_TYPES)}")
+    if not args.socket.name.endswith(".sock"):
+        raise CliError(
+            f"--socket must name a .sock file (dockerd looks for NAME.sock), not {args.socket}"
+        )
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    imds = (
+        args.imds_endpoint or os.environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT") or args.endpoint
+    )
+    config = PluginConfig(
+        socket_path=args.socket,
+        endpoint=args.endpoint,
+        mount_root=args.mount_root,
+        state_dir=args.state_dir,
+        imds_endpoint=imds,
+        defaults=Defaults(args.default_size, args.default_type, args.default_fstype),
+    )
+    try:
+        run_plugin(config)
+    except (PluginStartError, OSError) as failure:
+        raise CliError(str(failure)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "server":
             _run_server(args)
+        elif args.command == "plugin":
+            _run_plugin(args)
     except CliError as failure:
         print(f"fakestor: {failure}", file=sys.stderr)
         return 1

@@ -5,22 +5,20 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import signal
 import socket
 import sqlite3
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 
 import waitress.server
-from waitress.wasyncore import ExitNow
 
 from backends import load_backend
 from fakestor import ids
 from fakestor.app import MAX_REQUEST_BYTES, create_app
 from fakestor.model import Ebs
 from fakestor.resources import Region
+from fakestor.serving import run_until_signalled
 from fakestor.store import Store
 
 log = logging.getLogger("fakestor")
@@ -58,14 +56,6 @@ class ServerConfig:
     deny: list[str] = field(default_factory=list)
     imds_tokens_required: bool = False
     threads: int = 8
-
-
-class _Shutdown(ExitNow):
-    """Raised by the signal handler: waitress lets ExitNow out of its event loop."""
-
-
-def _raise_shutdown(signum: int, frame: FrameType | None) -> None:
-    raise _Shutdown(signal.Signals(signum).name)
 
 
 class ServeError(Exception):
@@ -122,8 +112,6 @@ def serve(config: ServerConfig) -> None:
         ) from None
     # Only now, with the port ours, resume what a previous run left unfinished.
     ebs.resume()
-    signal.signal(signal.SIGTERM, _raise_shutdown)
-    signal.signal(signal.SIGINT, _raise_shutdown)
     assert isinstance(server, waitress.server.TcpWSGIServer)  # one host, one port
     assert server.socket is not None
     port = server.socket.getsockname()[1]
@@ -134,13 +122,8 @@ def serve(config: ServerConfig) -> None:
         flush=True,
     )
     try:
-        server.run()
-    except _Shutdown as stop:
-        log.info("stopping on %s", stop)
+        run_until_signalled(server)
     finally:
-        # Let requests in flight finish before their channels and trigger are closed.
-        server.task_dispatcher.shutdown(timeout=10)
-        server.close()
         ebs.close()
         backend.close()
         store.close()

@@ -1,0 +1,340 @@
+"""The volume plugin end to end: a real dockerd, the docker CLI, boto3 and the kernel.
+
+The plugin runs on the host as a legacy plugin (a socket in /run/docker/plugins)
+under a name of its own, against a fakestor server with the loopdev backend.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backends.loopdev import loop
+from tests.conftest import Server, require_root_and_loop, wait_for
+from tests.docker_env import IMAGE, Dockerd, require_docker, running_dockerd
+
+pytestmark = [pytest.mark.privileged, pytest.mark.docker]
+
+
+@dataclass
+class Plugin:
+    name: str
+    server: Server
+    root: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def socket(self) -> Path:
+        return Path("/run/docker/plugins") / f"{self.name}.sock"
+
+    @property
+    def mount_root(self) -> Path:
+        return self.root / "volumes"
+
+    def start(self) -> None:
+        log = (self.root / "plugin.log").open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "fakestor", "plugin",
+                "--socket", str(self.socket),
+                "--endpoint", self.server.url,
+                "--mount-root", str(self.mount_root),
+                "--state-dir", str(self.root / "state"),
+            ],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_for(lambda: self.socket.exists() or self.process.poll() is not None)  # type: ignore[union-attr]
+        assert self.process.poll() is None, self.log()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGTERM)
+            assert self.process.wait(timeout=30) == 0, self.log()
+            self.process = None
+
+    def log(self) -> str:
+        return (self.root / "plugin.log").read_text()
+
+
+@dataclass
+class Stack:
+    docker: Dockerd
+    server: Server
+    plugin: Plugin
+    ec2: Any
+
+    def volume_name(self) -> str:
+        return f"vol-{uuid.uuid4().hex[:10]}"
+
+    def create(self, name: str, *options: str) -> subprocess.CompletedProcess[str]:
+        args = ["volume", "create", "-d", self.plugin.name]
+        for option in options:
+            args += ["-o", option]
+        return self.docker.run(*args, name, check=False)
+
+    def run(self, name: str, command: str, *extra: str) -> str:
+        return self.docker.run(
+            "run", "--rm", "--network", "none", *extra, "-v", f"{name}:/data", IMAGE,
+            "sh", "-c", command,
+        ).stdout  # fmt: skip
+
+    def ebs_volume(self, name: str) -> dict[str, Any]:
+        found = self.ec2.describe_volumes(Filters=[{"Name": "tag:Name", "Values": [name]}])
+        volumes: list[dict[str, Any]] = found["Volumes"]
+        assert len(volumes) == 1, volumes
+        return volumes[0]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    require_root_and_loop()
+    require_docker()
+    root = tmp_path_factory.mktemp("docker-e2e")
+    server = Server(
+        data_dir=root / "fakestor", args=["--backend", "loopdev"], log_path=root / "server.log"
+    )
+    server.start()
+    plugin = Plugin(f"fakestor-e2e-{os.getpid()}", server, root / "plugin")
+    (root / "plugin").mkdir()
+    try:
+        plugin.start()
+        with running_dockerd(root / "docker") as docker:
+            yield Stack(docker, server, plugin, server.client())
+            for name in docker.run(
+                "volume", "ls", "-q", "--filter", f"driver={plugin.name}"
+            ).stdout.split():
+                docker.run("volume", "rm", "-f", name, check=False)
+    finally:
+        if plugin.process is not None:
+            plugin.stop()
+        ec2 = server.client()
+        for volume in ec2.describe_volumes()["Volumes"]:
+            if volume["Attachments"]:
+                ec2.detach_volume(VolumeId=volume["VolumeId"], Force=True)
+        wait_for(
+            lambda: all(not v["Attachments"] for v in ec2.describe_volumes()["Volumes"]), timeout=30
+        )
+        server.stop()
+        leaked = [d for d in loop.bound_devices() if d.backing_file.startswith(str(root))]
+        mounts = [
+            line.split()[4]
+            for line in Path("/proc/self/mountinfo").read_text().splitlines()
+            if line.split()[4].startswith(str(root))
+        ]
+        for point in reversed(mounts):
+            subprocess.run(["umount", "-l", point], check=False)
+        for device in leaked:
+            loop.detach(device.path, force=True)
+        assert not leaked, f"leaked loop devices: {leaked}"
+        assert not mounts, f"leaked mounts: {mounts}"
+        assert "Traceback" not in plugin.log(), plugin.log()
+
+
+def _attachments(stack: Stack, name: str) -> list[str]:
+    return [a["State"] for a in stack.ebs_volume(name)["Attachments"]]
+
+
+def test_create_write_read_inspect_list_remove(stack: Stack) -> None:
+    name = stack.volume_name()
+    assert stack.create(name, "size=2", "type=gp3").returncode == 0
+    volume = stack.ebs_volume(name)
+    assert (volume["Size"], volume["VolumeType"], volume["State"]) == (2, "gp3", "available")
+
+    stack.run(name, "head -c 1048576 /dev/urandom > /data/blob && sha256sum /data/blob > /data/sum")
+    assert _attachments(stack, name) == []  # detached again after the container
+    assert stack.run(name, "cd /data && sha256sum -c sum").strip() == "/data/blob: OK"
+
+    inspected = json.loads(stack.docker.run("volume", "inspect", name).stdout)[0]
+    assert inspected["Driver"] == stack.plugin.name
+    assert inspected["Scope"] == "global"
+    assert inspected["Status"]["VolumeId"] == volume["VolumeId"]
+    assert inspected["Status"]["State"] == "available"
+    listed = stack.docker.run("volume", "ls", "--format", "{{.Driver}} {{.Name}}").stdout
+    assert f"{stack.plugin.name} {name}" in listed.splitlines()
+
+    stack.docker.run("volume", "rm", name)
+    found = stack.ec2.describe_volumes(Filters=[{"Name": "tag:Name", "Values": [name]}])["Volumes"]
+    assert found == []
+
+
+def test_attached_only_while_in_use_and_two_containers_share(stack: Stack) -> None:
+    name = stack.volume_name()
+    assert stack.create(name).returncode == 0
+    first = stack.docker.run(
+        "run", "-d", "--network", "none", "-v", f"{name}:/data", IMAGE, "sleep", "300"
+    ).stdout.strip()
+    second = stack.docker.run(
+        "run", "-d", "--network", "none", "-v", f"{name}:/data", IMAGE, "sleep", "300"
+    ).stdout.strip()
+    try:
+        assert _attachments(stack, name) == ["attached"]
+        stack.docker.run("exec", first, "sh", "-c", "echo shared > /data/note")
+        assert stack.docker.run("exec", second, "cat", "/data/note").stdout == "shared\n"
+        stack.docker.run("rm", "-f", first)
+        # The other container still uses it: still mounted and attached.
+        assert stack.docker.run("exec", second, "cat", "/data/note").stdout == "shared\n"
+        assert _attachments(stack, name) == ["attached"]
+        result = stack.docker.run("volume", "rm", name, check=False)
+        assert result.returncode != 0 and "in use" in result.stderr
+    finally:
+        stack.docker.run("rm", "-f", first, second, check=False)
+    wait_for(lambda: _attachments(stack, name) == [])
+    assert not (stack.plugin.mount_root / name).exists()
+
+
+def test_plugin_restart_while_a_container_holds_the_volume(stack: Stack) -> None:
+    name = stack.volume_name()
+    assert stack.create(name).returncode == 0
+    holder = stack.docker.run(
+        "run", "-d", "--network", "none", "-v", f"{name}:/data", IMAGE,
+        "sh", "-c", "echo before > /data/f; sleep 300",
+    ).stdout.strip()  # fmt: skip
+    try:
+        wait_for(
+            lambda: (
+                stack.docker.run("exec", holder, "cat", "/data/f", check=False).stdout == "before\n"
+            )
+        )
+        stack.plugin.stop()
+        stack.plugin.start()
+        # Nothing was unmounted: the container still writes to the volume.
+        stack.docker.run("exec", holder, "sh", "-c", "echo after >> /data/f")
+        assert _attachments(stack, name) == ["attached"]
+    finally:
+        stack.docker.run("rm", "-f", holder)
+    wait_for(lambda: _attachments(stack, name) == [])
+    assert stack.run(name, "cat /data/f") == "before\nafter\n"
+
+
+def test_create_from_a_boto3_snapshot(stack: Stack) -> None:
+    name = stack.volume_name()
+    assert stack.create(name).returncode == 0
+    stack.run(name, "echo original > /data/f")
+    snapshot_id = stack.ec2.create_snapshot(VolumeId=stack.ebs_volume(name)["VolumeId"])[
+        "SnapshotId"
+    ]
+    stack.ec2.get_waiter("snapshot_completed").wait(
+        SnapshotIds=[snapshot_id], WaiterConfig={"Delay": 0.2, "MaxAttempts": 300}
+    )
+    stack.run(name, "echo changed > /data/f")
+    restored = stack.volume_name()
+    assert stack.create(restored, f"snapshot={snapshot_id}", "size=3").returncode == 0
+    assert stack.ebs_volume(restored)["Size"] == 3
+    assert stack.run(restored, "cat /data/f") == "original\n"
+
+
+def test_adopts_volumes_made_with_the_aws_api(stack: Stack) -> None:
+    name = stack.volume_name()
+    made = stack.ec2.create_volume(
+        AvailabilityZone="us-east-1a",
+        Size=1,
+        TagSpecifications=[{"ResourceType": "volume", "Tags": [{"Key": "Name", "Value": name}]}],
+    )
+    stack.ec2.get_waiter("volume_available").wait(
+        VolumeIds=[made["VolumeId"]], WaiterConfig={"Delay": 0.2, "MaxAttempts": 100}
+    )
+    listed = stack.docker.run("volume", "ls", "--format", "{{.Name}}").stdout.split()
+    assert name in listed
+    assert stack.create(name).returncode == 0
+    assert stack.ebs_volume(name)["VolumeId"] == made["VolumeId"]  # adopted, not a second one
+    assert stack.run(name, "echo adopted > /data/f; cat /data/f") == "adopted\n"
+
+
+def test_ownership_mode_and_xfs(stack: Stack) -> None:
+    name = stack.volume_name()
+    assert stack.create(name, "fstype=xfs", "uid=1000", "gid=2000", "mode=0750").returncode == 0
+    out = stack.run(name, "stat -c '%u %g %a' /data; grep ' /data ' /proc/mounts")
+    lines = out.splitlines()
+    assert lines[0] == "1000 2000 750"
+    assert " xfs " in lines[1]
+
+
+def test_concurrent_first_mounts_attach_once(stack: Stack) -> None:
+    name = stack.volume_name()
+    assert stack.create(name).returncode == 0
+
+    def start(index: int) -> str:
+        return stack.docker.run(
+            "run", "-d", "--network", "none", "-v", f"{name}:/data", IMAGE,
+            "sh", "-c", f"echo {index} > /data/c{index}; sleep 300",
+        ).stdout.strip()  # fmt: skip
+
+    with ThreadPoolExecutor(4) as pool:
+        containers = list(pool.map(start, range(4)))
+    try:
+        assert _attachments(stack, name) == ["attached"]
+        wait_for(
+            lambda: (
+                stack.docker.run("exec", containers[0], "ls", "/data").stdout.split()
+                == ["c0", "c1", "c2", "c3"]
+            )
+        )
+    finally:
+        stack.docker.run("rm", "-f", *containers)
+    wait_for(lambda: _attachments(stack, name) == [])
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        (["colour=red"], "unknown option colour; valid options are size, type"),
+        (["size=big"], "size='big' must be a whole number"),
+        (["size=0"], "out of range"),
+        (["type=ssd"], "not an EBS volume type"),
+        (["fstype=ntfs"], "ext4 or xfs"),
+        (["encrypted=maybe"], "true or false"),
+        (["mode=rwx"], "octal"),
+        (["uid=-1"], "whole number"),
+        (["snapshot=snap-123"], "not a snapshot id"),
+        (["snapshot=snap-0123456789abcdef0"], "InvalidSnapshot.NotFound"),
+        (["type=io1", "size=10"], "iops"),
+        (["type=gp3", "iops=100"], "InvalidParameterValue"),
+        (["size=70000", "type=gp3"], "out of range"),
+        (["type=st1", "size=10"], "125"),
+    ],
+)
+def test_invalid_options_are_refused_at_create(
+    stack: Stack, options: list[str], words: str
+) -> None:
+    name = stack.volume_name()
+    result = stack.create(name, *options)
+    assert result.returncode != 0
+    assert words in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert (
+        stack.ec2.describe_volumes(Filters=[{"Name": "tag:Name", "Values": [name]}])["Volumes"]
+        == []
+    )
+
+
+def test_a_volume_attached_elsewhere_is_refused_clearly(stack: Stack) -> None:
+    name = stack.volume_name()
+    assert stack.create(name).returncode == 0
+    volume_id = stack.ebs_volume(name)["VolumeId"]
+    other = stack.ec2.run_instances(ImageId="ami-0123456789abcdef0", MinCount=1, MaxCount=1)[
+        "Instances"
+    ][0]["InstanceId"]
+    stack.ec2.get_waiter("instance_running").wait(
+        InstanceIds=[other], WaiterConfig={"Delay": 0.2, "MaxAttempts": 100}
+    )
+    stack.ec2.attach_volume(VolumeId=volume_id, InstanceId=other, Device="/dev/sdf")
+    result = stack.docker.run(
+        "run", "--rm", "--network", "none", "-v", f"{name}:/data", IMAGE, "true", check=False
+    )
+    assert result.returncode != 0
+    assert f"attached to instance {other}" in result.stderr
+    removal = stack.docker.run("volume", "rm", name, check=False)
+    assert removal.returncode != 0 and other in removal.stderr
+    stack.ec2.terminate_instances(InstanceIds=[other])
+    wait_for(lambda: _attachments(stack, name) == [])
