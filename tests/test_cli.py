@@ -123,3 +123,15 @@ def test_bad_command_lines_exit_with_one_readable_line(
     assert words in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+def test_plugin_without_a_server_says_so_in_one_line(tmp_path: Path) -> None:
+    result = _fakestor(
+        "plugin", "--socket", str(tmp_path / "p.sock"), "--endpoint", "http://127.0.0.1:9",
+        "--mount-root", str(tmp_path / "m"), "--state-dir", str(tmp_path / "s"),
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "cannot read instance metadata from http://127.0.0.1:9" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    result = _fakestor("plugin", "--socket", str(tmp_path / "plugin"))
+    assert result.returncode == 1 and ".sock" in result.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -338,3 +339,101 @@ def test_a_volume_attached_elsewhere_is_refused_clearly(stack: Stack) -> None:
     assert removal.returncode != 0 and other in removal.stderr
     stack.ec2.terminate_instances(InstanceIds=[other])
     wait_for(lambda: _attachments(stack, name) == [])
+
+
+def _mounts_of(stack: Stack, name: str) -> list[str]:
+    target = str(stack.plugin.mount_root / name)
+    return [
+        line.split()[4]
+        for line in Path("/proc/self/mountinfo").read_text().splitlines()
+        if line.split()[4] == target
+    ]
+
+
+def test_dockerd_restart_keeps_volumes_in_use_and_leaks_nothing(stack: Stack) -> None:
+    name = stack.volume_name()
+    assert stack.create(name).returncode == 0
+    keeper = stack.docker.run(
+        "run", "-d", "--restart", "always", "--network", "none", "-v", f"{name}:/data", IMAGE,
+        "sh", "-c", "echo run >> /data/runs; sleep 300",
+    ).stdout.strip()  # fmt: skip
+    idle = stack.volume_name()
+    assert stack.create(idle).returncode == 0
+    stack.docker.run("run", "-d", "--network", "none", "-v", f"{idle}:/data", IMAGE, "sleep", "300")
+    try:
+        wait_for(lambda: _attachments(stack, name) == ["attached"])
+        stack.docker.stop()
+        stack.docker.start()
+
+        def running() -> bool:
+            state = stack.docker.run("inspect", "-f", "{{.State.Running}}", keeper).stdout
+            return state.strip() == "true"
+
+        wait_for(running, timeout=60)
+        wait_for(
+            lambda: (
+                stack.docker.run("exec", keeper, "cat", "/data/runs", check=False).stdout
+                == "run\nrun\n"
+            )
+        )
+        assert _attachments(stack, name) == ["attached"]
+        assert len(_mounts_of(stack, name)) == 1
+        # The container that was not restarted gave its volume back.
+        wait_for(lambda: _attachments(stack, idle) == [])
+        assert _mounts_of(stack, idle) == []
+    finally:
+        stack.docker.run("rm", "-f", keeper, check=False)
+    wait_for(lambda: _attachments(stack, name) == [])
+    assert _mounts_of(stack, name) == []
+
+
+def _plugin_call(stack: Stack, endpoint: str, body: str) -> dict[str, Any]:
+    connection = socket.socket(socket.AF_UNIX)
+    connection.connect(str(stack.plugin.socket))
+    request = (
+        f"POST /{endpoint} HTTP/1.0\r\nHost: plugin\r\n"
+        f"Content-Type: application/vnd.docker.plugins.v1.2+json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n{body}"
+    )
+    connection.sendall(request.encode())
+    reply = b""
+    while chunk := connection.recv(65536):
+        reply += chunk
+    connection.close()
+    head, _, payload = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200") or head.startswith(b"HTTP/1.1 200"), head
+    result: dict[str, Any] = json.loads(payload)
+    return result
+
+
+def test_protocol_endpoints_directly(stack: Stack) -> None:
+    assert _plugin_call(stack, "Plugin.Activate", "{}") == {"Implements": ["VolumeDriver"]}
+    assert _plugin_call(stack, "VolumeDriver.Capabilities", "{}") == {
+        "Capabilities": {"Scope": "global"}
+    }
+    name = stack.volume_name()
+    assert _plugin_call(stack, "VolumeDriver.Create", json.dumps({"Name": name, "Opts": None})) == {
+        "Err": ""
+    }
+    assert _plugin_call(stack, "VolumeDriver.Path", json.dumps({"Name": name}))["Mountpoint"] == ""
+    mounted = _plugin_call(stack, "VolumeDriver.Mount", json.dumps({"Name": name, "ID": "a"}))
+    assert mounted["Err"] == "" and mounted["Mountpoint"].endswith(f"/{name}/data")
+    again = _plugin_call(stack, "VolumeDriver.Mount", json.dumps({"Name": name, "ID": "b"}))
+    assert again["Mountpoint"] == mounted["Mountpoint"]
+    path = _plugin_call(stack, "VolumeDriver.Path", json.dumps({"Name": name}))
+    assert path["Mountpoint"] == mounted["Mountpoint"]
+    got = _plugin_call(stack, "VolumeDriver.Get", json.dumps({"Name": name}))["Volume"]
+    assert got["Status"]["State"] == "in-use" and got["Mountpoint"] == mounted["Mountpoint"]
+    listed = _plugin_call(stack, "VolumeDriver.List", "{}")["Volumes"]
+    assert {"Name": name, "Mountpoint": mounted["Mountpoint"]} in listed
+    assert _plugin_call(stack, "VolumeDriver.Unmount", json.dumps({"Name": name, "ID": "a"})) == {
+        "Err": ""
+    }
+    assert _attachments(stack, name) == ["attached"]  # "b" still holds it
+    _plugin_call(stack, "VolumeDriver.Unmount", json.dumps({"Name": name, "ID": "b"}))
+    assert _attachments(stack, name) == []
+    assert _plugin_call(stack, "VolumeDriver.Remove", json.dumps({"Name": name})) == {"Err": ""}
+    missing = _plugin_call(stack, "VolumeDriver.Get", json.dumps({"Name": name}))
+    assert "no EBS volume is tagged" in missing["Err"]
+    assert "JSON object" in _plugin_call(stack, "VolumeDriver.Mount", "[1, 2]")["Err"]
+    assert "no volume Name" in _plugin_call(stack, "VolumeDriver.Mount", "{}")["Err"]
