@@ -55,3 +55,8 @@ make_venv() {
         touch "$stamp"
     fi
 }
+
+# The docker CLI that matches Debian's dockerd, when both are installed.
+docker() {
+    if [ -x /usr/bin/docker ]; then /usr/bin/docker "$@"; else command docker "$@"; fi
+}

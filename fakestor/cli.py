@@ -99,14 +99,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     plugin.add_argument(
         "--endpoint",
-        default=f"http://127.0.0.1:{DEFAULT_PORT}",
-        help=f"the EC2 endpoint (default http://127.0.0.1:{DEFAULT_PORT})",
+        default=os.environ.get("FAKESTOR_ENDPOINT") or f"http://127.0.0.1:{DEFAULT_PORT}",
+        help=f"the EC2 endpoint (default $FAKESTOR_ENDPOINT, else http://127.0.0.1:{DEFAULT_PORT})",
     )
     plugin.add_argument(
         "--imds-endpoint",
-        default=None,
-        help="instance metadata endpoint (default: $AWS_EC2_METADATA_SERVICE_ENDPOINT, else "
-        "--endpoint, since fakestor serves both)",
+        default=os.environ.get("FAKESTOR_IMDS_ENDPOINT") or None,
+        help="instance metadata endpoint (default: $FAKESTOR_IMDS_ENDPOINT, else "
+        "$AWS_EC2_METADATA_SERVICE_ENDPOINT, else --endpoint, since fakestor serves both)",
     )
     plugin.add_argument(
         "--mount-root",
@@ -120,13 +120,20 @@ def _parser() -> argparse.ArgumentParser:
         default=Path("/var/lib/fakestor-plugin/state"),
         help="where the mount reference counts are kept",
     )
-    plugin.add_argument("--default-size", type=int, default=1, help="GiB when -o size is absent")
-    plugin.add_argument("--default-type", default="gp3", help="volume type when -o type is absent")
+    plugin.add_argument(
+        "--default-size",
+        default=os.environ.get("FAKESTOR_DEFAULT_SIZE") or "1",
+        help="GiB when -o size is absent (default $FAKESTOR_DEFAULT_SIZE, else 1)",
+    )
+    plugin.add_argument(
+        "--default-type",
+        default=os.environ.get("FAKESTOR_DEFAULT_TYPE") or "gp3",
+        help="volume type when -o type is absent (default $FAKESTOR_DEFAULT_TYPE, else gp3)",
+    )
     plugin.add_argument(
         "--default-fstype",
-        choices=("ext4", "xfs"),
-        default="ext4",
-        help="filesystem when -o fstype is absent",
+        default=os.environ.get("FAKESTOR_DEFAULT_FSTYPE") or "ext4",
+        help="ext4 or xfs, when -o fstype is absent (default $FAKESTOR_DEFAULT_FSTYPE, else ext4)",
     )
     plugin.add_argument("-v", "--verbose", action="store_true", help="log every operation")
     return parser
@@ -166,8 +173,10 @@ def _run_plugin(args: argparse.Namespace) -> None:
     from fakestor.plugin.driver import VOLUME_TYPES, Defaults
     from fakestor.plugin.serve import PluginConfig, PluginStartError, run_plugin
 
-    if args.default_size < 1:
-        raise CliError("--default-size must be at least 1 (GiB)")
+    if not str(args.default_size).isdigit() or int(args.default_size) < 1:
+        raise CliError(f"--default-size must be a whole number of GiB, not {args.default_size!r}")
+    if args.default_fstype not in ("ext4", "xfs"):
+        raise CliError(f"--default-fstype must be ext4 or xfs, not {args.default_fstype!r}")
     if args.default_type not in VOLUME_TYPES:
         raise CliError(f"--default-type must be one of {', '.join(VOLUME_TYPES)}")
     if not args.socket.name.endswith(".sock"):
@@ -187,7 +196,7 @@ def _run_plugin(args: argparse.Namespace) -> None:
         mount_root=args.mount_root,
         state_dir=args.state_dir,
         imds_endpoint=imds,
-        defaults=Defaults(args.default_size, args.default_type, args.default_fstype),
+        defaults=Defaults(int(args.default_size), args.default_type, args.default_fstype),
     )
     try:
         run_plugin(config)
