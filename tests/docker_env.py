@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import tarfile
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -97,7 +98,9 @@ class Dockerd:
 
 
 @contextmanager
-def running_dockerd(root: Path) -> Iterator[Dockerd]:
+def running_dockerd() -> Iterator[Dockerd]:
+    """A dockerd in a short temporary directory (its sockets' paths must fit 108 bytes)."""
+    root = Path(tempfile.mkdtemp(prefix="fsd-", dir="/tmp"))
     daemon = Dockerd(root)
     daemon.start()
     try:
@@ -113,3 +116,4 @@ def running_dockerd(root: Path) -> Iterator[Dockerd]:
             point = line.split()[4]
             if point.startswith(str(root)):
                 subprocess.run(["umount", "-l", point], check=False)
+        shutil.rmtree(root, ignore_errors=True)

@@ -110,7 +110,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     (root / "plugin").mkdir()
     try:
         plugin.start()
-        with running_dockerd(root / "docker") as docker:
+        with running_dockerd() as docker:
             yield Stack(docker, server, plugin, server.client())
             for name in docker.run(
                 "volume", "ls", "-q", "--filter", f"driver={plugin.name}"
