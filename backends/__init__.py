@@ -112,7 +112,7 @@ class Backend(Protocol):
         """
 
 
-BACKEND_NAMES = ("auto", "metadata", "loopdev")
+BACKEND_NAMES = ("auto", "metadata", "loopdev", "fuse")
 
 
 def default_backend() -> str:
@@ -134,4 +134,12 @@ def load_backend(name: str, data_dir: Path, *, latency: float = 0.0) -> Backend:
         from backends.loopdev import LoopdevBackend
 
         return LoopdevBackend(data_dir)
+    if name == "fuse":
+        try:
+            from backends.fuse import FuseBackend
+        except ImportError as missing:
+            raise BackendError(
+                f"the fuse backend needs pyfuse3 and trio ({missing}); install fakestor[fuse]"
+            ) from None
+        return FuseBackend(data_dir)
     raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")

@@ -56,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
         choices=BACKEND_NAMES,
         default="auto",
         help="data plane: loopdev (image files attached as loop devices; needs root), "
-        "metadata (records only), or auto: loopdev when running as root, else metadata",
+        "fuse (a copy-on-write block store served with FUSE, attached the same way; needs "
+        "root), metadata (records only), or auto: loopdev as root, else metadata",
     )
     server.add_argument("--region", default="us-east-1", help="region name (default us-east-1)")
     server.add_argument(

@@ -1,0 +1,218 @@
+"""The fuse backend: volumes as chunk maps over a shared copy-on-write block store.
+
+Each volume is served as a file by a FUSE filesystem (pyfuse3 on trio) in the
+server process and attached with a loop device exactly as the loopdev backend
+attaches its image files, so clients cannot tell the two apart. Snapshots share
+every unchanged chunk, and restores are instant.
+
+Layout under the data dir: fuse/blocks.db and fuse/chunks/ (the store),
+fuse/mnt/ (the mount point: mnt/volumes/<vol-id>, mnt/snapshots/<snap-id>).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+from backends import BackendError, BackingStoreMissing, Inventory, OutOfSpace, ProgressCallback
+from backends.fuse.fs import MountedFilesystem
+from backends.fuse.store import ChunkStore, NoSuchImage, StoreError, StoreFull
+from backends.loopdev import LoopdevBackend, frozen, loop
+
+log = logging.getLogger(__name__)
+
+GIB = 1024**3
+FLUSH_INTERVAL = 1.0  # seconds between background flushes of the block store
+
+
+class FuseBackend(LoopdevBackend):
+    """LoopdevBackend's attach, detach and links, over files served from the block store."""
+
+    name = "fuse"
+
+    def __init__(self, data_dir: Path, dev_dir: Path = Path("/dev")) -> None:
+        super().__init__(data_dir, dev_dir)
+        self.fuse_dir = data_dir / "fuse"
+        self.mountpoint = self.fuse_dir / "mnt"
+        self.volumes_dir = self.mountpoint / "volumes"
+        self.snapshots_dir = self.mountpoint / "snapshots"
+        self.store: ChunkStore | None = None
+        self.filesystem: MountedFilesystem | None = None
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
+
+    def _store(self) -> ChunkStore:
+        if self.store is None:
+            raise BackendError("the fuse backend is not started")
+        return self.store
+
+    # ---- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> None:
+        if os.geteuid() != 0:
+            raise BackendError(
+                "the fuse backend needs root (FUSE mount, loop devices); run as root or use "
+                "--backend metadata"
+            )
+        if not os.path.exists("/dev/fuse"):
+            raise BackendError("/dev/fuse is missing: load the fuse module (modprobe fuse)")
+        if not os.access("/dev/loop-control", os.R_OK | os.W_OK):
+            raise BackendError("/dev/loop-control is missing: load the loop module")
+        self._release_stale()
+        self.store = ChunkStore(self.fuse_dir)
+        self.filesystem = MountedFilesystem(self.store, self.mountpoint)
+        try:
+            self.filesystem.start()
+        except RuntimeError as failure:
+            raise BackendError(str(failure)) from None
+        self._flusher = threading.Thread(target=self._flush_regularly, name="fakestor-flush",
+                                         daemon=True)  # fmt: skip
+        self._flusher.start()
+
+    def _release_stale(self) -> None:
+        """Undo what a crashed run left: loop devices on its dead mount, and the mount."""
+        prefix = str(self.volumes_dir) + "/"
+        for device in loop.bound_devices():
+            if device.backing_file.startswith(prefix):
+                log.warning("releasing %s, bound to the previous run's %s", device.path,
+                            device.backing_file)  # fmt: skip
+                try:
+                    loop.detach(device.path, force=True)
+                except loop.LoopError as failure:
+                    log.warning("cannot release %s: %s", device.path, failure)
+        self.mountpoint.mkdir(parents=True, exist_ok=True)
+        try:
+            os.stat(self.mountpoint)
+            stale = os.path.ismount(self.mountpoint)
+        except OSError:  # ENOTCONN: a FUSE mount whose server died
+            stale = True
+        if stale:
+            log.warning("unmounting the previous run's FUSE mount at %s", self.mountpoint)
+            subprocess.run(["umount", "-l", str(self.mountpoint)], check=False)
+
+    def _flush_regularly(self) -> None:
+        while not self._stop.wait(FLUSH_INTERVAL):
+            try:
+                self._store().flush()
+            except (OSError, StoreError, BackendError) as failure:
+                log.warning("periodic flush of the block store failed: %s", failure)
+
+    def close(self) -> None:
+        # Unlike image files, the served files vanish with this process: release the loop
+        # devices on them rather than leave dead devices behind. The attachments stay
+        # recorded, and the next start binds and links them again.
+        prefix = str(self.volumes_dir) + "/"
+        for device in loop.bound_devices():
+            if device.backing_file.startswith(prefix):
+                log.warning("releasing %s (%s) as the block store stops", device.path,
+                            device.backing_file.removeprefix(prefix))  # fmt: skip
+                try:
+                    loop.detach(device.path, force=True)
+                except loop.LoopError as failure:
+                    log.warning("cannot release %s: %s", device.path, failure)
+                self._unlink(device.backing_file.removeprefix(prefix), {device.path})
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join(10)
+        if self.filesystem is not None:
+            self.filesystem.stop()
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    # ---- data -----------------------------------------------------------------------
+
+    def _translate(self, failure: StoreError, what: str) -> BackendError:
+        if isinstance(failure, StoreFull):
+            return OutOfSpace(f"no space left in the data dir to {what}")
+        if isinstance(failure, NoSuchImage):
+            return BackingStoreMissing(str(failure))
+        return BackendError(f"cannot {what}: {failure}")
+
+    def create_volume(self, volume_id: str, size_gib: int, snapshot_id: str | None) -> None:
+        store = self._store()
+        try:
+            if snapshot_id is not None and snapshot_id not in store.images:
+                raise BackingStoreMissing(f"the data of snapshot {snapshot_id} is missing")
+            store.create(volume_id, size_gib * GIB, source=snapshot_id)
+            if snapshot_id is not None:
+                store.resize(volume_id, max(size_gib * GIB, store.image(snapshot_id).size))
+        except StoreError as failure:
+            raise self._translate(failure, f"create {volume_id}") from None
+        except OSError as failure:
+            raise BackendError(f"cannot create {volume_id}: {failure}") from None
+
+    def delete_volume(self, volume_id: str) -> None:
+        self.detach_volume(volume_id, force=True)
+        try:
+            self._store().delete(volume_id)
+        except (StoreError, OSError) as failure:
+            raise BackendError(f"cannot delete {volume_id}: {failure}") from None
+
+    def resize_volume(self, volume_id: str, size_gib: int) -> None:
+        store = self._store()
+        try:
+            if store.image(volume_id).size < size_gib * GIB:
+                store.resize(volume_id, size_gib * GIB)
+        except StoreError as failure:
+            raise self._translate(failure, f"resize {volume_id}") from None
+        assert self.filesystem is not None
+        self.filesystem.invalidate(volume_id)
+        os.stat(self.volume_image(volume_id))  # the kernel re-reads the new size
+        for device in self._bound(volume_id):
+            loop.set_capacity(device.path)
+
+    def volume_image(self, volume_id: str) -> Path:
+        return self.volumes_dir / volume_id
+
+    def snapshot_image(self, snapshot_id: str) -> Path:
+        return self.snapshots_dir / snapshot_id
+
+    def create_snapshot(self, snapshot_id: str, volume_id: str, progress: ProgressCallback) -> None:
+        store = self._store()
+        if snapshot_id in store.images:
+            return
+        if volume_id not in store.images:
+            raise BackingStoreMissing(f"the data of {volume_id} is missing from the block store")
+        bound = self._bound(volume_id)
+        try:
+            # Freeze a mounted filesystem, then freeze the map: O(chunks), no data copied.
+            with frozen(bound[0].path if bound else None):
+                store.flush()
+                store.create(snapshot_id, store.image(volume_id).size, source=volume_id)
+        except StoreError as failure:
+            raise self._translate(failure, f"snapshot {volume_id}") from None
+
+    def copy_snapshot(
+        self, source_snapshot_id: str, snapshot_id: str, progress: ProgressCallback
+    ) -> None:
+        store = self._store()
+        try:
+            source = store.image(source_snapshot_id)
+            store.create(snapshot_id, source.size, source=source_snapshot_id)
+        except StoreError as failure:
+            raise self._translate(failure, f"copy {source_snapshot_id}") from None
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        try:
+            self._store().delete(snapshot_id)
+        except (StoreError, OSError) as failure:
+            raise BackendError(f"cannot delete {snapshot_id}: {failure}") from None
+
+    def inventory(self) -> Inventory:
+        store = self._store()
+        prefix = str(self.volumes_dir) + "/"
+        attached = {
+            device.backing_file.removeprefix(prefix).removesuffix(" (deleted)"): device.path
+            for device in loop.bound_devices()
+            if device.backing_file.startswith(prefix)
+        }
+        names = set(store.images)
+        return Inventory(
+            volumes={n for n in names if n.startswith("vol-")},
+            snapshots={n for n in names if n.startswith("snap-")},
+            attached=attached,
+        )

@@ -1,0 +1,402 @@
+"""A chunked copy-on-write block store: volumes and snapshots as maps over shared chunks.
+
+Each volume or snapshot (an "image") maps chunk index -> chunk id; a chunk is a
+512 KiB file under chunks/ with a reference count. Unwritten chunks read as
+zeros and take no space. A snapshot copies the map and counts references; a
+later write to a shared chunk copies it first.
+
+Crash safety. Chunk data is written in place with pwrite; map and reference
+changes are kept in memory and committed to SQLite by `flush`, which first
+fsyncs every chunk file written since the last flush. So after a crash (even
+kill -9) an image reads back every write that a flush (fsync, or the periodic
+flush) acknowledged: a map change is never durable before the data it points
+at. A chunk written but never committed is an orphan file; `check` removes it,
+and it runs at every open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import sqlite3
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 512 * 1024
+MAX_OPEN_CHUNKS = 256
+ZEROS = bytes(CHUNK_SIZE)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    name TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    read_only INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS maps (
+    image TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    chunk INTEGER NOT NULL,
+    PRIMARY KEY (image, idx)
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY,
+    refs INTEGER NOT NULL
+);
+"""
+
+
+class StoreError(Exception):
+    """A store operation failed; the message says what and why."""
+
+
+class NoSuchImage(StoreError):
+    pass
+
+
+class StoreFull(StoreError):
+    pass
+
+
+@dataclass
+class Image:
+    name: str
+    size: int
+    read_only: bool
+    chunks: dict[int, int] = field(default_factory=dict)  # index -> chunk id
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+
+@dataclass
+class CheckReport:
+    orphan_files: list[int] = field(default_factory=list)
+    missing_files: list[int] = field(default_factory=list)
+    wrong_refcounts: list[tuple[int, int, int]] = field(default_factory=list)  # id, had, real
+
+    @property
+    def clean(self) -> bool:
+        return not (self.orphan_files or self.missing_files or self.wrong_refcounts)
+
+    def lines(self) -> list[str]:
+        found = [f"chunk {c}: file without references (removed)" for c in self.orphan_files]
+        found += [f"chunk {c}: referenced but its file is missing" for c in self.missing_files]
+        found += [
+            f"chunk {c}: reference count {had}, really {real} (corrected)"
+            for c, had, real in self.wrong_refcounts
+        ]
+        return found
+
+
+class ChunkStore:
+    """Images (volumes, snapshots) over reference-counted chunk files, thread-safe."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.chunks_dir = root / "chunks"
+        self.chunks_dir.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(
+            root / "blocks.db", check_same_thread=False, isolation_level=None
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                self._db.execute(statement)
+        self._lock = threading.RLock()  # guards refs, pending, ids, fds, images dict
+        self.last_check = self.check(repair=True)
+        self.images: dict[str, Image] = {}
+        self.refs: dict[int, int] = {}
+        for name, size, read_only in self._db.execute("SELECT name, size, read_only FROM images"):
+            self.images[name] = Image(name, size, bool(read_only))
+        for image_name, index, chunk in self._db.execute("SELECT image, idx, chunk FROM maps"):
+            self.images[image_name].chunks[index] = chunk
+        for chunk, refs in self._db.execute("SELECT id, refs FROM chunks"):
+            self.refs[chunk] = refs
+        self._next_id = max(self.refs, default=0) + 1
+        self._fds: OrderedDict[int, int] = OrderedDict()
+        self._dirty: set[int] = set()  # chunk ids written since the last flush
+        # Changes to commit at the next flush: map entries and reference counts.
+        self._map_changes: dict[tuple[str, int], int | None] = {}
+        self._ref_changes: set[int] = set()
+        self._image_changes: dict[str, Image | None] = {}
+
+    # ---- chunk files --------------------------------------------------------------
+
+    def chunk_path(self, chunk: int) -> Path:
+        return self.chunks_dir / f"{chunk % 256:02x}" / str(chunk)
+
+    def _fd(self, chunk: int, create: bool = False) -> int:
+        with self._lock:
+            fd = self._fds.get(chunk)
+            if fd is not None:
+                self._fds.move_to_end(chunk)
+                return fd
+            path = self.chunk_path(chunk)
+            if create:
+                path.parent.mkdir(exist_ok=True)
+            flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+            fd = os.open(path, flags, 0o600)
+            self._fds[chunk] = fd
+            while len(self._fds) > MAX_OPEN_CHUNKS:
+                old_chunk, old_fd = self._fds.popitem(last=False)
+                if old_chunk in self._dirty:
+                    os.fsync(old_fd)  # it will be forgotten as dirty once closed: sync it now
+                    self._dirty.discard(old_chunk)
+                os.close(old_fd)
+            return fd
+
+    def _forget_fd(self, chunk: int) -> None:
+        fd = self._fds.pop(chunk, None)
+        if fd is not None:
+            os.close(fd)
+        self._dirty.discard(chunk)
+
+    def _new_chunk(self, copy_of: int | None) -> int:
+        with self._lock:
+            chunk = self._next_id
+            self._next_id += 1
+            fd = self._fd(chunk, create=True)
+            if copy_of is not None:
+                source = self._fd(copy_of)
+                data = os.pread(source, CHUNK_SIZE, 0)
+                if data:
+                    os.pwrite(fd, data, 0)
+            self.refs[chunk] = 1
+            self._ref_changes.add(chunk)
+            self._dirty.add(chunk)
+            return chunk
+
+    def _unref(self, chunk: int) -> None:
+        with self._lock:
+            self.refs[chunk] -= 1
+            self._ref_changes.add(chunk)
+
+    # ---- images ----------------------------------------------------------------------
+
+    def image(self, name: str) -> Image:
+        with self._lock:
+            try:
+                return self.images[name]
+            except KeyError:
+                raise NoSuchImage(f"no image {name} in the block store") from None
+
+    def create(self, name: str, size: int, source: str | None = None) -> Image:
+        """A new image of `size` bytes, sharing every chunk of `source` if given (O(chunks))."""
+        origin = self.image(source) if source is not None else None
+        # Lock order everywhere: an image's lock before the store's.
+        with origin.lock if origin is not None else contextlib.nullcontext(), self._lock:
+            if name in self.images:
+                return self.images[name]
+            image = Image(name, size, read_only=name.startswith("snap-"))
+            if origin is not None:
+                last = (size + CHUNK_SIZE - 1) // CHUNK_SIZE
+                for index, chunk in origin.chunks.items():
+                    if index < last:
+                        image.chunks[index] = chunk
+                        self.refs[chunk] += 1
+                        self._ref_changes.add(chunk)
+                        self._map_changes[(name, index)] = chunk
+            self.images[name] = image
+            self._image_changes[name] = image
+        self.flush()
+        return image
+
+    def resize(self, name: str, size: int) -> None:
+        image = self.image(name)
+        with image.lock, self._lock:
+            if size < image.size:
+                raise StoreError(f"{name} cannot shrink from {image.size} to {size} bytes")
+            image.size = size
+            self._image_changes[name] = image
+        self.flush()
+
+    def delete(self, name: str) -> None:
+        with self._lock:
+            image = self.images.get(name)
+        if image is None:
+            return
+        with image.lock, self._lock:
+            self.images.pop(name, None)
+            for index, chunk in image.chunks.items():
+                self._unref(chunk)
+                self._map_changes[(name, index)] = None
+            image.chunks.clear()
+            self._image_changes[name] = None
+        self.flush()
+
+    # ---- I/O ------------------------------------------------------------------------
+
+    def read(self, name: str, offset: int, length: int) -> bytes:
+        image = self.image(name)
+        with image.lock:
+            end = min(offset + length, image.size)
+            if offset >= end:
+                return b""
+            parts = []
+            position = offset
+            while position < end:
+                index, within = divmod(position, CHUNK_SIZE)
+                take = min(CHUNK_SIZE - within, end - position)
+                chunk = image.chunks.get(index)
+                if chunk is None:
+                    parts.append(ZEROS[:take])
+                else:
+                    data = os.pread(self._fd(chunk), take, within)
+                    parts.append(data + ZEROS[: take - len(data)])  # short file: zeros
+                position += take
+            return b"".join(parts)
+
+    def write(self, name: str, offset: int, data: bytes) -> int:
+        image = self.image(name)
+        if image.read_only:
+            raise StoreError(f"{name} is read-only")
+        with image.lock:
+            if offset + len(data) > image.size:
+                raise StoreError(
+                    f"write past the end of {name} ({offset + len(data)} > {image.size})"
+                )
+            view = memoryview(data)
+            position = 0
+            try:
+                while position < len(data):
+                    index, within = divmod(offset + position, CHUNK_SIZE)
+                    take = min(CHUNK_SIZE - within, len(data) - position)
+                    chunk = self._writable_chunk(image, index)
+                    os.pwrite(self._fd(chunk), view[position : position + take], within)
+                    with self._lock:
+                        self._dirty.add(chunk)
+                    position += take
+            except OSError as failure:
+                if failure.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise StoreFull("no space left in the data dir") from failure
+                raise
+            return len(data)
+
+    def _writable_chunk(self, image: Image, index: int) -> int:
+        """The chunk to write index `index` of `image` into: its own, copying a shared one."""
+        with self._lock:
+            chunk = image.chunks.get(index)
+            if chunk is not None and self.refs[chunk] == 1:
+                return chunk
+            fresh = self._new_chunk(copy_of=chunk)
+            if chunk is not None:
+                self._unref(chunk)
+            image.chunks[index] = fresh
+            self._map_changes[(image.name, index)] = fresh
+            return fresh
+
+    # ---- durability -----------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Make every write so far durable: fsync chunk data, then commit the maps."""
+        with self._lock:
+            for chunk in list(self._dirty):
+                fd = self._fds.get(chunk)
+                if fd is not None:
+                    os.fsync(fd)
+            self._dirty.clear()
+            if not (self._map_changes or self._ref_changes or self._image_changes):
+                return
+            freed = [c for c in self._ref_changes if self.refs.get(c, 0) <= 0]
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for name, image in self._image_changes.items():
+                    if image is None:
+                        self._db.execute("DELETE FROM images WHERE name=?", (name,))
+                    else:
+                        self._db.execute(
+                            "INSERT OR REPLACE INTO images VALUES (?, ?, ?)",
+                            (name, image.size, int(image.read_only)),
+                        )
+                for (name, index), mapped in self._map_changes.items():
+                    if mapped is None:
+                        self._db.execute("DELETE FROM maps WHERE image=? AND idx=?", (name, index))
+                    else:
+                        self._db.execute(
+                            "INSERT OR REPLACE INTO maps VALUES (?, ?, ?)", (name, index, mapped)
+                        )
+                for chunk in self._ref_changes:
+                    refs = self.refs.get(chunk, 0)
+                    if refs <= 0:
+                        self._db.execute("DELETE FROM chunks WHERE id=?", (chunk,))
+                    else:
+                        self._db.execute(
+                            "INSERT OR REPLACE INTO chunks VALUES (?, ?)", (chunk, refs)
+                        )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._map_changes.clear()
+            self._ref_changes.clear()
+            self._image_changes.clear()
+            # Only after the commit: a crash before it leaves these files referenced.
+            for chunk in freed:
+                self.refs.pop(chunk, None)
+                self._forget_fd(chunk)
+                self.chunk_path(chunk).unlink(missing_ok=True)
+
+    def used_bytes(self) -> int:
+        """Disk space the chunk files take."""
+        return sum(
+            path.stat().st_blocks * 512 for path in self.chunks_dir.glob("*/*") if path.is_file()
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self.flush()
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+            self._db.close()
+
+    # ---- verification -----------------------------------------------------------
+
+    def check(self, repair: bool = False) -> CheckReport:
+        """Compare reference counts and chunk files with the maps; repair if asked."""
+        report = CheckReport()
+        with self._lock:
+            real: dict[int, int] = {}
+            for (chunk,) in self._db.execute("SELECT chunk FROM maps"):
+                real[chunk] = real.get(chunk, 0) + 1
+            recorded = dict(self._db.execute("SELECT id, refs FROM chunks").fetchall())
+            files = {
+                int(path.name)
+                for path in self.chunks_dir.glob("*/*")
+                if path.name.isdigit() and path.is_file()
+            }
+            report.orphan_files = sorted(files - set(real))
+            report.missing_files = sorted(set(real) - files)
+            report.wrong_refcounts = sorted(
+                (chunk, recorded.get(chunk, 0), count)
+                for chunk, count in real.items()
+                if recorded.get(chunk, 0) != count
+            )
+            stale_rows = sorted(set(recorded) - set(real))
+            if repair:
+                for chunk in report.orphan_files:
+                    self.chunk_path(chunk).unlink(missing_ok=True)
+                self._db.execute("BEGIN IMMEDIATE")
+                for chunk, _, count in report.wrong_refcounts:
+                    self._db.execute("INSERT OR REPLACE INTO chunks VALUES (?, ?)", (chunk, count))
+                for chunk in stale_rows:
+                    self._db.execute("DELETE FROM chunks WHERE id=?", (chunk,))
+                self._db.execute("COMMIT")
+        for line in report.lines():
+            log.warning("block store check: %s", line)
+        return report
+
+
+@contextlib.contextmanager
+def opened(root: Path) -> Iterator[ChunkStore]:
+    store = ChunkStore(root)
+    try:
+        yield store
+    finally:
+        store.close()
