@@ -90,6 +90,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     server.add_argument("-v", "--verbose", action="store_true", help="log every request")
 
+    check = commands.add_parser(
+        "check", help="verify the fuse backend's block store (with the server stopped)"
+    )
+    check.add_argument(
+        "--data-dir", type=Path, default=None, help=f"the server's data dir ({default_data_dir()})"
+    )
+    check.add_argument(
+        "--repair", action="store_true", help="remove garbage chunks and fix reference counts"
+    )
+
     plugin = commands.add_parser("plugin", help="serve the Docker volume plugin on a Unix socket")
     plugin.add_argument(
         "--socket",
@@ -205,6 +215,37 @@ def _run_plugin(args: argparse.Namespace) -> None:
         raise CliError(str(failure)) from None
 
 
+def _run_check(args: argparse.Namespace) -> int:
+    import fcntl
+
+    from backends.fuse.store import check_store
+
+    data_dir = args.data_dir or default_data_dir()
+    store = data_dir / "fuse"
+    if not (store / "blocks.db").exists():
+        raise CliError(f"{data_dir} has no fuse block store (fuse/blocks.db)")
+    try:
+        lock = os.open(data_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise CliError(f"a fakestor server is using {data_dir}; stop it first") from None
+    except OSError as failure:
+        raise CliError(f"cannot use {data_dir}: {failure.strerror}") from None
+    try:
+        report = check_store(store, repair=args.repair)
+    finally:
+        os.close(lock)
+    for line in report.lines():
+        print(line)
+    verdict = "damaged" if report.damaged else "consistent"
+    action = " (repaired)" if args.repair and report.lines() else ""
+    print(
+        f"block store {verdict}{action}: {len(report.orphan_files)} garbage chunk(s), "
+        f"{len(report.missing_files)} missing, {len(report.wrong_refcounts)} miscounted"
+    )
+    return 1 if report.damaged and not args.repair else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -212,6 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _run_server(args)
         elif args.command == "plugin":
             _run_plugin(args)
+        elif args.command == "check":
+            return _run_check(args)
     except CliError as failure:
         print(f"fakestor: {failure}", file=sys.stderr)
         return 1

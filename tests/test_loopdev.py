@@ -7,6 +7,7 @@ no /dev link of ours; the fixture checks, and a leak fails the test.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -49,7 +51,8 @@ def checksum(path: Path) -> str:
 class Host:
     """The server plus what a test mounted, so teardown can undo it."""
 
-    def __init__(self, server: Server, tmp_path: Path) -> None:
+    def __init__(self, server: Server, tmp_path: Path, backend: str) -> None:
+        self.backend = backend
         self.server = server
         self.ec2 = server.client()
         self.tmp_path = tmp_path
@@ -114,39 +117,77 @@ def our_links() -> list[Path]:
     ]
 
 
-@pytest.fixture
-def host(start_server: ServerFactory, tmp_path: Path) -> Iterator[Host]:
+BACKENDS = ["loopdev", "fuse"]
+
+
+def require_backend(backend: str) -> None:
     require_root_and_loop()
+    if backend == "fuse":
+        require(os.path.exists("/dev/fuse"), "needs /dev/fuse (modprobe fuse)")
+        require(
+            importlib.util.find_spec("pyfuse3") is not None,
+            "needs pyfuse3 and trio (pip install 'fakestor[fuse]')",
+        )
+
+
+@contextmanager
+def machine(start_server: ServerFactory, tmp_path: Path, backend: str) -> Iterator[Host]:
+    """A server with `backend`; afterwards, nothing of it may be left on the machine."""
+    require_backend(backend)
     loops_before = {entry.name for entry in Path("/sys/block").glob("loop*")}
-    server = start_server(backend="loopdev")
-    machine = Host(server, tmp_path)
+    server = start_server(backend=backend)
+    host = Host(server, tmp_path, backend)
     try:
-        yield machine
+        yield host
     finally:
-        machine.cleanup()
+        host.cleanup()
         if server.process is not None:
             assert server.stop() == 0
         leaked = ours(server.data_dir)
         dangling = our_links()
+        mounts = [p for p in mount_points() if p.startswith(str(server.data_dir))]
         for device in leaked:
             loop.detach(device.path, force=True)
         for link in dangling:
             link.unlink()
+        for point in reversed(mounts):
+            subprocess.run(["umount", "-l", point], check=False)
         # Loop devices the kernel made for the test are removed again once free.
         for entry in Path("/sys/block").glob("loop*"):
             if entry.name not in loops_before:
                 loop.remove(int(entry.name.removeprefix("loop")))
         assert not leaked, f"leaked loop devices: {leaked}"
         assert not dangling, f"leaked links: {dangling}"
+        assert not mounts, f"leaked mounts: {mounts}"
         assert "Traceback" not in server.log(), server.log()
+
+
+def mount_points() -> list[str]:
+    return [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+
+
+@pytest.fixture(params=BACKENDS)
+def host(
+    request: pytest.FixtureRequest, start_server: ServerFactory, tmp_path: Path
+) -> Iterator[Host]:
+    """Each test using it runs once per backend."""
+    with machine(start_server, tmp_path, request.param) as running:
+        yield running
+
+
+@pytest.fixture
+def loop_host(start_server: ServerFactory, tmp_path: Path) -> Iterator[Host]:
+    with machine(start_server, tmp_path, "loopdev") as running:
+        yield running
 
 
 def test_attach_format_mount_write_detach_reattach_read(host: Host) -> None:
     ec2 = host.ec2
     volume_id = new_volume(ec2, 1)
     image = host.server.data_dir / "volumes" / f"{volume_id}.img"
-    assert image.stat().st_size == GIB
-    assert image.stat().st_blocks == 0  # sparse: costs nothing until written
+    if host.backend == "loopdev":
+        assert image.stat().st_size == GIB
+        assert image.stat().st_blocks == 0  # sparse: costs nothing until written
 
     device = host.attach(volume_id)
     real = os.path.realpath(device)
@@ -172,6 +213,9 @@ def test_attach_format_mount_write_detach_reattach_read(host: Host) -> None:
     ec2.delete_volume(VolumeId=volume_id)
     fast_waiter(ec2, "volume_deleted")(VolumeIds=[volume_id])
     assert not image.exists()
+    assert volume_id not in os.listdir(
+        host.server.data_dir / ("fuse/mnt/volumes" if host.backend == "fuse" else "volumes")
+    )
 
 
 def test_detach_of_a_mounted_device_waits_unless_forced(host: Host) -> None:
@@ -212,8 +256,9 @@ def test_snapshot_restore_and_bigger_restore(host: Host) -> None:
     host.unmount(point)
     host.detach(volume_id)
 
-    snapshot_image = host.server.data_dir / "snapshots" / f"{snapshot_id}.img"
-    assert snapshot_image.stat().st_blocks * 512 < 200 * MIB  # sparse: data, not size
+    if host.backend == "loopdev":
+        snapshot_image = host.server.data_dir / "snapshots" / f"{snapshot_id}.img"
+        assert snapshot_image.stat().st_blocks * 512 < 200 * MIB  # sparse: data, not size
 
     restored = new_volume(ec2, 2, SnapshotId=snapshot_id)
     device = host.attach(restored, "/dev/sdh")
@@ -313,11 +358,13 @@ def test_kill_mid_attach_then_restart_reconciles(host: Host) -> None:
     wait_for(lambda: "failpoint loopdev.attach.bound reached" in server.log())
     assert host.attachment_state(pending) == "attaching"
     server.kill()
-    # Simulate a reboot for the other volume: its device and link are gone.
-    os.unlink(by_id(attached))
-    for device in ours(server.data_dir):
-        if attached in device.backing_file:
-            loop.detach(device.path)
+    if host.backend == "loopdev":
+        # Simulate a reboot for the other volume: its device and link are gone. (With
+        # fuse the kill itself does that: the served files died with the server.)
+        by_id(attached).unlink(missing_ok=True)
+        for device in ours(server.data_dir):
+            if attached in device.backing_file:
+                loop.detach(device.path)
 
     server.extra_env.pop("FAKESTOR_FAILPOINTS")
     server.start()
@@ -331,9 +378,9 @@ def test_kill_mid_attach_then_restart_reconciles(host: Host) -> None:
     assert not ours(server.data_dir)
 
 
-def test_crash_mid_delete_finishes_on_restart(host: Host) -> None:
-    server = host.server
-    volume_id = new_volume(host.ec2)
+def test_crash_mid_delete_finishes_on_restart(loop_host: Host) -> None:
+    server = loop_host.server
+    volume_id = new_volume(loop_host.ec2)
     volumes_dir = server.data_dir / "volumes"
     server.stop()
     server.extra_env["FAKESTOR_FAILPOINTS"] = "loopdev.delete.renamed=60"
@@ -344,25 +391,25 @@ def test_crash_mid_delete_finishes_on_restart(host: Host) -> None:
     assert list(volumes_dir.glob("*.deleting"))
     server.extra_env.pop("FAKESTOR_FAILPOINTS")
     server.start()
-    host.ec2 = server.client()
-    fast_waiter(host.ec2, "volume_deleted")(VolumeIds=[volume_id])
+    loop_host.ec2 = server.client()
+    fast_waiter(loop_host.ec2, "volume_deleted")(VolumeIds=[volume_id])
     assert not list(volumes_dir.iterdir())
 
 
-def test_missing_image_marks_the_volume_impaired(host: Host) -> None:
-    server = host.server
-    volume_id = new_volume(host.ec2)
+def test_missing_image_marks_the_volume_impaired(loop_host: Host) -> None:
+    server = loop_host.server
+    volume_id = new_volume(loop_host.ec2)
     server.stop()
     (server.data_dir / "volumes" / f"{volume_id}.img").unlink()
     server.start()
-    host.ec2 = server.client()
-    volume = host.ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]
+    loop_host.ec2 = server.client()
+    volume = loop_host.ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]
     assert volume["State"] == "error"
-    status = host.ec2.describe_volume_status(VolumeIds=[volume_id])["VolumeStatuses"][0]
+    status = loop_host.ec2.describe_volume_status(VolumeIds=[volume_id])["VolumeStatuses"][0]
     assert status["VolumeStatus"]["Status"] == "impaired"
     assert "missing" in server.log()
-    host.ec2.delete_volume(VolumeId=volume_id)
-    fast_waiter(host.ec2, "volume_deleted")(VolumeIds=[volume_id])
+    loop_host.ec2.delete_volume(VolumeId=volume_id)
+    fast_waiter(loop_host.ec2, "volume_deleted")(VolumeIds=[volume_id])
 
 
 def test_out_of_space_fails_the_snapshot_cleanly(
@@ -429,10 +476,10 @@ def test_server_refuses_loopdev_without_root_cleanly(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_deleting_a_snapshot_right_after_restoring_it_keeps_the_volume(host: Host) -> None:
-    ec2 = host.ec2
+def test_deleting_a_snapshot_right_after_restoring_it_keeps_the_volume(loop_host: Host) -> None:
+    ec2 = loop_host.ec2
     source = new_volume(ec2, 1)
-    image = host.server.data_dir / "volumes" / f"{source}.img"
+    image = loop_host.server.data_dir / "volumes" / f"{source}.img"
     payload = os.urandom(4 * MIB)
     with image.open("r+b") as data:
         data.write(payload)
@@ -441,7 +488,117 @@ def test_deleting_a_snapshot_right_after_restoring_it_keeps_the_volume(host: Hos
     restored = ec2.create_volume(AvailabilityZone="us-east-1a", SnapshotId=snapshot_id)
     ec2.delete_snapshot(SnapshotId=snapshot_id)  # queued behind the restore, as on EBS
     fast_waiter(ec2, "volume_available")(VolumeIds=[restored["VolumeId"]])
-    restored_image = host.server.data_dir / "volumes" / f"{restored['VolumeId']}.img"
+    restored_image = loop_host.server.data_dir / "volumes" / f"{restored['VolumeId']}.img"
     with restored_image.open("rb") as data:
         assert data.read(4 * MIB) == payload
-    wait_for(lambda: not (host.server.data_dir / "snapshots" / f"{snapshot_id}.img").exists())
+    wait_for(lambda: not (loop_host.server.data_dir / "snapshots" / f"{snapshot_id}.img").exists())
+
+
+@pytest.fixture
+def fuse_host(start_server: ServerFactory, tmp_path: Path) -> Iterator[Host]:
+    with machine(start_server, tmp_path, "fuse") as running:
+        yield running
+
+
+def _store_bytes(host: Host) -> int:
+    chunks = host.server.data_dir / "fuse" / "chunks"
+    return sum(p.stat().st_blocks * 512 for p in chunks.glob("*/*") if p.is_file())
+
+
+def _write_raw(device: Path, offset: int, data: bytes) -> None:
+    fd = os.open(device, os.O_WRONLY)
+    try:
+        os.pwrite(fd, data, offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_raw(device: Path, offset: int, length: int) -> bytes:
+    fd = os.open(device, os.O_RDONLY)
+    try:
+        return os.pread(fd, length, offset)
+    finally:
+        os.close(fd)
+
+
+def test_fuse_snapshots_share_every_unchanged_chunk(fuse_host: Host) -> None:
+    ec2 = fuse_host.ec2
+    volume_id = new_volume(ec2, 1)
+    device = fuse_host.attach(volume_id)
+    assert _store_bytes(fuse_host) == 0  # unwritten chunks take no space
+    _write_raw(device, 0, os.urandom(64 * MIB))
+    written = _store_bytes(fuse_host)
+    assert 64 * MIB <= written < 66 * MIB
+
+    snapshot_id = ec2.create_snapshot(VolumeId=volume_id)["SnapshotId"]
+    fast_waiter(ec2, "snapshot_completed")(SnapshotIds=[snapshot_id])
+    assert _store_bytes(fuse_host) == written  # the snapshot copied no data
+
+    _write_raw(device, 16 * MIB, os.urandom(8 * MIB))  # 16 chunks, aligned
+    assert _store_bytes(fuse_host) - written == 8 * MIB  # grows by the changed data only
+
+    restored = new_volume(ec2, 1, SnapshotId=snapshot_id)  # instant: shares the map
+    assert _store_bytes(fuse_host) - written == 8 * MIB
+    snapshot_file = fuse_host.server.data_dir / "fuse" / "mnt" / "snapshots" / snapshot_id
+    with snapshot_file.open("rb") as data:
+        original = data.read(64 * MIB)
+    assert (
+        hashlib.sha256(_read_raw(device, 0, 64 * MIB)).digest() != hashlib.sha256(original).digest()
+    )
+    restored_device = fuse_host.attach(restored, "/dev/sdg")
+    assert _read_raw(restored_device, 0, 64 * MIB) == original
+
+    fuse_host.detach(restored)
+    fuse_host.detach(volume_id)
+    for gone in (restored, volume_id):
+        ec2.delete_volume(VolumeId=gone)
+    fast_waiter(ec2, "volume_deleted")(VolumeIds=[restored, volume_id])
+    assert 64 * MIB <= _store_bytes(fuse_host) < 66 * MIB  # what the snapshot still holds
+    ec2.delete_snapshot(SnapshotId=snapshot_id)
+    wait_for(lambda: _store_bytes(fuse_host) == 0)  # every chunk freed
+
+
+def _check(data_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fakestor", "check", "--data-dir", str(data_dir), *extra],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_fuse_kill_during_writes_keeps_acknowledged_data(fuse_host: Host) -> None:
+    server = fuse_host.server
+    volume_id = new_volume(fuse_host.ec2, 1)
+    device = fuse_host.attach(volume_id)
+    acknowledged = os.urandom(32 * MIB)
+    _write_raw(device, 0, acknowledged)  # fsync'd: must survive
+    # More writes, never synced, racing with the kill.
+    writer = subprocess.Popen(
+        ["dd", "if=/dev/urandom", f"of={os.path.realpath(device)}", "bs=1M", "seek=64",
+         "count=512", "oflag=direct"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(1.0)
+    server.kill()
+    writer.wait(timeout=60)
+
+    report = _check(server.data_dir)
+    assert report.returncode == 0, report.stdout + report.stderr
+    assert "block store consistent" in report.stdout
+
+    server.start()
+    fuse_host.ec2 = server.client()
+    # The restart re-binds the attachment to a fresh device on the new mount.
+    wait_for(lambda: by_id(volume_id).exists())
+    assert _read_raw(by_id(volume_id), 0, 32 * MIB) == acknowledged
+    assert len(ours(server.data_dir)) == 1
+    fuse_host.detach(volume_id)
+
+
+def test_check_refuses_a_running_server_and_a_store_less_dir(
+    fuse_host: Host, tmp_path: Path
+) -> None:
+    running = _check(fuse_host.server.data_dir)
+    assert running.returncode == 1 and "stop it first" in running.stderr
+    empty = _check(tmp_path / "nothing")
+    assert empty.returncode == 1 and "no fuse block store" in empty.stderr

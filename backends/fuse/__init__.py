@@ -83,15 +83,15 @@ class FuseBackend(LoopdevBackend):
                     loop.detach(device.path, force=True)
                 except loop.LoopError as failure:
                     log.warning("cannot release %s: %s", device.path, failure)
-        self.mountpoint.mkdir(parents=True, exist_ok=True)
-        try:
-            os.stat(self.mountpoint)
-            stale = os.path.ismount(self.mountpoint)
-        except OSError:  # ENOTCONN: a FUSE mount whose server died
-            stale = True
-        if stale:
+        # A dead FUSE mount answers every stat with ENOTCONN: find it in the mount table.
+        mounted = any(
+            line.split()[4] == str(self.mountpoint)
+            for line in Path("/proc/self/mountinfo").read_text().splitlines()
+        )
+        if mounted:
             log.warning("unmounting the previous run's FUSE mount at %s", self.mountpoint)
             subprocess.run(["umount", "-l", str(self.mountpoint)], check=False)
+        self.mountpoint.mkdir(parents=True, exist_ok=True)
 
     def _flush_regularly(self) -> None:
         while not self._stop.wait(FLUSH_INTERVAL):

@@ -80,14 +80,14 @@ class CheckReport:
     wrong_refcounts: list[tuple[int, int, int]] = field(default_factory=list)  # id, had, real
 
     @property
-    def clean(self) -> bool:
-        return not (self.orphan_files or self.missing_files or self.wrong_refcounts)
+    def damaged(self) -> bool:
+        return bool(self.missing_files or self.wrong_refcounts)
 
     def lines(self) -> list[str]:
-        found = [f"chunk {c}: file without references (removed)" for c in self.orphan_files]
+        found = [f"chunk {c}: file without references (garbage)" for c in self.orphan_files]
         found += [f"chunk {c}: referenced but its file is missing" for c in self.missing_files]
         found += [
-            f"chunk {c}: reference count {had}, really {real} (corrected)"
+            f"chunk {c}: reference count {had}, really {real}"
             for c, had, real in self.wrong_refcounts
         ]
         return found
@@ -100,6 +100,9 @@ class ChunkStore:
         self.root = root
         self.chunks_dir = root / "chunks"
         self.chunks_dir.mkdir(parents=True, exist_ok=True)
+        self.last_check = check_store(root, repair=True)
+        for line in self.last_check.lines():
+            log.warning("block store check: %s (repaired)", line)
         self._db = sqlite3.connect(
             root / "blocks.db", check_same_thread=False, isolation_level=None
         )
@@ -109,7 +112,6 @@ class ChunkStore:
             if statement.strip():
                 self._db.execute(statement)
         self._lock = threading.RLock()  # guards refs, pending, ids, fds, images dict
-        self.last_check = self.check(repair=True)
         self.images: dict[str, Image] = {}
         self.refs: dict[int, int] = {}
         for name, size, read_only in self._db.execute("SELECT name, size, read_only FROM images"):
@@ -356,41 +358,50 @@ class ChunkStore:
             self._fds.clear()
             self._db.close()
 
-    # ---- verification -----------------------------------------------------------
 
-    def check(self, repair: bool = False) -> CheckReport:
-        """Compare reference counts and chunk files with the maps; repair if asked."""
-        report = CheckReport()
-        with self._lock:
-            real: dict[int, int] = {}
-            for (chunk,) in self._db.execute("SELECT chunk FROM maps"):
-                real[chunk] = real.get(chunk, 0) + 1
-            recorded = dict(self._db.execute("SELECT id, refs FROM chunks").fetchall())
-            files = {
-                int(path.name)
-                for path in self.chunks_dir.glob("*/*")
-                if path.name.isdigit() and path.is_file()
-            }
-            report.orphan_files = sorted(files - set(real))
-            report.missing_files = sorted(set(real) - files)
-            report.wrong_refcounts = sorted(
-                (chunk, recorded.get(chunk, 0), count)
-                for chunk, count in real.items()
-                if recorded.get(chunk, 0) != count
-            )
-            stale_rows = sorted(set(recorded) - set(real))
-            if repair:
-                for chunk in report.orphan_files:
-                    self.chunk_path(chunk).unlink(missing_ok=True)
-                self._db.execute("BEGIN IMMEDIATE")
-                for chunk, _, count in report.wrong_refcounts:
-                    self._db.execute("INSERT OR REPLACE INTO chunks VALUES (?, ?)", (chunk, count))
-                for chunk in stale_rows:
-                    self._db.execute("DELETE FROM chunks WHERE id=?", (chunk,))
-                self._db.execute("COMMIT")
-        for line in report.lines():
-            log.warning("block store check: %s", line)
-        return report
+def check_store(root: Path, repair: bool = False) -> CheckReport:
+    """Compare reference counts and chunk files with the maps of the store at `root`.
+
+    Orphan chunk files (written, never committed: what a crash leaves) are garbage,
+    not damage; a missing chunk file or a wrong reference count is damage. With
+    `repair`, orphans are removed and reference counts corrected.
+    """
+    report = CheckReport()
+    chunks_dir = root / "chunks"
+    db = sqlite3.connect(root / "blocks.db", isolation_level=None)
+    try:
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        real: dict[int, int] = {}
+        for (chunk,) in db.execute("SELECT chunk FROM maps"):
+            real[chunk] = real.get(chunk, 0) + 1
+        recorded = dict(db.execute("SELECT id, refs FROM chunks").fetchall())
+        files = {
+            int(path.name)
+            for path in chunks_dir.glob("*/*")
+            if path.name.isdigit() and path.is_file()
+        }
+        report.orphan_files = sorted(files - set(real))
+        report.missing_files = sorted(set(real) - files)
+        report.wrong_refcounts = sorted(
+            (chunk, recorded.get(chunk, 0), count)
+            for chunk, count in real.items()
+            if recorded.get(chunk, 0) != count
+        )
+        stale_rows = sorted(set(recorded) - set(real))
+        if repair:
+            for chunk in report.orphan_files:
+                (chunks_dir / f"{chunk % 256:02x}" / str(chunk)).unlink(missing_ok=True)
+            db.execute("BEGIN IMMEDIATE")
+            for chunk, _, count in report.wrong_refcounts:
+                db.execute("INSERT OR REPLACE INTO chunks VALUES (?, ?)", (chunk, count))
+            for chunk in stale_rows:
+                db.execute("DELETE FROM chunks WHERE id=?", (chunk,))
+            db.execute("COMMIT")
+    finally:
+        db.close()
+    return report
 
 
 @contextlib.contextmanager
