@@ -22,8 +22,9 @@ from typing import Any
 import pytest
 
 from backends.loopdev import loop
-from tests.conftest import Server, require_root_and_loop, wait_for
+from tests.conftest import Server, wait_for
 from tests.docker_env import IMAGE, Dockerd, require_docker, running_dockerd
+from tests.test_loopdev import require_backend
 
 pytestmark = [pytest.mark.privileged, pytest.mark.docker]
 
@@ -97,13 +98,16 @@ class Stack:
         return volumes[0]
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    require_root_and_loop()
+@pytest.fixture(scope="module", params=["loopdev", "fuse"])
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """The whole suite runs once per block backend."""
     require_docker()
+    require_backend(request.param)
     root = tmp_path_factory.mktemp("docker-e2e")
     server = Server(
-        data_dir=root / "fakestor", args=["--backend", "loopdev"], log_path=root / "server.log"
+        data_dir=root / "fakestor", args=["--backend", request.param], log_path=root / "server.log"
     )
     server.start()
     plugin = Plugin(f"fakestor-e2e-{os.getpid()}", server, root / "plugin")
