@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
+import shutil
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import require_root_and_loop
+from tests.conftest import require, require_root_and_loop
 
 pytestmark = pytest.mark.privileged
 
@@ -15,7 +17,17 @@ pytestmark = pytest.mark.privileged
 def test_benchmarks_quick_mode_runs() -> None:
     require_root_and_loop()
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--runs", "1", "--no-record"],
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--runs",
+            "1",
+            "--no-record",
+            "--only",
+            "loopdev",
+        ],
         capture_output=True,
         text=True,
         timeout=600,
@@ -23,3 +35,18 @@ def test_benchmarks_quick_mode_runs() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "| attach -> device usable" in result.stdout
     assert "| snapshot" in result.stdout
+
+
+def test_datapath_benchmark_quick_mode_runs() -> None:
+    require_root_and_loop()
+    require(shutil.which("fio") is not None, "needs fio (apt-get install fio)")
+    require(importlib.util.find_spec("pyfuse3") is not None, "needs pyfuse3 (fakestor[fuse])")
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--no-record", "--only", "datapath"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "| rand read 4 KiB |" in result.stdout
+    assert "fuse volume (ext4)" in result.stdout

@@ -244,6 +244,7 @@ class MountedFilesystem:
         trio.from_thread.run_sync(invalidate, trio_token=self._token)
 
     def stop(self) -> None:
+        log.info("block store served requests of up to %d bytes", self.operations.largest_write)
         if self._token is not None and self._thread is not None and self._thread.is_alive():
             trio.from_thread.run_sync(pyfuse3.terminate, trio_token=self._token)
             self._thread.join(30)

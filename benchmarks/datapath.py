@@ -1,0 +1,132 @@
+"""The data path: fio on an ext4 filesystem on a fakestor volume, per backend, vs a plain file.
+
+Each target gets the same four fio jobs (direct I/O, libaio, queue depth 16):
+1 MiB sequential write and read, 4 KiB random write and read. The plain file
+lives on the filesystem of the data dir, which is what both backends store on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.common import fakestor_server, poll
+
+JOBS = {
+    "seq write 1 MiB": ("write", "1m"),
+    "seq read 1 MiB": ("read", "1m"),
+    "rand write 4 KiB": ("randwrite", "4k"),
+    "rand read 4 KiB": ("randread", "4k"),
+}
+
+
+@dataclass
+class Rates:
+    """MiB/s per fio job, one list of runs per job."""
+
+    target: str
+    mib_per_second: dict[str, list[float]]
+
+    def median(self, job: str) -> float:
+        return statistics.median(self.mib_per_second[job])
+
+
+def fio(directory: Path, rw: str, block: str, size: str, seconds: int) -> float:
+    """MiB/s of one fio job on a file in `directory`."""
+    result = subprocess.run(
+        [
+            "fio", "--name=bench", f"--directory={directory}", f"--rw={rw}", f"--bs={block}",
+            f"--size={size}", "--direct=1", "--ioengine=libaio", "--iodepth=16",
+            f"--runtime={seconds}", "--time_based", "--output-format=json",
+        ],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    job = json.loads(result.stdout)["jobs"][0]
+    side = "read" if "read" in rw else "write"
+    return float(job[side]["bw_bytes"]) / (1024 * 1024)
+
+
+def _measure(target: str, directory: Path, size: str, seconds: int, runs: int) -> Rates:
+    rates: dict[str, list[float]] = {job: [] for job in JOBS}
+    # Lay the file out once, so reads read data and writes overwrite.
+    fio(directory, "write", "1m", size, 1)
+    for _ in range(runs):
+        for job, (rw, block) in JOBS.items():
+            rates[job].append(fio(directory, rw, block, size, seconds))
+    return Rates(target, rates)
+
+
+@contextmanager
+def _mounted_volume(base: Path, backend: str) -> Iterator[Path]:
+    with fakestor_server(base / f"data-{backend}", "--backend", backend) as server:
+        ec2 = server.client()
+        with urllib.request.urlopen(f"{server.url}/latest/meta-data/instance-id") as reply:
+            host = reply.read().decode()
+        volume_id = ec2.create_volume(AvailabilityZone="us-east-1a", Size=8)["VolumeId"]
+        poll(
+            lambda: (
+                ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]["State"] == "available"
+            )
+        )
+        ec2.attach_volume(VolumeId=volume_id, InstanceId=host, Device="/dev/sdf")
+        link = Path(f"/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{volume_id.replace('-', '')}")
+        poll(lambda: link.exists())
+        subprocess.run(["mkfs.ext4", "-q", str(link)], check=True)
+        point = base / f"mnt-{backend}"
+        point.mkdir()
+        subprocess.run(["mount", str(link), str(point)], check=True)
+        try:
+            yield point
+        finally:
+            subprocess.run(["umount", str(point)], check=True)
+            ec2.detach_volume(VolumeId=volume_id)
+            poll(
+                lambda: not ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]["Attachments"]
+            )
+            ec2.delete_volume(VolumeId=volume_id)
+
+
+def measure(work_dir: Path, quick: bool, runs: int) -> list[Rates]:
+    if shutil.which("fio") is None:
+        raise RuntimeError("fio is not installed (apt-get install fio)")
+    size, seconds = ("64m", 1) if quick else ("1g", 5)
+    base = Path(tempfile.mkdtemp(prefix="fakestor-fio-", dir=work_dir))
+    try:
+        plain = base / "plain"
+        plain.mkdir()
+        results = [_measure("plain file", plain, size, seconds, runs)]
+        for backend in ("loopdev", "fuse"):
+            with _mounted_volume(base, backend) as point:
+                results.append(_measure(f"{backend} volume (ext4)", point, size, seconds, runs))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return results
+
+
+def summary(results: list[Rates]) -> str:
+    baseline = results[0]
+    header = "| fio job | " + " | ".join(r.target for r in results) + " |"
+    lines = [header, "|---" * (len(results) + 1) + "|"]
+    for job in JOBS:
+        cells = []
+        for rates in results:
+            runs = rates.mib_per_second[job]
+            cell = f"{rates.median(job):.0f} MiB/s ({min(runs):.0f}-{max(runs):.0f})"
+            if rates is not baseline:
+                cell += f", {rates.median(job) / baseline.median(job):.2f}x"
+            cells.append(cell)
+        lines.append(f"| {job} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def available() -> bool:
+    return os.geteuid() == 0 and shutil.which("fio") is not None
