@@ -1103,18 +1103,32 @@ class Ebs:
                     (str(failure), snapshot_id),
                 )
 
-    def _submit_create_snapshot(self, snapshot_id: str, volume_id: str) -> None:
+    def _submit_snapshot_data(
+        self,
+        snapshot_id: str,
+        keys: Sequence[str],
+        capture: Callable[[Callable[[int], None]], None],
+        what: str,
+    ) -> None:
+        """Run the backend's copy for `snapshot_id`, then record completed or error."""
+
         def work() -> None:
             try:
-                self.backend.create_snapshot(
-                    snapshot_id, volume_id, self._progress_recorder(snapshot_id)
-                )
+                capture(self._progress_recorder(snapshot_id))
             except BackendError as failure:
                 self._finish_snapshot(snapshot_id, failure)
             else:
                 self._finish_snapshot(snapshot_id, None)
 
-        self.tasks.submit([volume_id, snapshot_id], work, f"snapshot {volume_id}")
+        self.tasks.submit(keys, work, what)
+
+    def _submit_create_snapshot(self, snapshot_id: str, volume_id: str) -> None:
+        self._submit_snapshot_data(
+            snapshot_id,
+            [volume_id, snapshot_id],
+            lambda progress: self.backend.create_snapshot(snapshot_id, volume_id, progress),
+            f"snapshot {volume_id}",
+        )
 
     def create_snapshots(
         self,
@@ -1207,17 +1221,12 @@ class Ebs:
         return snapshot
 
     def _submit_copy_snapshot(self, source_snapshot_id: str, snapshot_id: str) -> None:
-        def work() -> None:
-            try:
-                self.backend.copy_snapshot(
-                    source_snapshot_id, snapshot_id, self._progress_recorder(snapshot_id)
-                )
-            except BackendError as failure:
-                self._finish_snapshot(snapshot_id, failure)
-            else:
-                self._finish_snapshot(snapshot_id, None)
-
-        self.tasks.submit([source_snapshot_id, snapshot_id], work, f"copy {source_snapshot_id}")
+        self._submit_snapshot_data(
+            snapshot_id,
+            [source_snapshot_id, snapshot_id],
+            lambda progress: self.backend.copy_snapshot(source_snapshot_id, snapshot_id, progress),
+            f"copy {source_snapshot_id}",
+        )
 
     def describe_snapshots(
         self,
