@@ -90,6 +90,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     server.add_argument("-v", "--verbose", action="store_true", help="log every request")
 
+    mounts = commands.add_parser(
+        "mounts", help="the mount tree with each mount's propagation and peer group"
+    )
+    mounts.add_argument(
+        "paths", nargs="*", metavar="PATH", help="show only the mounts holding these"
+    )
+    mounts.add_argument("--pid", default="self", help="read this process's mount namespace")
+    output = mounts.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print JSON for scripts")
+    output.add_argument("--svg", type=Path, metavar="FILE", help="draw the tree into an SVG file")
+
     check = commands.add_parser(
         "check", help="verify the fuse backend's block store (with the server stopped)"
     )
@@ -246,6 +257,38 @@ def _run_check(args: argparse.Namespace) -> int:
     return 1 if report.damaged and not args.repair else 0
 
 
+def _run_mounts(args: argparse.Namespace) -> None:
+    import json
+
+    from fakestor import mounts
+    from fakestor.mounts_svg import render_svg
+
+    if args.pid != "self" and not str(args.pid).isdigit():
+        raise CliError(f"--pid takes a process id, not {args.pid!r}")
+    try:
+        found = mounts.read_mounts(args.pid)
+    except OSError as failure:
+        raise CliError(
+            f"cannot read the mounts of process {args.pid}: {failure.strerror}"
+        ) from None
+    roots = mounts.select(found, args.paths)
+    if args.paths and not roots:
+        raise CliError(f"no mount holds {', '.join(args.paths)}")
+    if args.json:
+        paths = [str(Path(p).absolute()) for p in args.paths]
+        print(json.dumps([mounts.describe(root, found, paths) for root in roots], indent=2))
+    elif args.svg:
+        try:
+            paths = [str(Path(p).absolute()) for p in args.paths]
+            args.svg.write_text(render_svg(roots, found, f"mounts of process {args.pid}", paths))
+        except OSError as failure:
+            raise CliError(f"cannot write {args.svg}: {failure.strerror}") from None
+        print(f"wrote {args.svg}")
+    else:
+        paths = [str(Path(p).absolute()) for p in args.paths]
+        print(mounts.render_text(roots, found, paths))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -255,9 +298,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             _run_plugin(args)
         elif args.command == "check":
             return _run_check(args)
+        elif args.command == "mounts":
+            _run_mounts(args)
     except CliError as failure:
         print(f"fakestor: {failure}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader (head, less) went away: not an error
+        return 0
     return 0
