@@ -9,6 +9,7 @@ from flask import Flask
 from fakestor.ec2.api import ec2_blueprint
 from fakestor.imds import imds_blueprint
 from fakestor.model import Ebs
+from fakestor.ui import ui_blueprint
 
 MAX_REQUEST_BYTES = 1024 * 1024
 
@@ -24,5 +25,6 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = max_request_bytes
     app.config["MAX_FORM_MEMORY_SIZE"] = max_request_bytes
     app.register_blueprint(imds_blueprint(ebs, imds_tokens_required))
+    app.register_blueprint(ui_blueprint(ebs))
     app.register_blueprint(ec2_blueprint(ebs, deny))
     return app

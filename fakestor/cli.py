@@ -101,6 +101,12 @@ def _parser() -> argparse.ArgumentParser:
     output.add_argument("--json", action="store_true", help="print JSON for scripts")
     output.add_argument("--svg", type=Path, metavar="FILE", help="draw the tree into an SVG file")
 
+    lab = commands.add_parser("lab", help="guided labs that run on this machine, as root")
+    lab.add_argument("topic", choices=["propagation"], help="what the lab teaches")
+    lab.add_argument(
+        "--plugin", default="fakestor/ebs:latest", help="the managed plugin for the last step"
+    )
+
     check = commands.add_parser(
         "check", help="verify the fuse backend's block store (with the server stopped)"
     )
@@ -289,6 +295,16 @@ def _run_mounts(args: argparse.Namespace) -> None:
         print(mounts.render_text(roots, found, paths))
 
 
+def _run_lab(args: argparse.Namespace) -> int:
+    from fakestor.lab import LabFailure, run_lab
+
+    try:
+        failures = run_lab(args.plugin, out=lambda line: print(line, flush=True))
+    except LabFailure as failure:
+        raise CliError(str(failure)) from None
+    return 1 if failures else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -300,6 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_check(args)
         elif args.command == "mounts":
             _run_mounts(args)
+        elif args.command == "lab":
+            return _run_lab(args)
     except CliError as failure:
         print(f"fakestor: {failure}", file=sys.stderr)
         return 1

@@ -19,6 +19,17 @@ def group_colour(group: int | None) -> str:
     return f"hsl({hue}, 70%, 72%)"
 
 
+def _label(mount: Mount) -> str:
+    label = f"{mount.target}  ({mount.propagation_fields})"
+    if mount.fakestor:
+        label += f"  fakestor: {mount.fakestor}"
+    return label
+
+
+def _text_width(text: str) -> float:
+    return 7.3 * len(text)  # 12px monospace
+
+
 def render_svg(
     roots: list[Mount],
     mounts: list[Mount],
@@ -27,9 +38,12 @@ def render_svg(
 ) -> str:
     rows = list(walk(roots, paths=paths))
     position = {mount.mount_id: index for index, (_, mount) in enumerate(rows)}
-    arrow_x = 10 + BOX_WIDTH + 90
+    labels = {mount.mount_id: _label(mount) for _, mount in rows}
+    right = max((10 + d * INDENT + _text_width(labels[m.mount_id]) for d, m in rows), default=0)
+    box_right = max(BOX_WIDTH, right + 12)
+    arrow_x = box_right + 50
     height = 60 + ROW * len(rows) + 30 * (len(EXPLANATIONS) + 1)
-    width = arrow_x + 260
+    width = max(arrow_x + 120, 980)
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'font-family="monospace" font-size="12" class="mount-tree">',
@@ -46,15 +60,13 @@ def render_svg(
         dash = (
             " stroke-dasharray='4 2'" if mount.shared is None and mount.master is not None else ""
         )
-        label = f"{mount.target}  ({mount.propagation_fields})"
-        if mount.fakestor:
-            label += f"  fakestor: {mount.fakestor}"
+        label = labels[mount.mount_id]
         parts.append(
             f'<g class="mount" data-target="{escape(mount.target)}" '
             f'data-propagation="{mount.propagation}">'
-            f'<rect x="{x}" y="{y}" width="{BOX_WIDTH - depth * INDENT + 40}" height="{ROW - 6}" '
+            f'<rect x="{x}" y="{y}" width="{box_right - x}" height="{ROW - 6}" '
             f'rx="5" fill="{colour}" stroke="{stroke}" stroke-width="1.5"{dash}/>'
-            f'<text x="{x + 6}" y="{y + 14}">{escape(label[:110])}</text></g>'
+            f'<text x="{x + 6}" y="{y + 14}">{escape(label)}</text></g>'
         )
     # Propagation arrows, drawn beside the boxes: from a shared mount to what it reaches.
     for _depth, mount in rows:
@@ -67,8 +79,8 @@ def render_svg(
             bend = arrow_x + 20 + (abs(y2 - y1) / ROW) * 3
             start = " marker-start='url(#arrow)'" if peers else ""
             parts.append(
-                f'<path class="propagation" d="M {arrow_x - 40} {y1} C {bend} {y1}, {bend} {y2}, '
-                f'{arrow_x - 40} {y2}" fill="none" stroke="#444"{start} '
+                f'<path class="propagation" d="M {box_right + 4} {y1} C {bend} {y1}, {bend} {y2}, '
+                f'{box_right + 4} {y2}" fill="none" stroke="#444"{start} '
                 f"marker-end='url(#arrow)'/>"
             )
     legend_y = 60 + ROW * len(rows)

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -203,3 +204,19 @@ def test_devenv_up_then_down_leaves_the_machine_as_it_was(short_tmp: Path) -> No
     )
     assert _machine_state() == before
     assert not (tmp_path / "data").exists()
+
+
+def test_propagation_lab_runs_every_step(managed: Managed) -> None:
+    """The lab end to end, Docker steps and the managed plugin's step included."""
+    result = subprocess.run(
+        [sys.executable, "-m", "fakestor", "lab", "propagation", "--plugin", PLUGIN],
+        env={**os.environ, "DOCKER_HOST": managed.docker.host},
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "skipped" not in result.stdout, result.stdout
+    assert result.stdout.count("  ok: ") >= 11, result.stdout
+    assert "the application container sees an empty directory" in result.stdout
+    assert "Docker refuses: the host path is not shared" in result.stdout
+    assert "that mount is shared" in result.stdout
+    assert "The machine's mounts are as they were before the lab." in result.stdout
