@@ -317,11 +317,21 @@ class Ebs:
 
     # ---- loading ---------------------------------------------------------
 
-    def _tags_of(self, db: sqlite3.Connection, resource_type: str) -> dict[str, dict[str, str]]:
+    def _tags_of(
+        self, db: sqlite3.Connection, resource_type: str, ids: Sequence[str] | None = None
+    ) -> dict[str, dict[str, str]]:
+        """Tags by resource id: of every resource of the type, or only of `ids`."""
         tags: dict[str, dict[str, str]] = {}
-        for row in db.execute(
-            "SELECT resource_id, key, value FROM tags WHERE resource_type=?", (resource_type,)
-        ):
+        if ids is None:
+            rows = db.execute(
+                "SELECT resource_id, key, value FROM tags WHERE resource_type=?", (resource_type,)
+            )
+        else:
+            marks = ",".join("?" * len(ids))
+            rows = db.execute(
+                f"SELECT resource_id, key, value FROM tags WHERE resource_id IN ({marks})", ids
+            )
+        for row in rows:
             tags.setdefault(row["resource_id"], {})[row["key"]] = row["value"]
         return tags
 
@@ -338,9 +348,19 @@ class Ebs:
             force_detach=bool(row["force_detach"]),
         )
 
-    def _attachments_by_volume(self, db: sqlite3.Connection) -> dict[str, list[Attachment]]:
+    def _attachments_by_volume(
+        self, db: sqlite3.Connection, volume_ids: Sequence[str] | None = None
+    ) -> dict[str, list[Attachment]]:
         found: dict[str, list[Attachment]] = {}
-        for row in db.execute("SELECT * FROM attachments ORDER BY attach_time"):
+        if volume_ids is None:
+            rows = db.execute("SELECT * FROM attachments ORDER BY attach_time")
+        else:
+            marks = ",".join("?" * len(volume_ids))
+            rows = db.execute(
+                f"SELECT * FROM attachments WHERE volume_id IN ({marks}) ORDER BY attach_time",
+                volume_ids,
+            )
+        for row in rows:
             found.setdefault(row["volume_id"], []).append(self._attachment(row))
         return found
 
@@ -352,8 +372,9 @@ class Ebs:
         else:
             marks = ",".join("?" * len(volume_ids))
             rows = db.execute(f"SELECT * FROM volumes WHERE id IN ({marks})", volume_ids).fetchall()
-        tags = self._tags_of(db, "volume")
-        attachments = self._attachments_by_volume(db)
+        # Looking up a few volumes reads only their tags and attachments.
+        tags = self._tags_of(db, "volume", volume_ids)
+        attachments = self._attachments_by_volume(db, volume_ids)
         return [
             Volume(
                 id=row["id"],

@@ -111,6 +111,7 @@ CREATE TABLE IF NOT EXISTS tags (
     value TEXT NOT NULL,
     PRIMARY KEY (resource_id, key)
 );
+CREATE INDEX IF NOT EXISTS tags_by_type ON tags(resource_type);
 """
 
 
