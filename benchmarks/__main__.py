@@ -10,8 +10,10 @@ import os
 import sys
 from pathlib import Path
 
-from benchmarks import datapath, loopdev
+from benchmarks import control_plane, datapath, loopdev
 from benchmarks.common import write_section
+
+SECTIONS = ("control-plane", "loopdev", "datapath")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,19 +25,42 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-record", action="store_true", help="print, do not edit BENCHMARKS.md")
     parser.add_argument(
-        "--only", action="append", choices=("loopdev", "datapath"), help="run only this section"
+        "--only",
+        action="append",
+        choices=SECTIONS,
+        help="run only this section (repeatable)",
     )
     args = parser.parse_args(argv)
     runs = args.runs or (2 if args.quick else 5)
     if os.geteuid() != 0:
         print("benchmarks: the loopdev figures need root (loop devices)", file=sys.stderr)
         return 1
-    parser_sections = args.only or ["loopdev", "datapath"]
-    if "loopdev" in parser_sections:
+    sections = args.only or list(SECTIONS)
+    if "control-plane" in sections:
+        _control_plane(args, runs)
+    if "loopdev" in sections:
         _loopdev(args, runs)
-    if "datapath" in parser_sections:
+    if "datapath" in sections:
         _datapath(args, 1 if args.quick else min(runs, 3))
     return 0
+
+
+def _control_plane(args: argparse.Namespace, runs: int) -> None:
+    counts = control_plane.QUICK if args.quick else control_plane.Counts()
+    runs = 1 if args.quick else min(runs, 3)
+    results = control_plane.measure(counts, runs)
+    body = (
+        "## Control plane: fakestor vs moto_server, the same boto3 workload\n\n"
+        f"Command: `python -m benchmarks --only control-plane` ({runs} runs of the workload, "
+        f"each on fresh servers; median, min-max). {counts.volumes:,} CreateVolume with a "
+        f"tag, {counts.describes} DescribeVolumes by 10 ids and by tag filter, a paged "
+        f"listing, {counts.snapshots} CreateSnapshot + DescribeSnapshots + DeleteSnapshot, "
+        "DeleteVolume of all; fakestor on the metadata backend (every change an fsync'd "
+        "SQLite transaction), moto in memory.\n\n" + control_plane.summary(results, counts)
+    )
+    print(body)
+    if not args.no_record:
+        write_section("control-plane", body)
 
 
 def _datapath(args: argparse.Namespace, runs: int) -> None:

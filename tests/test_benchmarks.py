@@ -50,3 +50,16 @@ def test_datapath_benchmark_quick_mode_runs() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "| rand read 4 KiB |" in result.stdout
     assert "fuse volume (ext4)" in result.stdout
+
+
+def test_control_plane_benchmark_quick_mode_runs() -> None:
+    require(importlib.util.find_spec("moto") is not None, "needs moto[server] (pip install)")
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--no-record", "--only", "control-plane"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "| CreateVolume with tags |" in result.stdout
+    assert "| by tag filter |" in result.stdout

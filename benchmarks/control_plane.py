@@ -1,0 +1,253 @@
+"""The control plane: the same boto3 workload against fakestor and against moto_server.
+
+Both answer on loopback; fakestor uses the metadata backend, so only the control
+planes are compared (fakestor commits every change to SQLite with fsync; moto
+keeps everything in memory).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from benchmarks.common import fakestor_server
+
+ZONE = "us-east-1a"
+
+
+@dataclass
+class Counts:
+    volumes: int = 1000
+    snapshots: int = 250
+    describes: int = 100
+    big: int = 10_000  # volumes present for the latency figure
+    latency_samples: int = 200
+
+
+QUICK = Counts(volumes=40, snapshots=10, describes=10, big=200, latency_samples=20)
+
+
+@dataclass
+class Result:
+    """Operations per second per phase, and DescribeVolumes latencies at `big` volumes."""
+
+    target: str
+    rates: dict[str, list[float]] = field(default_factory=dict)
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+
+
+def _client(url: str) -> Any:
+    return boto3.client(
+        "ec2",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",
+        config=Config(retries={"max_attempts": 1}),
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def moto_server() -> Iterator[str]:
+    executable = Path(sys.executable).with_name("moto_server")
+    if not executable.exists():
+        found = shutil.which("moto_server")
+        if found is None:
+            raise RuntimeError("moto_server is not installed (pip install 'moto[server]')")
+        executable = Path(found)
+    port = _free_port()
+    process = subprocess.Popen(
+        [str(executable), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                _client(url).describe_regions()
+                break
+            except Exception:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("moto_server did not start") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _rate(count: int, action: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    action()
+    return count / (time.perf_counter() - start)
+
+
+def _wait_available(ec2: Any, ids: list[str]) -> None:
+    for start in range(0, len(ids), 200):
+        batch = ids[start : start + 200]
+        while any(
+            v["State"] != "available" for v in ec2.describe_volumes(VolumeIds=batch)["Volumes"]
+        ):
+            time.sleep(0.05)
+
+
+def workload(url: str, counts: Counts, result: Result) -> None:
+    ec2 = _client(url)
+    ids: list[str] = []
+
+    def create() -> None:
+        for index in range(counts.volumes):
+            ids.append(ec2.create_volume(
+                AvailabilityZone=ZONE, Size=1,
+                TagSpecifications=[{"ResourceType": "volume",
+                                    "Tags": [{"Key": "bench", "Value": str(index % 10)}]}],
+            )["VolumeId"])  # fmt: skip
+
+    phases: list[tuple[str, int, Callable[[], None]]] = [
+        ("CreateVolume with tags", counts.volumes, create),
+    ]
+    for name, count, action in phases:
+        result.rates.setdefault(name, []).append(_rate(count, action))
+    _wait_available(ec2, ids)
+
+    def by_ids() -> None:
+        for index in range(counts.describes):
+            chosen = ids[(index * 10) % len(ids) :][:10]
+            ec2.describe_volumes(VolumeIds=chosen)
+
+    def by_tag() -> None:
+        for index in range(counts.describes):
+            ec2.describe_volumes(Filters=[{"Name": "tag:bench", "Values": [str(index % 10)]}])
+
+    pages = 0
+
+    def paged() -> None:
+        nonlocal pages
+        pages = 0
+        for _ in ec2.get_paginator("describe_volumes").paginate(PaginationConfig={"PageSize": 100}):
+            pages += 1
+
+    def snapshots() -> None:
+        for index in range(counts.snapshots):
+            snapshot_id = ec2.create_snapshot(VolumeId=ids[index % len(ids)])["SnapshotId"]
+            ec2.describe_snapshots(SnapshotIds=[snapshot_id])
+            ec2.delete_snapshot(SnapshotId=snapshot_id)
+
+    def delete() -> None:
+        for volume_id in ids:
+            ec2.delete_volume(VolumeId=volume_id)
+
+    result.rates.setdefault("DescribeVolumes by 10 ids", []).append(_rate(counts.describes, by_ids))
+    result.rates.setdefault("DescribeVolumes by tag filter", []).append(
+        _rate(counts.describes, by_tag)
+    )
+    rate = _rate(1, paged)
+    result.rates.setdefault("DescribeVolumes paged over all (pages/s)", []).append(rate * pages)
+    result.rates.setdefault("CreateSnapshot+DescribeSnapshots+DeleteSnapshot (sets/s)", []).append(
+        _rate(counts.snapshots, snapshots)
+    )
+    result.rates.setdefault("DeleteVolume", []).append(_rate(len(ids), delete))
+
+
+def latency(url: str, counts: Counts, result: Result) -> None:
+    ec2 = _client(url)
+    ids = [
+        ec2.create_volume(AvailabilityZone=ZONE, Size=1,
+                          TagSpecifications=[{"ResourceType": "volume",
+                                              "Tags": [{"Key": "n", "Value": str(i)}]}])["VolumeId"]
+        for i in range(counts.big)
+    ]  # fmt: skip
+    _wait_available(ec2, ids)
+    calls: list[tuple[str, Callable[[int], Any]]] = [
+        ("by id", lambda i: ec2.describe_volumes(VolumeIds=[ids[i * 37 % len(ids)]])),
+        (
+            "by tag filter",
+            lambda i: ec2.describe_volumes(
+                Filters=[{"Name": "tag:n", "Values": [str(i * 37 % len(ids))]}]
+            ),
+        ),
+    ]
+    for name, call in calls:
+        samples = []
+        for index in range(counts.latency_samples):
+            start = time.perf_counter()
+            call(index)
+            samples.append(time.perf_counter() - start)
+        result.latencies[name] = samples
+
+
+def measure(counts: Counts, runs: int) -> list[Result]:
+    ours, theirs = Result("fakestor"), Result("moto_server")
+    for _ in range(runs):
+        with (
+            tempfile.TemporaryDirectory(prefix="fakestor-cp-") as scratch,
+            fakestor_server(Path(scratch) / "data", "--backend", "metadata") as server,
+        ):
+            workload(server.url, counts, ours)
+        with moto_server() as url:
+            workload(url, counts, theirs)
+    with (
+        tempfile.TemporaryDirectory(prefix="fakestor-cp-") as scratch,
+        fakestor_server(Path(scratch) / "data", "--backend", "metadata") as server,
+    ):
+        latency(server.url, counts, ours)
+    with moto_server() as url:
+        latency(url, counts, theirs)
+    return [ours, theirs]
+
+
+def _percentile(samples: list[float], percent: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(percent / 100 * (len(ordered) - 1)))]
+
+
+def summary(results: list[Result], counts: Counts) -> str:
+    ours, theirs = results
+    lines = [
+        "| operation (per second) | fakestor median (min-max) "
+        "| moto_server median (min-max) | ratio |",
+        "|---|---|---|---|",
+    ]
+    for name, values in ours.rates.items():
+        other = theirs.rates[name]
+        ratio = statistics.median(values) / statistics.median(other)
+        lines.append(
+            f"| {name} | {statistics.median(values):.0f} ({min(values):.0f}-{max(values):.0f}) "
+            f"| {statistics.median(other):.0f} ({min(other):.0f}-{max(other):.0f}) | {ratio:.2f}x |"
+        )
+    lines += [
+        "",
+        f"DescribeVolumes latency with {counts.big:,} volumes ({counts.latency_samples} calls):",
+        "",
+        "| DescribeVolumes | fakestor p50 / p99 | moto_server p50 / p99 | p50 ratio |",
+        "|---|---|---|---|",
+    ]
+    for name, samples in ours.latencies.items():
+        other = theirs.latencies[name]
+        ours_p50, ours_p99 = _percentile(samples, 50), _percentile(samples, 99)
+        their_p50, their_p99 = _percentile(other, 50), _percentile(other, 99)
+        lines.append(
+            f"| {name} | {ours_p50 * 1000:.1f} / {ours_p99 * 1000:.1f} ms "
+            f"| {their_p50 * 1000:.1f} / {their_p99 * 1000:.1f} ms | {ours_p50 / their_p50:.2f}x |"
+        )
+    return "\n".join(lines)
