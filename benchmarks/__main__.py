@@ -10,10 +10,10 @@ import os
 import sys
 from pathlib import Path
 
-from benchmarks import control_plane, datapath, loopdev
+from benchmarks import control_plane, datapath, loopdev, snapshots
 from benchmarks.common import write_section
 
-SECTIONS = ("control-plane", "loopdev", "datapath")
+SECTIONS = ("control-plane", "loopdev", "datapath", "snapshots", "scale")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         _control_plane(args, runs)
     if "loopdev" in sections:
         _loopdev(args, runs)
+    if "snapshots" in sections:
+        _snapshots(args, 1 if args.quick else min(runs, 3))
+    if "scale" in sections:
+        _scale(args)
     if "datapath" in sections:
         _datapath(args, 1 if args.quick else min(runs, 3))
     return 0
@@ -61,6 +65,39 @@ def _control_plane(args: argparse.Namespace, runs: int) -> None:
     print(body)
     if not args.no_record:
         write_section("control-plane", body)
+
+
+def _snapshots(args: argparse.Namespace, runs: int) -> None:
+    size_gib, written = (1, [8, 32, 64]) if args.quick else (10, [100, 1024, 4096])
+    figures = snapshots.measure_snapshots(args.work_dir, size_gib, written, runs)
+    body = (
+        "## Snapshots: cost against data written, per backend\n\n"
+        f"Command: `python -m benchmarks --only snapshots` ({runs} runs; median, min-max). "
+        f"A {size_gib} GiB volume with the data written in 16 extents; CreateSnapshot until "
+        "`completed`, and CreateVolume from it until `available` (restore), as a boto3 "
+        "client sees them; ratios to `cp --sparse=always` of the same image plus `sync`.\n\n"
+        + snapshots.snapshot_summary(figures, size_gib, written)
+    )
+    print(body)
+    if not args.no_record:
+        write_section("snapshots", body)
+
+
+def _scale(args: argparse.Namespace) -> None:
+    count = 20 if args.quick else 200
+    figures = snapshots.measure_scale(args.work_dir, count)
+    body = (
+        f"## Scale: {count} volumes attached at once (loopdev)\n\n"
+        "Command: `python -m benchmarks --only scale`. CreateVolume, AttachVolume, "
+        "DetachVolume and DeleteVolume for every volume, each phase timed until all are "
+        "done; loop devices are created as needed; leaks counted after the server "
+        "stopped.\n\n" + snapshots.scale_summary(figures, count)
+    )
+    print(body)
+    if figures["leaked loop devices"] or figures["leaked links"]:
+        raise SystemExit("benchmarks: the scale run leaked loop devices or links")
+    if not args.no_record:
+        write_section("scale", body)
 
 
 def _datapath(args: argparse.Namespace, runs: int) -> None:

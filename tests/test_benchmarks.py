@@ -63,3 +63,16 @@ def test_control_plane_benchmark_quick_mode_runs() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "| CreateVolume with tags |" in result.stdout
     assert "| by tag filter |" in result.stdout
+
+
+def test_snapshot_and_scale_benchmarks_quick_mode_run() -> None:
+    require_root_and_loop()
+    require(importlib.util.find_spec("pyfuse3") is not None, "needs pyfuse3 (fakestor[fuse])")
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--no-record",
+         "--only", "snapshots", "--only", "scale"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "| 64 MiB |" in result.stdout
+    assert "| leaked loop devices | 0.0 |" in result.stdout
