@@ -10,10 +10,10 @@ import os
 import sys
 from pathlib import Path
 
-from benchmarks import control_plane, datapath, loopdev, snapshots
+from benchmarks import control_plane, datapath, docker_path, loopdev, snapshots
 from benchmarks.common import write_section
 
-SECTIONS = ("control-plane", "loopdev", "datapath", "snapshots", "scale")
+SECTIONS = ("control-plane", "loopdev", "datapath", "snapshots", "scale", "docker")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         _snapshots(args, 1 if args.quick else min(runs, 3))
     if "scale" in sections:
         _scale(args)
+    if "docker" in sections:
+        _docker(args, 1 if args.quick else min(runs, 3))
     if "datapath" in sections:
         _datapath(args, 1 if args.quick else min(runs, 3))
     return 0
@@ -98,6 +100,24 @@ def _scale(args: argparse.Namespace) -> None:
         raise SystemExit("benchmarks: the scale run leaked loop devices or links")
     if not args.no_record:
         write_section("scale", body)
+
+
+def _docker(args: argparse.Namespace, runs: int) -> None:
+    figures = docker_path.measure(args.work_dir, args.quick, runs)
+    body = (
+        "## Docker path: fakestor's plugins vs the local driver on a hand-made loop device\n\n"
+        f"Command: `python -m benchmarks --only docker` ({runs} runs; median, min-max; "
+        "ratio to the local driver). A dockerd of the benchmark's own. `create + first "
+        "run + rm` is `docker volume create` (1 GiB), a first `docker run -v vol:/data` "
+        "that writes a file (fakestor: attach, mkfs, mount; local driver: truncate, "
+        "`losetup`, `mkfs.ext4` by hand, then `-o type=ext4 -o device=/dev/loopN`) and "
+        "`docker volume rm`. fio runs inside a container on an 8 GiB fakestor volume "
+        "(image made with mmdebstrap), against fio on the data dir's own filesystem, "
+        "with the jobs of the data-path section.\n\n" + docker_path.summary(figures)
+    )
+    print(body)
+    if not args.no_record:
+        write_section("docker", body)
 
 
 def _datapath(args: argparse.Namespace, runs: int) -> None:

@@ -76,3 +76,16 @@ def test_snapshot_and_scale_benchmarks_quick_mode_run() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "| 64 MiB |" in result.stdout
     assert "| leaked loop devices | 0.0 |" in result.stdout
+
+
+def test_docker_benchmark_quick_mode_runs() -> None:
+    require_root_and_loop()
+    require(shutil.which("dockerd") is not None, "needs dockerd (apt-get install docker.io)")
+    require(shutil.which("mmdebstrap") is not None, "needs mmdebstrap")
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--no-record", "--only", "docker"],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "| create + first run + rm |" in result.stdout
+    assert "| rand read 4 KiB |" in result.stdout

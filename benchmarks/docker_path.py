@@ -1,0 +1,247 @@
+"""The Docker path: fakestor's plugins vs Docker's `local` driver on a hand-made loop device,
+and fio inside a container on a fakestor volume vs on the data dir's filesystem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks.common import fakestor_server, poll
+from benchmarks.datapath import JOBS, fio
+from benchmarks.dockerd import IMAGE, Dockerd, running_dockerd
+
+ROOT = Path(__file__).resolve().parent.parent
+MANAGED = "fakestor/ebs:latest"
+FIO_IMAGE = "fakestor-bench/fio:1"
+
+
+@dataclass
+class DockerFigures:
+    """Seconds per run for each (target, measurement)."""
+
+    times: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    fio: dict[tuple[str, str], list[float]] = field(default_factory=dict)  # MiB/s
+
+    def add(self, target: str, what: str, seconds: float) -> None:
+        self.times.setdefault((target, what), []).append(seconds)
+
+
+@contextmanager
+def legacy_plugin(url: str, root: Path) -> Iterator[str]:
+    """`fakestor plugin` on a socket of its own; yields the driver name."""
+    name = f"fakestor-bench-{os.getpid()}"
+    socket_path = Path("/run/docker/plugins") / f"{name}.sock"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fakestor", "plugin", "--socket", str(socket_path),
+         "--endpoint", url, "--mount-root", str(root / "mounts"),
+         "--state-dir", str(root / "state")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        poll(lambda: socket_path.exists(), 30)
+        yield name
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def _cycle(docker: Dockerd, driver: str, options: list[str]) -> Callable[[], None]:
+    """create + first run (attach, mkfs, mount) + rm, for one fresh volume."""
+
+    def cycle() -> None:
+        name = f"bench-{uuid.uuid4().hex[:8]}"
+        docker.run("volume", "create", "-d", driver, *options, name)
+        docker.run("run", "--rm", "--network", "none", "-v", f"{name}:/data", IMAGE,
+                   "sh", "-c", "echo x > /data/f")  # fmt: skip
+        docker.run("volume", "rm", name)
+
+    return cycle
+
+
+def _second_run(docker: Dockerd, driver: str, options: list[str], figures: DockerFigures,
+                target: str) -> None:  # fmt: skip
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    docker.run("volume", "create", "-d", driver, *options, name)
+    docker.run("run", "--rm", "--network", "none", "-v", f"{name}:/data", IMAGE,
+               "sh", "-c", "echo x > /data/f")  # fmt: skip
+    start = time.perf_counter()
+    docker.run("run", "--rm", "--network", "none", "-v", f"{name}:/data", IMAGE, "cat", "/data/f")
+    figures.add(target, "second run on an existing volume", time.perf_counter() - start)
+    docker.run("volume", "rm", name)
+
+
+def _local_cycle(docker: Dockerd, work: Path) -> float:
+    """What a user scripts by hand: image file, loop device, mkfs, the local driver."""
+    image = work / f"local-{uuid.uuid4().hex[:8]}.img"
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    start = time.perf_counter()
+    with image.open("wb") as new_image:
+        new_image.truncate(1024**3)
+    device = subprocess.run(["losetup", "--find", "--show", "--direct-io=on", str(image)],
+                            check=True, capture_output=True, text=True).stdout.strip()  # fmt: skip
+    try:
+        subprocess.run(["mkfs.ext4", "-q", device], check=True)
+        docker.run("volume", "create", "-d", "local", "-o", "type=ext4", "-o",
+                   f"device={device}", name)  # fmt: skip
+        docker.run("run", "--rm", "--network", "none", "-v", f"{name}:/data", IMAGE,
+                   "sh", "-c", "echo x > /data/f")  # fmt: skip
+        docker.run("volume", "rm", name)
+        elapsed = time.perf_counter() - start
+    finally:
+        subprocess.run(["losetup", "--detach", device], check=False)
+        image.unlink(missing_ok=True)
+    return elapsed
+
+
+def _local_second_run(docker: Dockerd, work: Path, figures: DockerFigures) -> None:
+    image = work / "local-second.img"
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    with image.open("wb") as new_image:
+        new_image.truncate(1024**3)
+    device = subprocess.run(["losetup", "--find", "--show", "--direct-io=on", str(image)],
+                            check=True, capture_output=True, text=True).stdout.strip()  # fmt: skip
+    try:
+        subprocess.run(["mkfs.ext4", "-q", device], check=True)
+        docker.run("volume", "create", "-d", "local", "-o", "type=ext4", "-o",
+                   f"device={device}", name)  # fmt: skip
+        docker.run("run", "--rm", "--network", "none", "-v", f"{name}:/data", IMAGE,
+                   "sh", "-c", "echo x > /data/f")  # fmt: skip
+        start = time.perf_counter()
+        docker.run("run", "--rm", "--network", "none", "-v", f"{name}:/data", IMAGE, "cat",
+                   "/data/f")  # fmt: skip
+        figures.add("local driver", "second run on an existing volume", time.perf_counter() - start)
+        docker.run("volume", "rm", name)
+    finally:
+        subprocess.run(["losetup", "--detach", device], check=False)
+        image.unlink(missing_ok=True)
+
+
+def _fio_image(docker: Dockerd) -> None:
+    """An image with fio, from Debian's packages with mmdebstrap (cached in .build/)."""
+    cache = ROOT / ".build" / "fio-image.tar"
+    if not cache.exists():
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_name("fio-image.partial.tar")  # mmdebstrap: .tar means a tarball
+        subprocess.run(
+            ["mmdebstrap", "--variant=minbase", "--include=fio,libaio1",
+             "--dpkgopt=path-exclude=/usr/share/doc/*", "bookworm", str(partial),
+             "http://deb.debian.org/debian"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        partial.rename(cache)
+    docker.run("import", str(cache), FIO_IMAGE, timeout=600)
+
+
+def _fio_in_container(docker: Dockerd, driver: str, size: str, seconds: int) -> dict[str, float]:
+    name = f"bench-fio-{uuid.uuid4().hex[:8]}"
+    docker.run("volume", "create", "-d", driver, "-o", "size=8", name)
+    rates = {}
+    try:
+        layout = ["run", "--rm", "--network", "none", "-v", f"{name}:/data", FIO_IMAGE, "fio",
+                  "--name=bench", "--directory=/data", f"--size={size}", "--direct=1",
+                  "--ioengine=libaio", "--iodepth=16", "--output-format=json"]  # fmt: skip
+        docker.run(*layout, "--rw=write", "--bs=1m", timeout=600)
+        for job, (rw, block) in JOBS.items():
+            out = docker.run(*layout, f"--rw={rw}", f"--bs={block}", f"--runtime={seconds}",
+                             "--time_based", timeout=600).stdout  # fmt: skip
+            report = json.loads(out)["jobs"][0]
+            side = "read" if "read" in rw else "write"
+            rates[job] = float(report[side]["bw_bytes"]) / (1024 * 1024)
+    finally:
+        docker.run("volume", "rm", name, check=False)
+    return rates
+
+
+def measure(work_dir: Path, quick: bool, runs: int) -> DockerFigures:
+    figures = DockerFigures()
+    size, seconds = ("64m", 1) if quick else ("1g", 5)
+    with tempfile.TemporaryDirectory(prefix="fakestor-docker-", dir=work_dir) as scratch:
+        work = Path(scratch)
+        with running_dockerd() as docker:
+            for _ in range(runs):
+                figures.add("local driver", "create + first run + rm", _local_cycle(docker, work))
+            _local_second_run(docker, work, figures)
+            raw = work / "raw"
+            raw.mkdir()
+            for job, (rw, block) in JOBS.items():
+                fio(raw, "write", "1m", size, 1)
+                figures.fio.setdefault(("data dir filesystem", job), []).append(
+                    fio(raw, rw, block, size, seconds)
+                )
+            _fio_image(docker)
+            for backend in ("loopdev", "fuse"):
+                with (
+                    fakestor_server(work / f"data-{backend}", "--backend", backend) as server,
+                    legacy_plugin(server.url, work / f"plugin-{backend}") as driver,
+                ):
+                    target = f"legacy plugin ({backend})"
+                    for _ in range(runs):
+                        start = time.perf_counter()
+                        _cycle(docker, driver, ["-o", "size=1"])()
+                        figures.add(target, "create + first run + rm", time.perf_counter() - start)
+                    _second_run(docker, driver, ["-o", "size=1"], figures, target)
+                    for job, rate in _fio_in_container(docker, driver, size, seconds).items():
+                        figures.fio.setdefault((f"in a container, {backend}", job), []).append(rate)
+                    if backend == "loopdev":
+                        _managed(docker, server.url, runs, figures)
+    return figures
+
+
+def _managed(docker: Dockerd, url: str, runs: int, figures: DockerFigures) -> None:
+    build = subprocess.run(
+        [str(ROOT / "devenv" / "plugin" / "build"), MANAGED],
+        env={**os.environ, "DOCKER_HOST": docker.host}, capture_output=True, text=True,
+    )  # fmt: skip
+    if build.returncode != 0:
+        raise RuntimeError(f"building the managed plugin failed: {build.stderr}")
+    docker.run("plugin", "set", MANAGED, f"FAKESTOR_ENDPOINT={url}")
+    docker.run("plugin", "enable", MANAGED)
+    try:
+        for _ in range(runs):
+            start = time.perf_counter()
+            _cycle(docker, MANAGED, ["-o", "size=1"])()
+            figures.add("managed plugin", "create + first run + rm", time.perf_counter() - start)
+        _second_run(docker, MANAGED, ["-o", "size=1"], figures, "managed plugin")
+    finally:
+        docker.run("plugin", "disable", "--force", MANAGED, check=False)
+
+
+def summary(figures: DockerFigures) -> str:
+    targets = ["legacy plugin (loopdev)", "legacy plugin (fuse)", "managed plugin", "local driver"]
+    lines = ["| wall time | " + " | ".join(targets) + " |", "|---" * (len(targets) + 1) + "|"]
+    for what in ("create + first run + rm", "second run on an existing volume"):
+        base = statistics.median(figures.times[("local driver", what)])
+        cells = []
+        for target in targets:
+            values = figures.times.get((target, what))
+            if not values:
+                cells.append("-")
+                continue
+            median = statistics.median(values)
+            cell = f"{median * 1000:.0f} ms ({min(values) * 1000:.0f}-{max(values) * 1000:.0f})"
+            if target != "local driver":
+                cell += f", {median / base:.2f}x"
+            cells.append(cell)
+        lines.append(f"| {what} | " + " | ".join(cells) + " |")
+    places = ["data dir filesystem", "in a container, loopdev", "in a container, fuse"]
+    lines += ["", "| fio (MiB/s) | " + " | ".join(places) + " |", "|---" * (len(places) + 1) + "|"]
+    for job in JOBS:
+        base = statistics.median(figures.fio[("data dir filesystem", job)])
+        cells = []
+        for place in places:
+            value = statistics.median(figures.fio[(place, job)])
+            cells.append(f"{value:.0f}" + ("" if place == places[0] else f", {value / base:.2f}x"))
+        lines.append(f"| {job} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
