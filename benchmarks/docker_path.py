@@ -82,11 +82,14 @@ def _second_run(docker: Dockerd, driver: str, options: list[str], figures: Docke
     docker.run("volume", "rm", name)
 
 
-def _local_cycle(docker: Dockerd, work: Path) -> float:
-    """What a user scripts by hand: image file, loop device, mkfs, the local driver."""
+@contextmanager
+def _local_volume(docker: Dockerd, work: Path) -> Iterator[str]:
+    """What a user scripts by hand: image file, loop device, mkfs, a `local` driver volume.
+
+    Yields the volume's name; the caller removes the volume, the loop device goes after.
+    """
     image = work / f"local-{uuid.uuid4().hex[:8]}.img"
     name = f"bench-{uuid.uuid4().hex[:8]}"
-    start = time.perf_counter()
     with image.open("wb") as new_image:
         new_image.truncate(1024**3)
     device = subprocess.run(["losetup", "--find", "--show", "--direct-io=on", str(image)],
@@ -95,27 +98,24 @@ def _local_cycle(docker: Dockerd, work: Path) -> float:
         subprocess.run(["mkfs.ext4", "-q", device], check=True)
         docker.run("volume", "create", "-d", "local", "-o", "type=ext4", "-o",
                    f"device={device}", name)  # fmt: skip
-        docker.run("run", "--rm", "--network", "none", "-v", f"{name}:/data", IMAGE,
-                   "sh", "-c", "echo x > /data/f")  # fmt: skip
-        docker.run("volume", "rm", name)
-        elapsed = time.perf_counter() - start
+        yield name
     finally:
         subprocess.run(["losetup", "--detach", device], check=False)
         image.unlink(missing_ok=True)
-    return elapsed
+
+
+def _local_cycle(docker: Dockerd, work: Path) -> float:
+    """Seconds for the hand-made volume's setup, a first run writing a file, and its removal."""
+    start = time.perf_counter()
+    with _local_volume(docker, work) as name:
+        docker.run("run", "--rm", "--network", "none", "-v", f"{name}:/data", IMAGE,
+                   "sh", "-c", "echo x > /data/f")  # fmt: skip
+        docker.run("volume", "rm", name)
+        return time.perf_counter() - start
 
 
 def _local_second_run(docker: Dockerd, work: Path, figures: DockerFigures) -> None:
-    image = work / "local-second.img"
-    name = f"bench-{uuid.uuid4().hex[:8]}"
-    with image.open("wb") as new_image:
-        new_image.truncate(1024**3)
-    device = subprocess.run(["losetup", "--find", "--show", "--direct-io=on", str(image)],
-                            check=True, capture_output=True, text=True).stdout.strip()  # fmt: skip
-    try:
-        subprocess.run(["mkfs.ext4", "-q", device], check=True)
-        docker.run("volume", "create", "-d", "local", "-o", "type=ext4", "-o",
-                   f"device={device}", name)  # fmt: skip
+    with _local_volume(docker, work) as name:
         docker.run("run", "--rm", "--network", "none", "-v", f"{name}:/data", IMAGE,
                    "sh", "-c", "echo x > /data/f")  # fmt: skip
         start = time.perf_counter()
@@ -123,9 +123,6 @@ def _local_second_run(docker: Dockerd, work: Path, figures: DockerFigures) -> No
                    "/data/f")  # fmt: skip
         figures.add("local driver", "second run on an existing volume", time.perf_counter() - start)
         docker.run("volume", "rm", name)
-    finally:
-        subprocess.run(["losetup", "--detach", device], check=False)
-        image.unlink(missing_ok=True)
 
 
 def _fio_image(docker: Dockerd) -> None:
