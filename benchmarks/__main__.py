@@ -60,7 +60,8 @@ def _control_plane(args: argparse.Namespace, runs: int) -> None:
         f"Command: `python -m benchmarks --only control-plane` ({runs} runs of the workload, "
         f"each on fresh servers; median, min-max). {counts.volumes:,} CreateVolume with a "
         f"tag, {counts.describes} DescribeVolumes by 10 ids and by tag filter, a paged "
-        f"listing, {counts.snapshots} CreateSnapshot + DescribeSnapshots + DeleteSnapshot, "
+        f"listing, {counts.snapshots} CreateSnapshot + DescribeSnapshots (polled every 5 ms "
+        "until `completed`) + DeleteSnapshot, "
         "DeleteVolume of all; fakestor on the metadata backend (every change an fsync'd "
         "SQLite transaction), moto in memory.\n\n" + control_plane.summary(results, counts)
     )
