@@ -1112,7 +1112,12 @@ class Ebs:
 
     def _finish_snapshot(self, snapshot_id: str, failure: BackendError | None) -> None:
         with self.store.transaction() as db:
-            if failure is None:
+            row = db.execute(
+                "SELECT delete_requested FROM snapshots WHERE id=?", (snapshot_id,)
+            ).fetchone()
+            if row is not None and row["delete_requested"]:
+                self._remove_snapshot(db, snapshot_id)
+            elif failure is None:
                 db.execute(
                     "UPDATE snapshots SET state='completed', progress=100, completion_time=? "
                     "WHERE id=?",
@@ -1123,6 +1128,8 @@ class Ebs:
                     "UPDATE snapshots SET state='error', state_message=? WHERE id=?",
                     (str(failure), snapshot_id),
                 )
+        if row is not None and row["delete_requested"]:
+            self._submit_empty_trash(snapshot_id)
 
     def _submit_snapshot_data(
         self,
@@ -1284,17 +1291,22 @@ class Ebs:
     def delete_snapshot(self, snapshot_id: str, dry_run: bool = False) -> None:
         with self.store.transaction() as db:
             snapshot = self._snapshot(db, snapshot_id)
-            if snapshot.state == "pending":
-                raise errors.IncorrectState(
-                    f"Snapshot '{snapshot_id}' is still pending; delete it once it is completed."
-                )
             _dry_run(dry_run)
-            db.execute("DELETE FROM snapshot_permissions WHERE snapshot_id=?", (snapshot_id,))
-            db.execute("DELETE FROM tags WHERE resource_id=?", (snapshot_id,))
-            db.execute("DELETE FROM snapshots WHERE id=?", (snapshot_id,))
-            # The data goes in the background; the trash row carries that across a crash.
-            db.execute("INSERT OR IGNORE INTO trash VALUES ('snapshot', ?)", (snapshot_id,))
+            if snapshot.state == "pending":
+                # EBS accepts the delete and carries it out once the snapshot completes;
+                # until then it stays visible as `pending`.
+                db.execute("UPDATE snapshots SET delete_requested=1 WHERE id=?", (snapshot_id,))
+                return
+            self._remove_snapshot(db, snapshot_id)
         self._submit_empty_trash(snapshot_id)
+
+    @staticmethod
+    def _remove_snapshot(db: sqlite3.Connection, snapshot_id: str) -> None:
+        db.execute("DELETE FROM snapshot_permissions WHERE snapshot_id=?", (snapshot_id,))
+        db.execute("DELETE FROM tags WHERE resource_id=?", (snapshot_id,))
+        db.execute("DELETE FROM snapshots WHERE id=?", (snapshot_id,))
+        # The data goes in the background; the trash row carries that across a crash.
+        db.execute("INSERT OR IGNORE INTO trash VALUES ('snapshot', ?)", (snapshot_id,))
 
     def _submit_empty_trash(self, snapshot_id: str) -> None:
         def work() -> None:

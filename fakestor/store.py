@@ -119,6 +119,8 @@ CREATE INDEX IF NOT EXISTS tags_by_type ON tags(resource_type);
 ADDED_COLUMNS = [
     ("instances", "reservation_id", "TEXT"),
     ("instances", "launch_index", "INTEGER NOT NULL DEFAULT 0"),
+    # DeleteSnapshot on a pending snapshot: deleted as soon as it completes, as on EBS.
+    ("snapshots", "delete_requested", "INTEGER NOT NULL DEFAULT 0"),
 ]
 
 

@@ -445,7 +445,7 @@ def test_out_of_space_fails_the_snapshot_cleanly(
         run("umount", str(data_dir))
 
 
-def test_fio_verifies_data_through_the_device(host: Host) -> None:
+def test_fio_verifies_data_through_the_device(host: Host, tmp_path: Path) -> None:
     require(shutil.which("fio") is not None, "needs fio (apt-get install fio)")
     volume_id = new_volume(host.ec2, 1)
     device = host.attach(volume_id)
@@ -458,6 +458,7 @@ def test_fio_verifies_data_through_the_device(host: Host) -> None:
         ],
         capture_output=True,
         text=True,
+        cwd=tmp_path,  # fio leaves its verify state file in the working directory
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     host.detach(volume_id)

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from tests.conftest import ZONE, ServerFactory, fast_waiter, volume_state, wait_for
 
@@ -132,3 +133,40 @@ def test_a_busy_volume_does_not_hold_up_others(slow: Any) -> None:
     fast_waiter(ec2, "volume_available")(VolumeIds=[other])
     # One step of latency, not the six snapshots queued ahead of it on the other volume.
     assert time.monotonic() - started < 3 * float(LATENCY)
+
+
+def _snapshot_state(ec2: Any, snapshot_id: str) -> str:
+    try:
+        return str(ec2.describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"][0]["State"])
+    except ClientError as error:
+        return str(error.response["Error"]["Code"])
+
+
+def test_deleting_a_pending_snapshot_takes_effect_once_it_completes(slow: Any) -> None:
+    """As on EBS: the delete is accepted, the snapshot stays `pending`, then it is gone."""
+    ec2 = slow.client()
+    volume_id = ec2.create_volume(AvailabilityZone=ZONE, Size=1)["VolumeId"]
+    fast_waiter(ec2, "volume_available")(VolumeIds=[volume_id])
+    snapshot_id = ec2.create_snapshot(VolumeId=volume_id)["SnapshotId"]
+    with pytest.raises(ClientError, match="DryRunOperation"):
+        ec2.delete_snapshot(SnapshotId=snapshot_id, DryRun=True)
+    ec2.delete_snapshot(SnapshotId=snapshot_id)
+    ec2.delete_snapshot(SnapshotId=snapshot_id)  # asking again changes nothing
+    seen = _states(lambda: _snapshot_state(ec2, snapshot_id), "InvalidSnapshot.NotFound")
+    assert seen == ["pending", "InvalidSnapshot.NotFound"]
+    # A snapshot taken without a delete is untouched.
+    kept = ec2.create_snapshot(VolumeId=volume_id)["SnapshotId"]
+    fast_waiter(ec2, "snapshot_completed")(SnapshotIds=[kept])
+
+
+def test_a_delete_requested_while_pending_survives_a_crash(slow: Any) -> None:
+    ec2 = slow.client()
+    volume_id = ec2.create_volume(AvailabilityZone=ZONE, Size=1)["VolumeId"]
+    fast_waiter(ec2, "volume_available")(VolumeIds=[volume_id])
+    snapshot_id = ec2.create_snapshot(VolumeId=volume_id)["SnapshotId"]
+    ec2.delete_snapshot(SnapshotId=snapshot_id)
+    slow.kill()
+
+    slow.start()
+    ec2 = slow.client()
+    _states(lambda: _snapshot_state(ec2, snapshot_id), "InvalidSnapshot.NotFound")
