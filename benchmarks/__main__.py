@@ -114,7 +114,8 @@ def _docker(args: argparse.Namespace, runs: int) -> None:
         "`losetup`, `mkfs.ext4` by hand, then `-o type=ext4 -o device=/dev/loopN`) and "
         "`docker volume rm`. fio runs inside a container on an 8 GiB fakestor volume "
         "(image made with mmdebstrap), against fio on the data dir's own filesystem, "
-        "with the jobs of the data-path section.\n\n" + docker_path.summary(figures)
+        "with the jobs of the data-path section, one run of each job (the data-path "
+        "section has the repeated fio figures).\n\n" + docker_path.summary(figures)
     )
     print(body)
     if not args.no_record:
