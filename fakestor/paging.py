@@ -29,19 +29,34 @@ def decode_token(token: str, scope: str) -> str:
 
 
 def check_max_results(
-    max_results: int | None, low: int, high: int, *, with_ids: bool = False, ids_name: str = ""
-) -> None:
+    max_results: int | None,
+    low: int,
+    high: int,
+    *,
+    with_ids: bool = False,
+    ids_name: str = "",
+    capped: bool = False,
+) -> int | None:
+    """The page size to use, or an EC2 error for a MaxResults the action refuses.
+
+    `capped`: the action documents that a value above `high` returns `high` items
+    (DescribeVolumes, DescribeSnapshots, DescribeVolumeStatus; the AWS CLI sends
+    MaxResults=1000 to the first two by default).
+    """
     if max_results is None:
-        return
+        return None
     if with_ids:
         raise errors.InvalidParameterCombination(
             f"The parameter {ids_name} cannot be used with the parameter maxResults"
         )
+    if capped and max_results > high:
+        return high
     if not low <= max_results <= high:
         raise errors.InvalidParameterValue(
             f"Value ({max_results}) for parameter maxResults is invalid. "
             f"Expecting a value between {low} and {high}."
         )
+    return max_results
 
 
 def paginate(

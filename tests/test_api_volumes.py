@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import OTHER_ZONE, ZONE, fast_waiter, new_volume, wait_for
+from tests.conftest import OTHER_ZONE, ZONE, ServerFactory, fast_waiter, new_volume, wait_for
 
 
 def _error(excinfo: pytest.ExceptionInfo[ClientError]) -> tuple[str, str, int]:
@@ -98,11 +98,27 @@ def test_paging_visits_every_volume_once(ec2: Any) -> None:
     assert sizes == [5, 5, 2]
 
 
+def test_max_results_above_the_maximum_is_capped(start_server: ServerFactory) -> None:
+    """EC2: "if you specify a value larger than 500, only 500 items are returned"."""
+    ec2 = start_server().client()
+    for _ in range(503):
+        ec2.create_volume(AvailabilityZone=ZONE, Size=1)
+    first = ec2.describe_volumes(MaxResults=1000)
+    assert len(first["Volumes"]) == 500
+    rest = ec2.describe_volumes(MaxResults=1000, NextToken=first["NextToken"])
+    assert len(rest["Volumes"]) == 3 and "NextToken" not in rest
+    assert len(ec2.describe_volume_status(MaxResults=5000)["VolumeStatuses"]) == 503
+    assert ec2.describe_snapshots(OwnerIds=["self"], MaxResults=5000)["Snapshots"] == []
+    # Actions that document no cap still refuse a value out of range.
+    with pytest.raises(ClientError) as excinfo:
+        ec2.describe_volumes_modifications(MaxResults=501)
+    assert _error(excinfo)[0] == "InvalidParameterValue"
+
+
 @pytest.mark.parametrize(
     ("kwargs", "code"),
     [
         ({"MaxResults": 2}, "InvalidParameterValue"),
-        ({"MaxResults": 501}, "InvalidParameterValue"),
         ({"MaxResults": 5, "VolumeIds": ["vol-0123456789abcdef0"]}, "InvalidParameterCombination"),
         ({"NextToken": "not-a-token"}, "InvalidPaginationToken"),
         ({"VolumeIds": ["vol-0123456789abcdef0"]}, "InvalidVolume.NotFound"),

@@ -89,6 +89,11 @@ def test_aws_cli_volume_round_trip(server: Server) -> None:
     # The CLI's own paginator walks NextToken.
     paged = aws(server, "describe-snapshots", "--owner-ids", "self", "--page-size", "5")
     assert snapshot["SnapshotId"] in [s["SnapshotId"] for s in paged["Snapshots"]]
+    # With no arguments the CLI sends MaxResults=1000, above DescribeVolumes' 500: EC2 caps it.
+    everything = aws(server, "describe-volumes")
+    assert isinstance(everything["Volumes"], list)
+    every_snapshot = aws(server, "describe-snapshots", "--owner-ids", "self")
+    assert snapshot["SnapshotId"] in [s["SnapshotId"] for s in every_snapshot["Snapshots"]]
 
 
 def test_aws_cli_shows_ec2_errors(server: Server) -> None:

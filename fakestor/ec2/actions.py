@@ -63,24 +63,36 @@ def _dry(params: Params) -> bool:
 
 
 def _check_paging(
-    scope: str, params: Params, low: int, high: int, ids_param: str | None = None
-) -> None:
-    """Validate MaxResults before any work, as EC2 does."""
-    paging.check_max_results(
+    scope: str,
+    params: Params,
+    low: int,
+    high: int,
+    ids_param: str | None = None,
+    *,
+    capped: bool = False,
+) -> int | None:
+    """Validate MaxResults and NextToken before any work, as EC2 does; the page size."""
+    page_size = paging.check_max_results(
         params.get("MaxResults"),
         low,
         high,
         with_ids=bool(ids_param and params.get(ids_param)),
         ids_name=ids_param or "",
+        capped=capped,
     )
     if params.get("NextToken"):
         paging.decode_token(params["NextToken"], scope)
+    return page_size
 
 
 def _page(
-    scope: str, params: Params, items: Sequence[Any], key: Callable[[Any], str]
+    scope: str,
+    params: Params,
+    page_size: int | None,
+    items: Sequence[Any],
+    key: Callable[[Any], str],
 ) -> tuple[list[Any], str | None]:
-    return paging.paginate(items, key, params.get("MaxResults"), params.get("NextToken"), scope)
+    return paging.paginate(items, key, page_size, params.get("NextToken"), scope)
 
 
 # ---- volumes ----------------------------------------------------------------
@@ -112,9 +124,9 @@ def create_volume(ebs: Ebs, params: Params) -> Result:
 
 @action
 def describe_volumes(ebs: Ebs, params: Params) -> Result:
-    _check_paging("DescribeVolumes", params, 5, 500, "VolumeIds")
+    page_size = _check_paging("DescribeVolumes", params, 5, 500, "VolumeIds", capped=True)
     volumes = ebs.describe_volumes(params.get("VolumeIds", []), _filters(params), _dry(params))
-    page, token = _page("DescribeVolumes", params, volumes, lambda v: v.id)
+    page, token = _page("DescribeVolumes", params, page_size, volumes, lambda v: v.id)
     return {"Volumes": [views.volume(v) for v in page], "NextToken": token}
 
 
@@ -159,21 +171,23 @@ def modify_volume(ebs: Ebs, params: Params) -> Result:
 
 @action
 def describe_volumes_modifications(ebs: Ebs, params: Params) -> Result:
-    _check_paging("DescribeVolumesModifications", params, 5, 500)
+    page_size = _check_paging("DescribeVolumesModifications", params, 5, 500)
     found = ebs.describe_volumes_modifications(
         params.get("VolumeIds", []), _filters(params), _dry(params)
     )
-    page, token = _page("DescribeVolumesModifications", params, found, lambda m: m.volume_id)
+    page, token = _page(
+        "DescribeVolumesModifications", params, page_size, found, lambda m: m.volume_id
+    )
     return {"VolumesModifications": [views.modification(m) for m in page], "NextToken": token}
 
 
 @action
 def describe_volume_status(ebs: Ebs, params: Params) -> Result:
-    _check_paging("DescribeVolumeStatus", params, 5, 1000, "VolumeIds")
+    page_size = _check_paging("DescribeVolumeStatus", params, 5, 1000, "VolumeIds", capped=True)
     volumes = ebs.describe_volume_status(
         params.get("VolumeIds", []), _filters(params), _dry(params)
     )
-    page, token = _page("DescribeVolumeStatus", params, volumes, lambda v: v.id)
+    page, token = _page("DescribeVolumeStatus", params, page_size, volumes, lambda v: v.id)
     return {"VolumeStatuses": [views.volume_status_item(v) for v in page], "NextToken": token}
 
 
@@ -246,7 +260,7 @@ def copy_snapshot(ebs: Ebs, params: Params) -> Result:
 
 @action
 def describe_snapshots(ebs: Ebs, params: Params) -> Result:
-    _check_paging("DescribeSnapshots", params, 5, 1000, "SnapshotIds")
+    page_size = _check_paging("DescribeSnapshots", params, 5, 1000, "SnapshotIds", capped=True)
     snapshots = ebs.describe_snapshots(
         params.get("SnapshotIds", []),
         params.get("OwnerIds", []),
@@ -254,7 +268,7 @@ def describe_snapshots(ebs: Ebs, params: Params) -> Result:
         _filters(params),
         _dry(params),
     )
-    page, token = _page("DescribeSnapshots", params, snapshots, lambda s: s.id)
+    page, token = _page("DescribeSnapshots", params, page_size, snapshots, lambda s: s.id)
     return {"Snapshots": [views.snapshot(s) for s in page], "NextToken": token}
 
 
@@ -346,9 +360,11 @@ def delete_tags(ebs: Ebs, params: Params) -> Result:
 
 @action
 def describe_tags(ebs: Ebs, params: Params) -> Result:
-    _check_paging("DescribeTags", params, 5, 1000)
+    page_size = _check_paging("DescribeTags", params, 5, 1000)
     tags = ebs.describe_tags(_filters(params), _dry(params))
-    page, token = _page("DescribeTags", params, tags, lambda t: f"{t.resource_id}\0{t.key}")
+    page, token = _page(
+        "DescribeTags", params, page_size, tags, lambda t: f"{t.resource_id}\0{t.key}"
+    )
     return {"Tags": [views.tag_description(t) for t in page], "NextToken": token}
 
 
@@ -487,11 +503,11 @@ def run_instances(ebs: Ebs, params: Params) -> Result:
 
 @action
 def describe_instances(ebs: Ebs, params: Params) -> Result:
-    _check_paging("DescribeInstances", params, 5, 1000, "InstanceIds")
+    page_size = _check_paging("DescribeInstances", params, 5, 1000, "InstanceIds")
     instances = ebs.describe_instances(
         params.get("InstanceIds", []), _filters(params), _dry(params)
     )
-    page, token = _page("DescribeInstances", params, instances, lambda i: i.id)
+    page, token = _page("DescribeInstances", params, page_size, instances, lambda i: i.id)
     reservations: dict[str, list[Any]] = {}
     for instance in page:
         reservations.setdefault(instance.reservation_id, []).append(instance)
