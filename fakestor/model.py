@@ -1221,7 +1221,7 @@ class Ebs:
                 raise errors.InvalidParameterCombination(
                     f"Snapshot {source.id} is encrypted; its copy must be encrypted too."
                 )
-            is_encrypted = bool(encrypted) or source.encrypted
+            is_encrypted = bool(encrypted) or source.encrypted or self.encryption_by_default()
             if is_encrypted:
                 kms_key_id = kms_key_id or source.kms_key_id or self.region.default_kms_key_id
             _dry_run(dry_run)

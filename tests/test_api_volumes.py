@@ -260,8 +260,15 @@ def test_volume_status_and_io_attributes(ec2: Any) -> None:
 
 def test_encryption_by_default(ec2: Any) -> None:
     assert ec2.get_ebs_encryption_by_default()["EbsEncryptionByDefault"] is False
+    plain = ec2.create_snapshot(VolumeId=new_volume(ec2, 1))["SnapshotId"]
+    fast_waiter(ec2, "snapshot_completed")(SnapshotIds=[plain])
     assert ec2.enable_ebs_encryption_by_default()["EbsEncryptionByDefault"] is True
     try:
+        # "The encryption outcome for the snapshot copy depends on the Amazon EBS
+        # encryption by default setting" (CopySnapshot): a copy comes out encrypted.
+        copy = ec2.copy_snapshot(SourceSnapshotId=plain, SourceRegion="us-east-1")["SnapshotId"]
+        copied = ec2.describe_snapshots(SnapshotIds=[copy])["Snapshots"][0]
+        assert copied["Encrypted"] is True and copied["KmsKeyId"].startswith("arn:aws:kms:")
         volume = ec2.create_volume(AvailabilityZone=ZONE, Size=1)
         assert volume["Encrypted"] is True
         assert volume["KmsKeyId"].startswith("arn:aws:kms:us-east-1:123456789012:key/")
