@@ -12,10 +12,13 @@ VOLUME_FILTERS = (
     "attachment.instance-id",
     "attachment.status",
     "availability-zone",
+    "availability-zone-id",
     "create-time",
     "encrypted",
     "multi-attach-enabled",
     "fast-restored",
+    "operator.managed",
+    "operator.principal",
     "size",
     "snapshot-id",
     "status",
@@ -30,7 +33,7 @@ def _flag(value: bool) -> str:
     return "true" if value else "false"
 
 
-def volume_filter_values(volume: Volume) -> dict[str, list[str]]:
+def volume_filter_values(volume: Volume, zone_id: str) -> dict[str, list[str]]:
     values = tag_values(volume.tags)
     values.update(
         {
@@ -42,10 +45,14 @@ def volume_filter_values(volume: Volume) -> dict[str, list[str]]:
             "attachment.instance-id": [a.instance_id for a in volume.attachments],
             "attachment.status": [a.state for a in volume.attachments],
             "availability-zone": [volume.zone],
+            "availability-zone-id": [zone_id],
             "create-time": [to_text(volume.create_time)],
             "encrypted": [_flag(volume.encrypted)],
             "multi-attach-enabled": [_flag(volume.multi_attach)],
             "fast-restored": ["false"],
+            # No volume here is managed by another AWS service.
+            "operator.managed": ["false"],
+            "operator.principal": [],
             "size": [str(volume.size)],
             "snapshot-id": [volume.snapshot_id or ""],
             "status": [volume.state],
@@ -65,21 +72,53 @@ def volume_status(volume: Volume) -> str:
 
 
 VOLUME_STATUS_FILTERS = (
+    "action.code",
+    "action.description",
+    "action.event-id",
+    "attachment-status.instance-id",
+    "attachment-status.io-performance",
     "availability-zone",
+    "event.description",
+    "event.event-id",
+    "event.event-type",
+    "event.not-after",
+    "event.not-before",
     "volume-status.details-name",
     "volume-status.details-status",
     "volume-status.status",
-    "volume-id",
 )
 
 
+def io_performance(volume: Volume) -> str:
+    """Reported for provisioned-IOPS volumes only, as EC2 does."""
+    return "normal" if volume.volume_type in ("io1", "io2") else "not-applicable"
+
+
 def volume_status_filter_values(volume: Volume) -> dict[str, list[str]]:
+    provisioned = volume.volume_type in ("io1", "io2")
     return {
+        # fakestor raises no scheduled events, so nothing matches the event and action filters.
+        "action.code": [],
+        "action.description": [],
+        "action.event-id": [],
+        "attachment-status.instance-id": (
+            [a.instance_id for a in volume.attachments] if provisioned else []
+        ),
+        "attachment-status.io-performance": (
+            [io_performance(volume)] * len(volume.attachments) if provisioned else []
+        ),
         "availability-zone": [volume.zone],
+        "event.description": [],
+        "event.event-id": [],
+        "event.event-type": [],
+        "event.not-after": [],
+        "event.not-before": [],
         "volume-status.details-name": ["io-enabled", "io-performance"],
-        "volume-status.details-status": ["passed" if volume.io_enabled else "failed"],
+        "volume-status.details-status": [
+            "passed" if volume.io_enabled else "failed",
+            io_performance(volume),
+        ],
         "volume-status.status": [volume_status(volume)],
-        "volume-id": [volume.id],
     }
 
 
@@ -126,6 +165,7 @@ SNAPSHOT_FILTERS = (
     "start-time",
     "status",
     "storage-tier",
+    "transfer-type",
     "tag-key",
     "tag-value",
     "volume-id",
@@ -146,6 +186,8 @@ def snapshot_filter_values(snapshot: Snapshot) -> dict[str, list[str]]:
             "start-time": [to_text(snapshot.start_time)],
             "status": [snapshot.state],
             "storage-tier": ["standard"],
+            # Set for copies only; fakestor copies are all standard (no completion duration).
+            "transfer-type": ["standard"] if snapshot.source_snapshot_id else [],
             "volume-id": [snapshot.volume_id],
             "volume-size": [str(snapshot.volume_size)],
         }

@@ -1,4 +1,7 @@
-"""EC2 `Filter.N.Name` / `Filter.N.Value.M` matching, with `*` and `?` wildcards.
+"""EC2 `Filter.N.Name` / `Filter.N.Value.M` matching, with EC2's wildcards.
+
+EC2: `*` matches zero or more characters, `?` zero or one, and a backslash makes
+the next character literal (`\\*`, `\\?`, `\\\\`); nothing else is special.
 
 A resource offers a mapping from filter name to its values; a resource matches
 when, for every filter, one of its values matches one of the filter's values.
@@ -6,9 +9,10 @@ when, for every filter, one of its values matches one of the filter's values.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
+from functools import lru_cache
 
 from fakestor import errors
 
@@ -43,11 +47,37 @@ def tag_values(tags: Mapping[str, str]) -> dict[str, list[str]]:
     return values
 
 
+@lru_cache(maxsize=1024)
+def _pattern(value: str) -> re.Pattern[str]:
+    parts: list[str] = []
+    escaped = False
+    for char in value:
+        if escaped:
+            parts.append(re.escape(char))
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "*":
+            parts.append(".*")
+        elif char == "?":
+            parts.append(".?")
+        else:
+            parts.append(re.escape(char))
+    if escaped:  # a trailing backslash stands for itself
+        parts.append(re.escape("\\"))
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def wildcard_match(candidate: str, value: str) -> bool:
+    """Whether `candidate` matches the filter value `value` under EC2's wildcard rules."""
+    return _pattern(value).fullmatch(candidate) is not None
+
+
 def matches(values: FilterValues, filters: Iterable[Filter]) -> bool:
     for flt in filters:
         candidates = values.get(flt.name, ())
         if not any(
-            fnmatchcase(candidate, pattern) for candidate in candidates for pattern in flt.values
+            wildcard_match(candidate, pattern) for candidate in candidates for pattern in flt.values
         ):
             return False
     return True

@@ -516,7 +516,7 @@ class Ebs:
         self, request: VolumeRequest, tag_specs: Sequence[TagSpec] = (), dry_run: bool = False
     ) -> Volume:
         if request.zone is None:
-            raise errors.MissingParameter("AvailabilityZone")
+            raise errors.MissingParameter("AvailabilityZone or AvailabilityZoneId")
         zone = self.check_zone(request.zone)
         tags = _tags_for(tag_specs, "volume")
         volume_type = request.volume_type or rules.DEFAULT_VOLUME_TYPE
@@ -620,7 +620,11 @@ class Ebs:
             if missing:
                 raise errors.InvalidVolumeNotFound(", ".join(missing))
         _dry_run(dry_run)
-        return [volume for volume in volumes if matches(volume_filter_values(volume), filters)]
+        return [
+            volume
+            for volume in volumes
+            if matches(volume_filter_values(volume, self.region.zone_id(volume.zone)), filters)
+        ]
 
     def delete_volume(self, volume_id: str, dry_run: bool = False) -> None:
         with self.store.transaction() as db:

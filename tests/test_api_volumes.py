@@ -67,6 +67,39 @@ def test_describe_filters(ec2: Any) -> None:
     assert ids({"Name": "status", "Values": ["available"]}) == {small, big}
     assert ids({"Name": "volume-id", "Values": [big]}) == {big}
     assert ids({"Name": "status", "Values": ["in-use"]}) == set()
+    zone_ids = {z["ZoneName"]: z["ZoneId"] for z in ec2.describe_availability_zones()[
+        "AvailabilityZones"]}  # fmt: skip
+    assert ids({"Name": "availability-zone-id", "Values": [zone_ids[ZONE]]}) == {small}
+    assert ids({"Name": "operator.managed", "Values": ["false"]}) == {small, big}
+    described = ec2.describe_volumes(VolumeIds=[small])["Volumes"][0]
+    assert described["AvailabilityZoneId"] == zone_ids[ZONE]
+
+
+@pytest.mark.parametrize(
+    ("value", "pattern", "matched"),
+    [
+        ("[prod]", "[prod]", True),  # brackets are not special in EC2 filters
+        ("p", "[prod]", False),
+        ("a*b", "a\\*b", True),  # a backslash makes the next character literal
+        ("axxb", "a\\*b", False),
+        ("what?", "what\\?", True),
+        ("back\\slash", "back\\\\slash", True),
+        ("database1", "database????", True),  # `?` matches zero or one character
+        ("database", "database?", True),
+        ("database12", "database?", False),
+        ("web-01", "web-*", True),
+        ("Web-01", "web-*", False),  # values are case-sensitive
+    ],
+)
+def test_filter_wildcards_are_ec2s(ec2: Any, value: str, pattern: str, matched: bool) -> None:
+    """The EC2 User Guide's rules: `*` zero or more, `?` zero or one, `\\` escapes."""
+    marker = uuid.uuid4().hex
+    volume_id = new_volume(
+        ec2,
+        TagSpecifications=[{"ResourceType": "volume", "Tags": [{"Key": marker, "Value": value}]}],
+    )
+    found = ec2.describe_volumes(Filters=[{"Name": f"tag:{marker}", "Values": [pattern]}])
+    assert [v["VolumeId"] for v in found["Volumes"]] == ([volume_id] if matched else [])
 
 
 def test_unknown_filter_is_refused(ec2: Any) -> None:
@@ -172,6 +205,18 @@ def test_create_by_zone_id(ec2: Any) -> None:
     zones = ec2.describe_availability_zones()["AvailabilityZones"]
     volume = ec2.create_volume(AvailabilityZoneId=zones[1]["ZoneId"], Size=1)
     assert volume["AvailabilityZone"] == zones[1]["ZoneName"]
+    assert volume["AvailabilityZoneId"] == zones[1]["ZoneId"]
+    with pytest.raises(ClientError) as excinfo:
+        ec2.create_volume(
+            AvailabilityZone=zones[0]["ZoneName"], AvailabilityZoneId=zones[1]["ZoneId"], Size=1
+        )
+    assert _error(excinfo)[0] == "InvalidParameterCombination"
+    with pytest.raises(ClientError) as excinfo:
+        ec2.create_volume(Size=1)  # type: ignore[call-arg]
+    assert _error(excinfo)[:2] == (
+        "MissingParameter",
+        "The request must contain the parameter AvailabilityZone or AvailabilityZoneId",
+    )
 
 
 def test_delete_volume_goes_through_deleting_and_is_gone(ec2: Any) -> None:
@@ -236,12 +281,18 @@ def test_volume_status_and_io_attributes(ec2: Any) -> None:
     assert {"Name": "io-enabled", "Status": "passed"} in status["VolumeStatus"]["Details"]
     assert {"Name": "io-performance", "Status": "normal"} in status["VolumeStatus"]["Details"]
     filtered = ec2.describe_volume_status(
+        VolumeIds=[volume_id],
         Filters=[
             {"Name": "volume-status.status", "Values": ["ok"]},
-            {"Name": "volume-id", "Values": [volume_id]},
-        ]
+            {"Name": "volume-status.details-status", "Values": ["normal"]},
+        ],
     )
     assert [s["VolumeId"] for s in filtered["VolumeStatuses"]] == [volume_id]
+    # fakestor raises no scheduled events: the event filters are known and match nothing.
+    no_events = ec2.describe_volume_status(
+        VolumeIds=[volume_id], Filters=[{"Name": "event.event-type", "Values": ["*"]}]
+    )
+    assert no_events["VolumeStatuses"] == []
 
     attribute = ec2.describe_volume_attribute(VolumeId=volume_id, Attribute="autoEnableIO")
     assert attribute["AutoEnableIO"] == {"Value": False}

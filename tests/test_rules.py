@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from fakestor import errors, rules
+from fakestor import errors, filter_values, rules
 from fakestor.ec2 import wire
 
 
@@ -85,3 +85,20 @@ def test_invalid_configurations_are_refused(
 ) -> None:
     with pytest.raises(error):
         rules.check_volume_config(*args)
+
+
+@pytest.mark.parametrize(
+    ("operation", "ours"),
+    [
+        ("DescribeVolumes", filter_values.VOLUME_FILTERS),
+        ("DescribeVolumeStatus", filter_values.VOLUME_STATUS_FILTERS),
+        ("DescribeSnapshots", filter_values.SNAPSHOT_FILTERS),
+    ],
+)
+def test_filter_names_match_botocore_documentation(operation: str, ours: tuple[str, ...]) -> None:
+    """Every filter name EC2 documents is accepted, and none it does not."""
+    text = wire.operation_model(operation).input_shape.members["Filters"].documentation
+    documented = set(re.findall(r"<code>([a-z][a-zA-Z0-9.\-]*)</code>\s*-", text))
+    if "tag-key" in documented:
+        documented.add("tag-value")  # in EC2's older references, still accepted
+    assert set(ours) == documented

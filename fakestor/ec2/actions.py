@@ -100,7 +100,11 @@ def _page(
 
 @action
 def create_volume(ebs: Ebs, params: Params) -> Result:
-    if params.get("AvailabilityZoneId") and not params.get("AvailabilityZone"):
+    if params.get("AvailabilityZoneId") and params.get("AvailabilityZone"):
+        raise errors.InvalidParameterCombination(
+            "Either AvailabilityZone or AvailabilityZoneId must be specified, but not both."
+        )
+    if params.get("AvailabilityZoneId"):
         zone_by_id = {ebs.region.zone_id(zone): zone for zone in ebs.region.zones}
         if params["AvailabilityZoneId"] not in zone_by_id:
             raise errors.InvalidParameterValue(
@@ -119,7 +123,7 @@ def create_volume(ebs: Ebs, params: Params) -> Result:
         multi_attach=bool(params.get("MultiAttachEnabled", False)),
     )
     volume = ebs.create_volume(request, _tag_specs(params), _dry(params))
-    return views.volume(volume)
+    return views.volume(volume, ebs.region.zone_id(volume.zone))
 
 
 @action
@@ -127,7 +131,10 @@ def describe_volumes(ebs: Ebs, params: Params) -> Result:
     page_size = _check_paging("DescribeVolumes", params, 5, 500, "VolumeIds", capped=True)
     volumes = ebs.describe_volumes(params.get("VolumeIds", []), _filters(params), _dry(params))
     page, token = _page("DescribeVolumes", params, page_size, volumes, lambda v: v.id)
-    return {"Volumes": [views.volume(v) for v in page], "NextToken": token}
+    return {
+        "Volumes": [views.volume(v, ebs.region.zone_id(v.zone)) for v in page],
+        "NextToken": token,
+    }
 
 
 @action

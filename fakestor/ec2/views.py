@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fakestor.filter_values import volume_status
+from fakestor.filter_values import io_performance, volume_status
 from fakestor.model import Ebs
 from fakestor.resources import (
     INSTANCE_STATE_CODES,
@@ -36,12 +36,13 @@ def attachment(item: Attachment) -> Doc:
     }
 
 
-def volume(item: Volume) -> Doc:
+def volume(item: Volume, zone_id: str) -> Doc:
     return {
         "VolumeId": item.id,
         "Size": item.size,
         "SnapshotId": item.snapshot_id or "",
         "AvailabilityZone": item.zone,
+        "AvailabilityZoneId": zone_id,
         "State": item.state,
         "CreateTime": item.create_time,
         "Attachments": [attachment(a) for a in item.attachments],
@@ -112,7 +113,7 @@ def modification(item: Modification) -> Doc:
 
 
 def volume_status_item(item: Volume) -> Doc:
-    io_performance = "normal" if item.volume_type in ("io1", "io2") else "not-applicable"
+    performance = io_performance(item)
     return {
         "VolumeId": item.id,
         "AvailabilityZone": item.zone,
@@ -120,13 +121,13 @@ def volume_status_item(item: Volume) -> Doc:
             "Status": volume_status(item),
             "Details": [
                 {"Name": "io-enabled", "Status": "passed" if item.io_enabled else "failed"},
-                {"Name": "io-performance", "Status": io_performance},
+                {"Name": "io-performance", "Status": performance},
             ],
         },
         "Events": [],
         "Actions": [],
         "AttachmentStatuses": [
-            {"InstanceId": a.instance_id, "IoPerformance": io_performance} for a in item.attachments
+            {"InstanceId": a.instance_id, "IoPerformance": performance} for a in item.attachments
         ]
         if item.volume_type in ("io1", "io2")
         else None,
