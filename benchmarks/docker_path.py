@@ -207,7 +207,7 @@ def _managed(docker: Dockerd, url: str, runs: int, figures: DockerFigures) -> No
     if build.returncode != 0:
         raise RuntimeError(f"building the managed plugin failed: {build.stderr}")
     docker.run("plugin", "set", MANAGED, f"FAKESTOR_ENDPOINT={url}")
-    docker.run("plugin", "enable", MANAGED)
+    docker.run("plugin", "enable", "--timeout", "300", MANAGED)
     try:
         for _ in range(runs):
             start = time.perf_counter()

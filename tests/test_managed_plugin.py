@@ -78,7 +78,7 @@ def managed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Managed]:
             )  # fmt: skip
             assert build.returncode == 0, build.stdout + build.stderr
             docker.run("plugin", "set", PLUGIN, f"FAKESTOR_ENDPOINT={server.url}")
-            docker.run("plugin", "enable", PLUGIN)
+            docker.run("plugin", "enable", "--timeout", "300", PLUGIN)
             try:
                 yield Managed(docker, server)
             finally:
@@ -143,7 +143,7 @@ def test_disabling_the_plugin_leaves_no_mount_or_device(managed: Managed) -> Non
             if d.backing_file.startswith(str(managed.server.data_dir))
         ]
     finally:
-        docker.run("plugin", "enable", PLUGIN)
+        docker.run("plugin", "enable", "--timeout", "300", PLUGIN)
     docker.run("volume", "rm", name)
 
 

@@ -441,3 +441,89 @@ def test_protocol_endpoints_directly(stack: Stack) -> None:
     assert "no EBS volume is tagged" in missing["Err"]
     assert "JSON object" in _plugin_call(stack, "VolumeDriver.Mount", "[1, 2]")["Err"]
     assert "no volume Name" in _plugin_call(stack, "VolumeDriver.Mount", "{}")["Err"]
+
+
+def _call(stack: Stack, endpoint: str, **body: Any) -> dict[str, Any]:
+    return _plugin_call(stack, f"VolumeDriver.{endpoint}", json.dumps(body))
+
+
+def test_docker_cp_on_a_running_container_leaves_its_volume_mounted(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """`docker cp` Mounts the running container's volumes again under the same ID and
+    Unmounts them after: each Mount of an ID is counted, so the volume stays."""
+    name = stack.volume_name()
+    assert stack.create(name).returncode == 0
+    holder = stack.docker.run(
+        "run", "-d", "--network", "none", "-v", f"{name}:/data", IMAGE,
+        "sh", "-c", "echo kept > /data/f; sleep 300",
+    ).stdout.strip()  # fmt: skip
+    try:
+        wait_for(lambda: stack.docker.run("exec", holder, "cat", "/data/f", check=False).stdout)
+        stack.docker.run("cp", f"{holder}:/data/f", str(tmp_path / "copied"))
+        assert (tmp_path / "copied").read_text() == "kept\n"
+        assert _attachments(stack, name) == ["attached"]
+        assert stack.docker.run("exec", holder, "cat", "/data/f").stdout == "kept\n"
+    finally:
+        stack.docker.run("rm", "-f", holder)
+    wait_for(lambda: _attachments(stack, name) == [])
+    assert _mounts_of(stack, name) == []
+
+
+def test_the_same_mount_id_twice_needs_two_unmounts(stack: Stack) -> None:
+    name = stack.volume_name()
+    assert _call(stack, "Create", Name=name) == {"Err": ""}
+    first = _call(stack, "Mount", Name=name, ID="c1")
+    assert _call(stack, "Mount", Name=name, ID="c1") == first
+    _call(stack, "Unmount", Name=name, ID="c1")
+    assert _attachments(stack, name) == ["attached"]
+    assert _call(stack, "Path", Name=name)["Mountpoint"] == first["Mountpoint"]
+    _call(stack, "Unmount", Name=name, ID="c1")
+    assert _attachments(stack, name) == [] and _mounts_of(stack, name) == []
+    assert _call(stack, "Remove", Name=name) == {"Err": ""}
+
+
+@pytest.mark.parametrize("bad", ["../escape", "a/b", ".hidden", "-dash", ""])
+def test_names_that_are_not_one_path_component_are_refused(stack: Stack, bad: str) -> None:
+    for endpoint in ("Create", "Mount", "Get", "Remove"):
+        answer = _call(stack, endpoint, Name=bad, ID="x")
+        assert answer["Err"], (endpoint, answer)
+        assert ("not valid" in answer["Err"]) or (bad == "" and "no volume Name" in answer["Err"])
+    assert (
+        stack.ec2.describe_volumes(Filters=[{"Name": "tag:Name", "Values": [bad or "-"]}])[
+            "Volumes"
+        ]
+        == []
+    )
+
+
+def test_a_failed_mount_is_undone(stack: Stack) -> None:
+    """Docker sends no Unmount after a failed Mount: the plugin detaches by itself."""
+    name = stack.volume_name()
+    stack.ec2.create_volume(
+        AvailabilityZone="us-east-1a", Size=1,
+        TagSpecifications=[{"ResourceType": "volume", "Tags": [
+            {"Key": "Name", "Value": name}, {"Key": "fakestor:fstype", "Value": "btrfs"}]}],
+    )  # fmt: skip
+    wait_for(lambda: stack.ebs_volume(name)["State"] == "available")
+    failed = _call(stack, "Mount", Name=name, ID="c1")
+    assert "cannot format as btrfs" in failed["Err"]
+    assert _attachments(stack, name) == [] and _mounts_of(stack, name) == []
+    assert _call(stack, "Path", Name=name)["Mountpoint"] == ""
+    assert _call(stack, "Remove", Name=name) == {"Err": ""}
+
+
+def test_a_mount_gone_while_the_plugin_was_down_is_released_at_start(stack: Stack) -> None:
+    """After a reboot (here: an umount behind the plugin's back) nobody will Unmount the
+    recorded IDs; the plugin detaches the volume so other instances can have it."""
+    name = stack.volume_name()
+    assert _call(stack, "Create", Name=name) == {"Err": ""}
+    assert _call(stack, "Mount", Name=name, ID="c1")["Err"] == ""
+    stack.plugin.stop()
+    try:
+        subprocess.run(["umount", str(stack.plugin.mount_root / name)], check=True)
+    finally:
+        stack.plugin.start()
+    assert _attachments(stack, name) == []
+    assert _call(stack, "Path", Name=name)["Mountpoint"] == ""
+    assert _call(stack, "Remove", Name=name) == {"Err": ""}

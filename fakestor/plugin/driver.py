@@ -42,10 +42,28 @@ OPTIONS = {
     "mode": "octal permissions of the volume's root directory, e.g. 0750",
 }
 WAIT_TIMEOUT = 120.0
+# As Docker's local driver: names that are safe as one path component under the mount root.
+VOLUME_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
 
 
 class PluginError(Exception):
     """A failed volume operation; the message is shown to the Docker user as is."""
+
+
+def check_name(name: str) -> None:
+    """Refuse names that are not one safe path component (`..`, `a/b`, `.x`)."""
+    if not VOLUME_NAME.fullmatch(name):
+        raise PluginError(
+            f"volume name {name!r} is not valid: use letters, digits, '_', '.' and '-', "
+            "starting with a letter or digit"
+        )
+
+
+@dataclass(frozen=True)
+class _Mounted:
+    device: str
+    mountpoint: Path
+    path: Path  # the directory containers see
 
 
 @dataclass(frozen=True)
@@ -236,6 +254,7 @@ class VolumeDriver:
     # ---- the protocol's operations -------------------------------------------
 
     def create(self, name: str, raw_options: Mapping[str, str] | None) -> None:
+        check_name(name)
         options = VolumeOptions.parse(raw_options)
         with self._volume_lock(name):
             if self._find(name) is not None:
@@ -278,13 +297,14 @@ class VolumeDriver:
             log.info("created %s as %s", name, volume_id)
 
     def remove(self, name: str) -> None:
+        check_name(name)
         with self._volume_lock(name):
             record = self.state.get(name)
             if record is not None and record.mount_ids:
-                raise PluginError(
-                    f"volume {name} is mounted for {len(record.mount_ids)} container(s); "
-                    "remove them first"
-                )
+                # Docker counts the volume's users itself and asks only when there are none,
+                # so these IDs are stale (a Mount Docker gave up on, say). The unmount below
+                # still refuses if a process is using the filesystem.
+                log.warning("%s: removing despite stale mount IDs %s", name, record.mount_ids)
             volume = self._find(name)
             if volume is None:
                 return
@@ -303,36 +323,72 @@ class VolumeDriver:
             self._waiter("volume_deleted", VolumeIds=[volume["VolumeId"]])
 
     def mount(self, name: str, mount_id: str) -> str:
+        """Attach, format if blank, and mount; one use of the volume per call.
+
+        Docker may Mount the same ID more than once (`docker cp` on a running
+        container) and Unmounts it as often, so each Mount is counted.
+        """
+        check_name(name)
         with self._volume_lock(name):
             record = self.state.get(name)
             if record is not None and host.is_mount_point(Path(record.mountpoint)):
-                if mount_id not in record.mount_ids:
-                    self._save(name, replace(record, mount_ids=[*record.mount_ids, mount_id]))
+                self._save(name, replace(record, mount_ids=[*record.mount_ids, mount_id]))
                 return self._data_dir(record)
             volume = self._require(name)
-            device = self._attach(name, volume)
-            mountpoint = self.mount_root / name
-            fresh = self._format_if_blank(name, device, volume)
             try:
-                host.mount(device, mountpoint)
-            except host.HostError as failure:
-                raise PluginError(f"cannot mount volume {name}: {failure}") from None
-            record = MountRecord(volume["VolumeId"], device, str(mountpoint), [mount_id])
-            data = Path(self._data_dir(record))
-            if not data.exists():
-                data.mkdir()
-                fresh = True
-            if fresh:
-                self._apply_ownership(data, volume)
-            self._save(name, record)
-            return str(data)
+                data = self._mount_here(name, volume)
+                # Uses recorded before the mount point vanished are still to be unmounted.
+                earlier = record.mount_ids if record is not None else []
+                self._save(
+                    name,
+                    MountRecord(
+                        volume["VolumeId"],
+                        data.device,
+                        str(data.mountpoint),
+                        [*earlier, mount_id],
+                    ),
+                )
+            except (PluginError, OSError) as failure:
+                # Docker sends no Unmount for a failed Mount: undo it here, or the volume
+                # stays attached to this instance with nobody to release it.
+                if record is None:
+                    self._undo_mount(name, volume["VolumeId"])
+                if isinstance(failure, OSError):
+                    raise PluginError(f"cannot mount volume {name}: {failure}") from None
+                raise
+            return str(data.path)
+
+    def _mount_here(self, name: str, volume: Mapping[str, Any]) -> _Mounted:
+        device = self._attach(name, volume)
+        mountpoint = self.mount_root / name
+        fresh = self._format_if_blank(name, device, volume)
+        try:
+            host.mount(device, mountpoint)
+        except host.HostError as failure:
+            raise PluginError(f"cannot mount volume {name}: {failure}") from None
+        data = mountpoint / "data"
+        if not data.exists():
+            data.mkdir()
+            fresh = True
+        if fresh:
+            self._apply_ownership(data, volume)
+        return _Mounted(device, mountpoint, data)
+
+    def _undo_mount(self, name: str, volume_id: str) -> None:
+        try:
+            self._release(name, volume_id)
+        except PluginError as failure:
+            log.warning("%s: cannot undo a failed mount: %s", name, failure)
 
     def unmount(self, name: str, mount_id: str) -> None:
+        check_name(name)
         with self._volume_lock(name):
             record = self.state.get(name)
             if record is None:
                 return
-            remaining = [other for other in record.mount_ids if other != mount_id]
+            remaining = list(record.mount_ids)
+            if mount_id in remaining:
+                remaining.remove(mount_id)  # one use of it; the same ID may hold others
             if remaining:
                 self._save(name, replace(record, mount_ids=remaining))
                 return
@@ -343,6 +399,7 @@ class VolumeDriver:
         return self._data_dir(record) if record and record.mount_ids else ""
 
     def get(self, name: str) -> dict[str, Any]:
+        check_name(name)
         volume = self._require(name)
         return {
             "Name": name,
@@ -363,6 +420,11 @@ class VolumeDriver:
             if volume["State"] in ("deleting", "deleted"):
                 continue
             name = next(t["Value"] for t in volume["Tags"] if t["Key"] == NAME_TAG)
+            if not VOLUME_NAME.fullmatch(name):
+                log.info(
+                    "not listing %s: its Name tag %r is no volume name", volume["VolumeId"], name
+                )
+                continue
             found.append({"Name": name, "Mountpoint": self.path(name)})
         return found
 
@@ -492,6 +554,11 @@ class VolumeDriver:
         if "mode" in options:
             os.chmod(data, int(options["mode"], 8))
 
+    def release(self, name: str, volume_id: str) -> None:
+        """`_release` under the volume's lock: for mounts found stale at start."""
+        with self._volume_lock(name):
+            self._release(name, volume_id)
+
     def _release(self, name: str, volume_id: str) -> None:
         """Unmount (if mounted here), detach from this instance and forget the mount."""
         mountpoint = self.mount_root / name
@@ -503,7 +570,14 @@ class VolumeDriver:
             ) from None
         with contextlib.suppress(OSError):
             mountpoint.rmdir()
-        volume = self._describe(volume_id)
+        try:
+            volume = self._describe(volume_id)
+        except ClientError as failure:
+            if failure.response.get("Error", {}).get("Code") != "InvalidVolume.NotFound":
+                raise _api_error(failure, f"cannot look up volume {name}") from None
+            volume = {"Attachments": []}  # deleted meanwhile: nothing to detach
+        except BotoCoreError as failure:
+            raise _api_error(failure, f"cannot look up volume {name}") from None
         if any(a["InstanceId"] == self.identity.instance_id for a in volume["Attachments"]):
             try:
                 self.ec2.detach_volume(VolumeId=volume_id, InstanceId=self.identity.instance_id)

@@ -15,7 +15,7 @@ import waitress.server
 from botocore.config import Config
 
 from fakestor.plugin.api import create_plugin_app
-from fakestor.plugin.driver import Defaults, VolumeDriver
+from fakestor.plugin.driver import Defaults, PluginError, VolumeDriver
 from fakestor.plugin.host import is_mount_point
 from fakestor.plugin.metadata import Identity, MetadataError, read_identity
 from fakestor.plugin.state import MountState
@@ -69,11 +69,18 @@ def _claim_socket(path: Path) -> None:
         probe.close()
 
 
-def _forget_vanished_mounts(state: MountState) -> None:
-    for name, record in list(state.mounts.items()):
-        if not is_mount_point(Path(record.mountpoint)):
-            log.warning("%s: %s is no longer mounted; forgetting it", name, record.mountpoint)
-            state.drop(name)
+def _release_vanished_mounts(driver: VolumeDriver) -> None:
+    """Mounts recorded but gone (a reboot, a manual umount) will never be Unmounted:
+    detach their volumes so other instances can use them, and forget them."""
+    for name, record in list(driver.state.mounts.items()):
+        if is_mount_point(Path(record.mountpoint)):
+            continue
+        log.warning("%s: %s is no longer mounted; releasing it", name, record.mountpoint)
+        try:
+            driver.release(name, record.volume_id)
+        except PluginError as failure:
+            log.warning("%s: cannot release: %s; forgetting it", name, failure)
+            driver.state.drop(name)
 
 
 def run_plugin(config: PluginConfig) -> None:
@@ -83,7 +90,6 @@ def run_plugin(config: PluginConfig) -> None:
         raise PluginStartError(str(failure)) from None
     try:
         state = MountState(config.state_dir / "mounts.json")
-        _forget_vanished_mounts(state)
     except (OSError, ValueError) as failure:
         raise PluginStartError(f"cannot use state dir {config.state_dir}: {failure}") from None
     config.mount_root.mkdir(parents=True, exist_ok=True)
@@ -94,6 +100,10 @@ def run_plugin(config: PluginConfig) -> None:
         state,
         config.defaults,
     )
+    try:
+        _release_vanished_mounts(driver)
+    except OSError as failure:
+        raise PluginStartError(f"cannot use state dir {config.state_dir}: {failure}") from None
     _claim_socket(config.socket_path)
     server = waitress.server.create_server(
         create_plugin_app(driver),
