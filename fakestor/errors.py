@@ -165,6 +165,10 @@ class IncorrectModificationState(Ec2Error):
     code = "IncorrectModificationState"
 
 
+class VolumeModificationRateExceeded(Ec2Error):
+    code = "VolumeModificationRateExceeded"
+
+
 class VolumeInUse(Ec2Error):
     code = "VolumeInUse"
 

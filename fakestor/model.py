@@ -13,6 +13,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from backends import Backend, BackendError, DeviceBusy
 from fakestor import errors, ids, rules
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 MAX_TAGS_PER_RESOURCE = 50
 DETACH_RETRY_SECONDS = 1.0
 PROGRESS_INTERVAL = 0.25  # seconds between recorded snapshot progress updates
+MODIFICATIONS_PER_DAY = 4  # ModifyVolume: "up to four times within a rolling 24-hour period"
+MODIFICATION_WINDOW = timedelta(hours=24)
 HOST_INSTANCE_TYPE = "m5.large"
 HOST_IMAGE_ID = "ami-00000000000f4e570"  # fakestor's own, never launched from
 
@@ -770,6 +773,10 @@ class Ebs:
             volume = self._volume(db, volume_id)
             if instance_id is not None:
                 self._instance(db, instance_id)
+            if volume.multi_attach and instance_id is None and volume.attachments:
+                # "If you are detaching a Multi-Attach enabled volume, you must specify an
+                # instance ID."
+                raise errors.MissingParameter("InstanceId")
             candidates = [a for a in volume.attachments if instance_id in (None, a.instance_id)]
             if not candidates:
                 if instance_id is None:
@@ -895,6 +902,20 @@ class Ebs:
                 raise errors.IncorrectState(
                     f"Multi-Attach can be changed only while {volume_id} is detached."
                 )
+            if volume.multi_attach:
+                # EBS: the type of a Multi-Attach volume stays; io1 keeps its size and IOPS too.
+                if target_type != volume.volume_type:
+                    raise errors.InvalidParameterValue(
+                        f"Volume {volume_id} has Multi-Attach enabled; its volume type cannot "
+                        "be modified."
+                    )
+                if volume.volume_type == "io1" and (
+                    target_size != volume.size or (iops is not None and iops != volume.iops)
+                ):
+                    raise errors.InvalidParameterValue(
+                        f"Volume {volume_id} is an io1 volume with Multi-Attach enabled; its "
+                        "size and IOPS cannot be modified."
+                    )
             performance = rules.check_volume_config(
                 target_type, target_size, iops, throughput, multi_attach
             )
@@ -909,6 +930,7 @@ class Ebs:
                     f"The modification would not change volume {volume_id}; give a new size, "
                     "type, IOPS, throughput or Multi-Attach setting."
                 )
+            self._check_modification_rate(db, volume_id)
             _dry_run(dry_run)
             seq = db.execute(
                 "SELECT COALESCE(MAX(seq), 0) + 1 FROM modifications WHERE volume_id=?",
@@ -1023,6 +1045,25 @@ class Ebs:
             volume = self._volume(db, volume_id)
         _dry_run(dry_run)
         return volume
+
+    @staticmethod
+    def _check_modification_rate(db: sqlite3.Connection, volume_id: str) -> None:
+        """EBS: at most MODIFICATIONS_PER_DAY modifications of a volume in a rolling 24 hours."""
+        window_start = utcnow() - MODIFICATION_WINDOW
+        recent = sorted(
+            from_text(row["start_time"])
+            for row in db.execute(
+                "SELECT start_time FROM modifications WHERE volume_id=?", (volume_id,)
+            )
+            if from_text(row["start_time"]) > window_start
+        )
+        if len(recent) >= MODIFICATIONS_PER_DAY:
+            next_allowed = recent[-MODIFICATIONS_PER_DAY] + MODIFICATION_WINDOW
+            raise errors.VolumeModificationRateExceeded(
+                f"You've reached the maximum modification rate per volume limit: "
+                f"{MODIFICATIONS_PER_DAY} modifications in 24 hours. Volume {volume_id} can be "
+                f"modified again after {to_text(next_allowed)}."
+            )
 
     def modify_volume_attribute(
         self, volume_id: str, auto_enable_io: bool | None, dry_run: bool = False

@@ -91,11 +91,16 @@ def test_multi_attach_io2_to_two_instances(ec2: Any, server: Server) -> None:
     )
     with pytest.raises(ClientError) as excinfo:
         ec2.detach_volume(VolumeId=volume_id)
-    assert _code(excinfo) == "InvalidParameterCombination"
+    assert _code(excinfo) == "MissingParameter"
     ec2.detach_volume(VolumeId=volume_id, InstanceId=other)
     wait_for(
         lambda: len(ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]["Attachments"]) == 1
     )
+    # EC2: "If you are detaching a Multi-Attach enabled volume, you must specify an instance
+    # ID", even when one attachment is left.
+    with pytest.raises(ClientError) as excinfo:
+        ec2.detach_volume(VolumeId=volume_id)
+    assert _code(excinfo) == "MissingParameter"
     assert ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]["State"] == "in-use"
     ec2.detach_volume(VolumeId=volume_id, InstanceId=server.host_instance_id, Force=True)
     fast_waiter(ec2, "volume_available")(VolumeIds=[volume_id])

@@ -257,6 +257,39 @@ def test_modify_volume_grows_and_changes_type(ec2: Any) -> None:
     assert found[0]["Progress"] == 100 and found[0]["EndTime"]
 
 
+def _modified(ec2: Any, volume_id: str) -> bool:
+    found = ec2.describe_volumes_modifications(VolumeIds=[volume_id])["VolumesModifications"]
+    return bool(found[0]["ModificationState"] == "completed")
+
+
+def test_four_modifications_a_day(ec2: Any) -> None:
+    """EBS: "up to four times within a rolling 24-hour period"; the error says when next."""
+    volume_id = new_volume(ec2, 10)
+    for size in (11, 12, 13, 14):
+        ec2.modify_volume(VolumeId=volume_id, Size=size)
+        wait_for(lambda: _modified(ec2, volume_id))
+    with pytest.raises(ClientError) as excinfo:
+        ec2.modify_volume(VolumeId=volume_id, Size=15)
+    code, message, status = _error(excinfo)
+    assert (code, status) == ("VolumeModificationRateExceeded", 400)
+    assert "modified again after" in message
+    assert ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]["Size"] == 14
+
+
+def test_multi_attach_volumes_keep_their_type_and_io1_its_size(ec2: Any) -> None:
+    io2 = new_volume(ec2, 4, VolumeType="io2", Iops=1000, MultiAttachEnabled=True)
+    with pytest.raises(ClientError) as excinfo:
+        ec2.modify_volume(VolumeId=io2, VolumeType="io1")
+    assert _error(excinfo)[0] == "InvalidParameterValue"
+    ec2.modify_volume(VolumeId=io2, Size=8)  # io2 Multi-Attach may grow
+    wait_for(lambda: _modified(ec2, io2))
+    io1 = new_volume(ec2, 4, VolumeType="io1", Iops=100, MultiAttachEnabled=True)
+    for change in ({"Size": 8}, {"Iops": 200}):
+        with pytest.raises(ClientError) as excinfo:
+            ec2.modify_volume(VolumeId=io1, **change)
+        assert "Multi-Attach" in _error(excinfo)[1]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "code"),
     [
