@@ -116,6 +116,12 @@ def test_managed_plugin_cycle_and_propagation(managed: Managed) -> None:
         assert target in _mount_points()
         assert _propagation(str(managed.propagated_mount)) == "shared"
         assert _propagation(target) == "shared"
+        # The plugin's record of who uses what lives beside the mounts, outside the
+        # plugin's root filesystem, which `docker plugin upgrade` replaces.
+        state = json.loads(
+            (managed.propagated_mount / ".fakestor-state" / "mounts.json").read_text()
+        )
+        assert len(state["mounts"][name]["mount_ids"]) == 1
         inspected: dict[str, Any] = json.loads(docker.run("volume", "inspect", name).stdout)[0]
         volume = managed.ec2.describe_volumes(VolumeIds=[inspected["Status"]["VolumeId"]])
         assert volume["Volumes"][0]["Attachments"][0]["State"] == "attached"
