@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
-from benchmarks import control_plane, datapath, docker_path, loopdev, snapshots
+from benchmarks import control_plane, datapath, docker_path, loopdev, scale, snapshots
 from benchmarks.common import write_section
 
 SECTIONS = ("control-plane", "loopdev", "datapath", "snapshots", "scale", "docker")
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     if "snapshots" in sections:
         _snapshots(args, 1 if args.quick else min(runs, 3))
     if "scale" in sections:
-        _scale(args)
+        _scale(args, 1 if args.quick else min(runs, 3))
     if "docker" in sections:
         _docker(args, 1 if args.quick else min(runs, 3))
     if "datapath" in sections:
@@ -63,7 +64,8 @@ def _control_plane(args: argparse.Namespace, runs: int) -> None:
         f"listing, {counts.snapshots} CreateSnapshot + DescribeSnapshots (polled every 5 ms "
         "until `completed`) + DeleteSnapshot, "
         "DeleteVolume of all; fakestor on the metadata backend (every change an fsync'd "
-        "SQLite transaction), moto in memory.\n\n" + control_plane.summary(results, counts)
+        f"SQLite transaction), moto {version('moto')} in memory.\n\n"
+        + control_plane.summary(results, counts)
     )
     print(body)
     if not args.no_record:
@@ -78,7 +80,8 @@ def _snapshots(args: argparse.Namespace, runs: int) -> None:
         f"Command: `python -m benchmarks --only snapshots` ({runs} runs; median, min-max). "
         f"A {size_gib} GiB volume with the data written in 16 extents; CreateSnapshot until "
         "`completed`, and CreateVolume from it until `available` (restore), as a boto3 "
-        "client sees them; ratios to `cp --sparse=always` of the same image plus `sync`.\n\n"
+        "client sees them; ratios to `cp --sparse=always` of the same image plus `sync` "
+        "(restoring by hand is the same copy, from the snapshot image back).\n\n"
         + snapshots.snapshot_summary(figures, size_gib, written)
     )
     print(body)
@@ -86,18 +89,21 @@ def _snapshots(args: argparse.Namespace, runs: int) -> None:
         write_section("snapshots", body)
 
 
-def _scale(args: argparse.Namespace) -> None:
+def _scale(args: argparse.Namespace, runs: int) -> None:
     count = 20 if args.quick else 200
-    figures = snapshots.measure_scale(args.work_dir, count)
+    figures = scale.measure(args.work_dir, count, runs)
     body = (
         f"## Scale: {count} volumes attached at once (loopdev)\n\n"
-        "Command: `python -m benchmarks --only scale`. CreateVolume, AttachVolume, "
-        "DetachVolume and DeleteVolume for every volume, each phase timed until all are "
-        "done; loop devices are created as needed; leaks counted after the server "
-        "stopped.\n\n" + snapshots.scale_summary(figures, count)
+        f"Command: `python -m benchmarks --only scale` ({runs} runs; median, min-max). "
+        "fakestor: CreateVolume, AttachVolume, DetachVolume and DeleteVolume for every "
+        "volume through boto3, each phase timed until DescribeVolumes says all are done. "
+        "By hand: a sparse 1 GiB image per volume, `losetup --find --show --direct-io=on` "
+        "for each until its device opens, `losetup --detach`, and unlinking the images. "
+        "Loop devices are created as needed; leaks are counted after each run.\n\n"
+        + scale.summary(figures, count)
     )
     print(body)
-    if figures["leaked loop devices"] or figures["leaked links"]:
+    if figures.leaked:
         raise SystemExit("benchmarks: the scale run leaked loop devices or links")
     if not args.no_record:
         write_section("scale", body)
@@ -114,8 +120,8 @@ def _docker(args: argparse.Namespace, runs: int) -> None:
         "`losetup`, `mkfs.ext4` by hand, then `-o type=ext4 -o device=/dev/loopN`) and "
         "`docker volume rm`. fio runs inside a container on an 8 GiB fakestor volume "
         "(image made with mmdebstrap), against fio on the data dir's own filesystem, "
-        "with the jobs of the data-path section, one run of each job (the data-path "
-        "section has the repeated fio figures).\n\n" + docker_path.summary(figures)
+        f"with the jobs of the data-path section, {runs} runs of each job (median MiB/s, "
+        "min-max).\n\n" + docker_path.summary(figures)
     )
     print(body)
     if not args.no_record:

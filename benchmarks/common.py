@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 import statistics
@@ -56,6 +57,15 @@ def poll(check: Callable[[], bool], timeout: float = 120.0, interval: float = 0.
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {check}")
         time.sleep(interval)
+
+
+def opens(path: str) -> bool:
+    """Whether `path` (a device, say) can be opened for reading now."""
+    try:
+        os.close(os.open(path, os.O_RDONLY))
+    except OSError:
+        return False
+    return True
 
 
 def machine_description() -> str:

@@ -230,6 +230,16 @@ def measure(counts: Counts, runs: int) -> list[Result]:
     return [ours, theirs]
 
 
+def _per_second(value: float) -> str:
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def _rate_text(values: list[float]) -> str:
+    """Median (min-max), with three significant digits below 100 per second."""
+    median = _per_second(statistics.median(values))
+    return f"{median} ({_per_second(min(values))}-{_per_second(max(values))})"
+
+
 def _ratio(value: float) -> str:
     """Two decimals, or three significant digits for ratios far below 1."""
     return f"{value:.2f}x" if value >= 0.1 else f"{value:.3g}x"
@@ -250,10 +260,7 @@ def summary(results: list[Result], counts: Counts) -> str:
     for name, values in ours.rates.items():
         other = theirs.rates[name]
         ratio = statistics.median(values) / statistics.median(other)
-        lines.append(
-            f"| {name} | {statistics.median(values):.0f} ({min(values):.0f}-{max(values):.0f}) "
-            f"| {statistics.median(other):.0f} ({min(other):.0f}-{max(other):.0f}) | {ratio:.2f}x |"
-        )
+        lines.append(f"| {name} | {_rate_text(values)} | {_rate_text(other)} | {ratio:.2f}x |")
     lines += [
         "",
         f"DescribeVolumes latency with {counts.big:,} volumes: up to "

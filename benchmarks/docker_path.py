@@ -144,21 +144,25 @@ def _fio_image(docker: Dockerd) -> None:
     docker.run("import", str(cache), FIO_IMAGE, timeout=600)
 
 
-def _fio_in_container(docker: Dockerd, driver: str, size: str, seconds: int) -> dict[str, float]:
+def _fio_in_container(
+    docker: Dockerd, driver: str, size: str, seconds: int, runs: int
+) -> dict[str, list[float]]:
+    """MiB/s of each fio job, `runs` times, in a container on a new 8 GiB volume of `driver`."""
     name = f"bench-fio-{uuid.uuid4().hex[:8]}"
     docker.run("volume", "create", "-d", driver, "-o", "size=8", name)
-    rates = {}
+    rates: dict[str, list[float]] = {job: [] for job in JOBS}
     try:
         layout = ["run", "--rm", "--network", "none", "-v", f"{name}:/data", FIO_IMAGE, "fio",
                   "--name=bench", "--directory=/data", f"--size={size}", "--direct=1",
                   "--ioengine=libaio", "--iodepth=16", "--output-format=json"]  # fmt: skip
         docker.run(*layout, "--rw=write", "--bs=1m", timeout=600)
-        for job, (rw, block) in JOBS.items():
-            out = docker.run(*layout, f"--rw={rw}", f"--bs={block}", f"--runtime={seconds}",
-                             "--time_based", timeout=600).stdout  # fmt: skip
-            report = json.loads(out)["jobs"][0]
-            side = "read" if "read" in rw else "write"
-            rates[job] = float(report[side]["bw_bytes"]) / (1024 * 1024)
+        for _ in range(runs):
+            for job, (rw, block) in JOBS.items():
+                out = docker.run(*layout, f"--rw={rw}", f"--bs={block}", f"--runtime={seconds}",
+                                 "--time_based", timeout=600).stdout  # fmt: skip
+                report = json.loads(out)["jobs"][0]
+                side = "read" if "read" in rw else "write"
+                rates[job].append(float(report[side]["bw_bytes"]) / (1024 * 1024))
     finally:
         docker.run("volume", "rm", name, check=False)
     return rates
@@ -175,11 +179,12 @@ def measure(work_dir: Path, quick: bool, runs: int) -> DockerFigures:
             _local_second_run(docker, work, runs, figures)
             raw = work / "raw"
             raw.mkdir()
-            for job, (rw, block) in JOBS.items():
-                fio(raw, "write", "1m", size, 1)
-                figures.fio.setdefault(("data dir filesystem", job), []).append(
-                    fio(raw, rw, block, size, seconds)
-                )
+            fio(raw, "write", "1m", size, 1)  # lay the file out, as in the container
+            for _ in range(runs):
+                for job, (rw, block) in JOBS.items():
+                    figures.fio.setdefault(("data dir filesystem", job), []).append(
+                        fio(raw, rw, block, size, seconds)
+                    )
             _fio_image(docker)
             for backend in ("loopdev", "fuse"):
                 with (
@@ -192,8 +197,9 @@ def measure(work_dir: Path, quick: bool, runs: int) -> DockerFigures:
                         _cycle(docker, driver, ["-o", "size=1"])()
                         figures.add(target, "create + first run + rm", time.perf_counter() - start)
                     _second_run(docker, driver, ["-o", "size=1"], runs, figures, target)
-                    for job, rate in _fio_in_container(docker, driver, size, seconds).items():
-                        figures.fio.setdefault((f"in a container, {backend}", job), []).append(rate)
+                    in_container = _fio_in_container(docker, driver, size, seconds, runs)
+                    for job, rates in in_container.items():
+                        figures.fio[(f"in a container, {backend}", job)] = rates
                     if backend == "loopdev":
                         _managed(docker, server.url, runs, figures)
     return figures
@@ -241,7 +247,9 @@ def summary(figures: DockerFigures) -> str:
         base = statistics.median(figures.fio[("data dir filesystem", job)])
         cells = []
         for place in places:
-            value = statistics.median(figures.fio[(place, job)])
-            cells.append(f"{value:.0f}" + ("" if place == places[0] else f", {value / base:.2f}x"))
+            values = figures.fio[(place, job)]
+            value = statistics.median(values)
+            cell = f"{value:.0f} ({min(values):.0f}-{max(values):.0f})"
+            cells.append(cell + ("" if place == places[0] else f", {value / base:.2f}x"))
         lines.append(f"| {job} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

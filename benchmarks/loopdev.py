@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Figure, fakestor_server, poll, timed
+from benchmarks.common import Figure, fakestor_server, opens, poll, timed
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -37,14 +37,6 @@ def write_data(path: str, size: int, data_bytes: int) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _opens(path: str) -> bool:
-    try:
-        os.close(os.open(path, os.O_RDONLY))
-    except OSError:
-        return False
-    return True
 
 
 def measure(work_dir: Path, size_gib: int, data_mib: int, runs: int) -> list[Figure]:
@@ -74,7 +66,7 @@ def _fakestor(base: Path, size_gib: int, data_mib: int, runs: int) -> tuple[list
 
         def attach() -> None:
             ec2.attach_volume(VolumeId=volume_id, InstanceId=host, Device="/dev/sdf")
-            poll(lambda: _opens(link))
+            poll(lambda: opens(link))
 
         def detach() -> None:
             ec2.detach_volume(VolumeId=volume_id)
@@ -135,7 +127,7 @@ def _by_hand(base: Path, size_gib: int, data_mib: int, runs: int) -> tuple[list[
                 ["losetup", "--find", "--show", "--direct-io=on", str(image)],
                 check=True, capture_output=True, text=True,
             ).stdout.strip()  # fmt: skip
-            poll(lambda: _opens(device))
+            poll(lambda: opens(device))
 
         attach_times.append(timed(attach))
         subprocess.run(["losetup", "--detach", device], check=True)

@@ -1,6 +1,4 @@
-"""Snapshot and restore cost against data written, per backend, vs `cp --sparse=always`;
-and 200 volumes attached at once.
-"""
+"""Snapshot and restore cost against data written, per backend, vs `cp --sparse=always`."""
 
 from __future__ import annotations
 
@@ -15,8 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from backends.loopdev import loop
-from benchmarks.common import fakestor_server, poll, timed
+from benchmarks.common import fakestor_server, poll
 from benchmarks.loopdev import write_data
 
 MIB = 1024 * 1024
@@ -127,98 +124,14 @@ def snapshot_summary(figures: SnapshotFigures, size_gib: int, written_mib: list[
     ]
     for mib in written_mib:
         cp = statistics.median(figures.snapshot[("cp", mib)])
+
+        def against_cp(values: list[float], cp: float = cp) -> str:
+            return f"{cell(values)}, {statistics.median(values) / cp:.2f}x"
+
         row = [f"{mib} MiB"]
-        for backend in ("loopdev", "fuse"):
-            values = figures.snapshot[(backend, mib)]
-            row.append(f"{cell(values)}, {statistics.median(values) / cp:.2f}x")
+        row += [against_cp(figures.snapshot[(backend, mib)]) for backend in ("loopdev", "fuse")]
         row.append(cell(figures.snapshot[("cp", mib)]))
-        row += [cell(figures.restore[(backend, mib)]) for backend in ("loopdev", "fuse")]
+        # Restoring by hand is the same copy, back from the snapshot image.
+        row += [against_cp(figures.restore[(backend, mib)]) for backend in ("loopdev", "fuse")]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
-
-
-def measure_scale(work_dir: Path, count: int) -> dict[str, float]:
-    """Seconds to create, attach, detach and delete `count` volumes; leaks counted."""
-    base = Path(tempfile.mkdtemp(prefix="fakestor-scale-", dir=work_dir))
-    loops_before = {entry.name for entry in Path("/sys/block").glob("loop*")}
-    names = [
-        f"/dev/xvd{first}{second}"
-        for first in "bcdefghijklmnop"
-        for second in "abcdefghijklmnopqrstuvwxyz"
-    ]
-    figures: dict[str, float] = {}
-    try:
-        with fakestor_server(base / "data", "--backend", "loopdev") as server:
-            ec2 = server.client()
-            host = _host(server.url)
-            ids: list[str] = []
-
-            def create() -> None:
-                for _ in range(count):
-                    ids.append(ec2.create_volume(AvailabilityZone="us-east-1a", Size=1)["VolumeId"])
-                poll(lambda: all(v["State"] == "available" for v in _all(ec2, ids)), 600)
-
-            def attach() -> None:
-                for volume_id, device in zip(ids, names, strict=False):
-                    ec2.attach_volume(VolumeId=volume_id, InstanceId=host, Device=device)
-                poll(lambda: all(
-                    v["Attachments"] and v["Attachments"][0]["State"] == "attached"
-                    for v in _all(ec2, ids)), 600)  # fmt: skip
-
-            def detach() -> None:
-                for volume_id in ids:
-                    ec2.detach_volume(VolumeId=volume_id)
-                poll(lambda: all(not v["Attachments"] for v in _all(ec2, ids)), 600)
-
-            def delete() -> None:
-                for volume_id in ids:
-                    ec2.delete_volume(VolumeId=volume_id)
-                poll(lambda: not ec2.describe_volumes()["Volumes"], 600)
-
-            figures["create"] = timed(create)
-            figures["attach"] = timed(attach)
-            figures["devices bound at once"] = float(_bound(base))
-            figures["detach"] = timed(detach)
-            figures["delete"] = timed(delete)
-        time.sleep(0.5)
-        figures["leaked loop devices"] = float(_bound(base))
-        figures["leaked links"] = float(
-            sum(1 for link in Path("/dev/disk/by-id").glob("nvme-Amazon_*") if not link.exists())
-            if Path("/dev/disk/by-id").is_dir()
-            else 0
-        )
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-        # The loop devices the kernel made for the run go again once free.
-        for entry in Path("/sys/block").glob("loop*"):
-            if entry.name not in loops_before:
-                loop.remove(int(entry.name.removeprefix("loop")))
-    return figures
-
-
-def _all(ec2: Any, ids: list[str]) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    for start in range(0, len(ids), 200):
-        found += ec2.describe_volumes(VolumeIds=ids[start : start + 200])["Volumes"]
-    return found
-
-
-def _bound(base: Path) -> int:
-    count = 0
-    for entry in Path("/sys/block").glob("loop*"):
-        try:
-            if (entry / "loop" / "backing_file").read_text().startswith(str(base)):
-                count += 1
-        except OSError:
-            continue
-    return count
-
-
-def scale_summary(figures: dict[str, float], count: int) -> str:
-    return "\n".join(
-        [
-            f"| {count} volumes, loopdev | seconds (or count) |",
-            "|---|---|",
-            *(f"| {name} | {value:.1f} |" for name, value in figures.items()),
-        ]
-    )

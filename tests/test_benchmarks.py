@@ -75,7 +75,8 @@ def test_snapshot_and_scale_benchmarks_quick_mode_run() -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "| 64 MiB |" in result.stdout
-    assert "| leaked loop devices | 0.0 |" in result.stdout
+    assert "| attach, all usable |" in result.stdout
+    assert "Left behind after the runs: 0 loop devices, 0 `/dev/disk/by-id` links." in result.stdout
 
 
 def test_docker_benchmark_quick_mode_runs() -> None:

@@ -1,0 +1,199 @@
+"""Many volumes attached at once (loopdev), against the same steps scripted by hand.
+
+fakestor: CreateVolume, AttachVolume, DetachVolume and DeleteVolume for every
+volume, each phase timed until DescribeVolumes says all are done. By hand: a
+sparse image per volume, `losetup --find --show --direct-io=on` for each until
+the device opens, `losetup --detach`, and unlinking the images. Loop devices
+are created as needed in both; leaks are counted after each run.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from backends.loopdev import loop
+from benchmarks.common import fakestor_server, opens, poll, timed
+
+PHASES = ("create", "attach, all usable", "detach", "delete")
+DEVICE_NAMES = [
+    f"/dev/xvd{first}{second}"
+    for first in "bcdefghijklmnop"
+    for second in "abcdefghijklmnopqrstuvwxyz"
+]
+
+
+@dataclass
+class ScaleFigures:
+    """Seconds per run for each (target, phase), and what each run left behind."""
+
+    times: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    bound_at_once: list[int] = field(default_factory=list)
+    leaked_devices: int = 0
+    leaked_links: int = 0
+
+    def add(self, target: str, phase: str, seconds: float) -> None:
+        self.times.setdefault((target, phase), []).append(seconds)
+
+    @property
+    def leaked(self) -> bool:
+        return bool(self.leaked_devices or self.leaked_links)
+
+
+def measure(work_dir: Path, count: int, runs: int) -> ScaleFigures:
+    if count > len(DEVICE_NAMES):
+        raise ValueError(f"at most {len(DEVICE_NAMES)} volumes fit the device names")
+    figures = ScaleFigures()
+    loops_before = {entry.name for entry in Path("/sys/block").glob("loop*")}
+    try:
+        for _ in range(runs):
+            base = Path(tempfile.mkdtemp(prefix="fakestor-scale-", dir=work_dir))
+            try:
+                _fakestor(base, count, figures)
+                _by_hand(base, count, figures)
+            finally:
+                shutil.rmtree(base, ignore_errors=True)
+    finally:
+        # The loop devices the kernel made for the runs go again once free.
+        for entry in Path("/sys/block").glob("loop*"):
+            if entry.name not in loops_before:
+                loop.remove(int(entry.name.removeprefix("loop")))
+    return figures
+
+
+def _host(url: str) -> str:
+    with urllib.request.urlopen(f"{url}/latest/meta-data/instance-id") as reply:
+        return str(reply.read().decode())
+
+
+def _fakestor(base: Path, count: int, figures: ScaleFigures) -> None:
+    target = "fakestor"
+    with fakestor_server(base / "data", "--backend", "loopdev") as server:
+        ec2 = server.client()
+        host = _host(server.url)
+        ids: list[str] = []
+
+        def create() -> None:
+            for _ in range(count):
+                ids.append(ec2.create_volume(AvailabilityZone="us-east-1a", Size=1)["VolumeId"])
+            poll(lambda: all(v["State"] == "available" for v in _described(ec2, ids)), 600)
+
+        def attach() -> None:
+            for volume_id, device in zip(ids, DEVICE_NAMES, strict=False):
+                ec2.attach_volume(VolumeId=volume_id, InstanceId=host, Device=device)
+            poll(lambda: all(
+                v["Attachments"] and v["Attachments"][0]["State"] == "attached"
+                for v in _described(ec2, ids)), 600)  # fmt: skip
+
+        def detach() -> None:
+            for volume_id in ids:
+                ec2.detach_volume(VolumeId=volume_id)
+            poll(lambda: all(not v["Attachments"] for v in _described(ec2, ids)), 600)
+
+        def delete() -> None:
+            for volume_id in ids:
+                ec2.delete_volume(VolumeId=volume_id)
+            poll(lambda: not ec2.describe_volumes()["Volumes"], 600)
+
+        figures.add(target, "create", timed(create))
+        figures.add(target, "attach, all usable", timed(attach))
+        figures.bound_at_once.append(_bound(base))
+        figures.add(target, "detach", timed(detach))
+        figures.add(target, "delete", timed(delete))
+    time.sleep(0.5)
+    figures.leaked_devices += _bound(base)
+    by_id = Path("/dev/disk/by-id")
+    if by_id.is_dir():
+        figures.leaked_links += sum(1 for link in by_id.glob("nvme-Amazon_*") if not link.exists())
+
+
+def _by_hand(base: Path, count: int, figures: ScaleFigures) -> None:
+    target = "by hand"
+    images = [base / f"by-hand-{index}.img" for index in range(count)]
+    devices: list[str] = []
+
+    def create() -> None:
+        for image in images:
+            with image.open("wb") as new_image:
+                new_image.truncate(1024**3)
+
+    def attach() -> None:
+        for image in images:
+            devices.append(subprocess.run(
+                ["losetup", "--find", "--show", "--direct-io=on", str(image)],
+                check=True, capture_output=True, text=True,
+            ).stdout.strip())  # fmt: skip
+        for device in devices:
+            poll(partial(opens, device))
+
+    def detach() -> None:
+        while devices:
+            subprocess.run(["losetup", "--detach", devices.pop()], check=True)
+
+    def delete() -> None:
+        for image in images:
+            image.unlink()
+
+    try:
+        figures.add(target, "create", timed(create))
+        figures.add(target, "attach, all usable", timed(attach))
+        figures.add(target, "detach", timed(detach))
+        figures.add(target, "delete", timed(delete))
+    finally:
+        for device in devices:
+            subprocess.run(["losetup", "--detach", device], check=False)
+
+
+def _described(ec2: Any, ids: list[str]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(ids), 200):
+        found += ec2.describe_volumes(VolumeIds=ids[start : start + 200])["Volumes"]
+    return found
+
+
+def _bound(base: Path) -> int:
+    """Loop devices bound to a file under `base`."""
+    count = 0
+    for entry in Path("/sys/block").glob("loop*"):
+        try:
+            if (entry / "loop" / "backing_file").read_text().startswith(str(base)):
+                count += 1
+        except OSError:
+            continue
+    return count
+
+
+def summary(figures: ScaleFigures, count: int) -> str:
+    def seconds(value: float) -> str:
+        if value < 0.01:
+            return f"{value * 1000:.1f} ms"
+        return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+    def cell(values: list[float]) -> str:
+        low, high = seconds(min(values)), seconds(max(values))
+        return f"{seconds(statistics.median(values))} ({low}-{high})"
+
+    lines = [
+        f"| {count} volumes | fakestor (loopdev) median (min-max) "
+        "| by hand: truncate + losetup median (min-max) | ratio |",
+        "|---|---|---|---|",
+    ]
+    for phase in PHASES:
+        ours, theirs = figures.times[("fakestor", phase)], figures.times[("by hand", phase)]
+        ratio = statistics.median(ours) / statistics.median(theirs)
+        lines.append(f"| {phase} | {cell(ours)} | {cell(theirs)} | {ratio:.1f}x |")
+    lines += [
+        "",
+        f"Loop devices bound to fakestor's images at once: {min(figures.bound_at_once)} "
+        f"(fewest in any run). Left behind after the runs: {figures.leaked_devices} loop "
+        f"devices, {figures.leaked_links} `/dev/disk/by-id` links.",
+    ]
+    return "\n".join(lines)
