@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,6 +21,8 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+
+from backends.loopdev import loop
 
 RESULTS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
@@ -68,7 +73,54 @@ def opens(path: str) -> bool:
     return True
 
 
-def machine_description() -> str:
+def drop_caches() -> None:
+    """Write back and drop the page cache, so each side of a copy starts cold."""
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def release_devices(base: Path) -> None:
+    """Undo what an interrupted run left bound to files under `base`.
+
+    Mounts of those loop devices go (lazily), then the by-id and /dev/fakestor
+    links that point at them, then the devices themselves. A clean run leaves
+    nothing for this to do.
+    """
+    devices: dict[str, str] = {}  # "/dev/loopN" -> "major:minor"
+    for entry in Path("/sys/block").glob("loop*"):
+        try:
+            if (entry / "loop" / "backing_file").read_text().startswith(str(base)):
+                devices[f"/dev/{entry.name}"] = (entry / "dev").read_text().strip()
+        except OSError:
+            continue
+    if not devices:
+        return
+    numbers = set(devices.values())
+    for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):
+        fields = line.split()
+        if fields[2] in numbers:
+            subprocess.run(["umount", "-l", fields[4]], check=False)
+    for folder, pattern in (("/dev/disk/by-id", "nvme-Amazon_*"), ("/dev/fakestor", "*")):
+        for link in Path(folder).glob(pattern):
+            if link.is_symlink() and os.path.realpath(link) in devices:
+                link.unlink(missing_ok=True)
+    for device in devices:
+        loop.detach(device, force=True)
+
+
+@contextmanager
+def scratch(work_dir: Path, prefix: str) -> Iterator[Path]:
+    """A temporary directory for a section's images; on the way out, whatever a failed
+    run left bound to them is released before the directory goes."""
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir=work_dir))
+    try:
+        yield base
+    finally:
+        release_devices(base)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def machine_description(work_dir: Path | None = None) -> str:
     cpu = "unknown cpu"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -76,9 +128,17 @@ def machine_description() -> str:
             break
     cores = len(re.findall(r"^processor", Path("/proc/cpuinfo").read_text(), re.M))
     memory_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    where = ""
+    if work_dir is not None:
+        found = subprocess.run(
+            ["findmnt", "--noheadings", "--output", "FSTYPE,SOURCE", "--target", str(work_dir)],
+            capture_output=True, text=True,
+        ).stdout.split()  # fmt: skip
+        if len(found) == 2:
+            where = f", images on {found[0]} ({found[1]})"
     return (
         f"{cores} cores ({cpu}), {memory_kib // 1024 // 1024} GiB memory, "
-        f"Linux {platform.release()}, Python {platform.python_version()}"
+        f"Linux {platform.release()}, Python {platform.python_version()}{where}"
     )
 
 
@@ -112,20 +172,34 @@ def fakestor_server(data_dir: Path, *args: str) -> Iterator[RunningServer]:
         match = re.search(r"http://[\d.]+:\d+", line)
         if not match:
             raise RuntimeError(f"server did not start: {line}{process.stdout.read()}")
+        # Keep reading what it prints, so a full pipe never stalls the server being timed.
+        threading.Thread(target=process.stdout.read, daemon=True).start()
         yield RunningServer(process, match.group(0))
     finally:
-        process.terminate()
-        process.wait(timeout=60)
+        stop(process)
 
 
-def write_section(name: str, body: str) -> None:
+def stop(process: subprocess.Popen[Any], timeout: float = 60) -> None:
+    """SIGTERM, and SIGKILL if it has not exited within `timeout` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def write_section(
+    name: str, body: str, work_dir: Path | None = None, results: Path = RESULTS
+) -> None:
     """Replace (or add) the section `name` of BENCHMARKS.md, keeping the others."""
     begin, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
+    text = results.read_text() if results.exists() else "# Benchmarks\n"
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    block = f"{begin}\n{body.rstrip()}\n\n_Measured {stamp} on {machine_description()}._\n{end}"
+    machine = machine_description(work_dir)
+    block = f"{begin}\n{body.rstrip()}\n\n_Measured {stamp} on {machine}._\n{end}"
     if begin in text:
         text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    RESULTS.write_text(text)
+    results.write_text(text)

@@ -12,14 +12,13 @@ import os
 import shutil
 import statistics
 import subprocess
-import tempfile
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.common import fakestor_server, poll
+from benchmarks.common import fakestor_server, poll, scratch
 
 JOBS = {
     "seq write 1 MiB": ("write", "1m"),
@@ -79,16 +78,17 @@ def _mounted_volume(base: Path, backend: str) -> Iterator[Path]:
         )
         ec2.attach_volume(VolumeId=volume_id, InstanceId=host, Device="/dev/sdf")
         link = Path(f"/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{volume_id.replace('-', '')}")
-        poll(lambda: link.exists())
-        subprocess.run(["mkfs.ext4", "-q", str(link)], check=True)
         point = base / f"mnt-{backend}"
         point.mkdir()
-        subprocess.run(["mount", str(link), str(point)], check=True)
         try:
+            poll(lambda: link.exists())
+            subprocess.run(["mkfs.ext4", "-q", str(link)], check=True)
+            subprocess.run(["mount", str(link), str(point)], check=True)
             yield point
         finally:
-            subprocess.run(["umount", str(point)], check=True)
-            ec2.detach_volume(VolumeId=volume_id)
+            if os.path.ismount(point):
+                subprocess.run(["umount", str(point)], check=True)
+            ec2.detach_volume(VolumeId=volume_id, Force=True)
             poll(
                 lambda: not ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]["Attachments"]
             )
@@ -99,16 +99,13 @@ def measure(work_dir: Path, quick: bool, runs: int) -> list[Rates]:
     if shutil.which("fio") is None:
         raise RuntimeError("fio is not installed (apt-get install fio)")
     size, seconds = ("64m", 1) if quick else ("1g", 5)
-    base = Path(tempfile.mkdtemp(prefix="fakestor-fio-", dir=work_dir))
-    try:
+    with scratch(work_dir, "fakestor-fio-") as base:
         plain = base / "plain"
         plain.mkdir()
         results = [_measure("plain file", plain, size, seconds, runs)]
         for backend in ("loopdev", "fuse"):
             with _mounted_volume(base, backend) as point:
                 results.append(_measure(f"{backend} volume (ext4)", point, size, seconds, runs))
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
     return results
 
 

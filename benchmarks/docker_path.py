@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -18,8 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.common import fakestor_server, poll
-from benchmarks.datapath import JOBS, fio
+from benchmarks.common import fakestor_server, poll, stop
+from benchmarks.datapath import JOBS
 from benchmarks.dockerd import IMAGE, Dockerd, running_dockerd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,8 +52,7 @@ def legacy_plugin(url: str, root: Path) -> Iterator[str]:
         poll(lambda: socket_path.exists(), 30)
         yield name
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+        stop(process, timeout=30)
 
 
 def _cycle(docker: Dockerd, driver: str, options: list[str]) -> Callable[[], None]:
@@ -119,7 +117,7 @@ def _local_cycle(docker: Dockerd, work: Path) -> float:
         docker.run("run", "--rm", "--network", "none", "-v", f"{name}:/data", IMAGE,
                    "sh", "-c", "echo x > /data/f")  # fmt: skip
         docker.run("volume", "rm", name)
-        return time.perf_counter() - start
+    return time.perf_counter() - start  # the loop device's release and the image's unlink too
 
 
 def _local_second_run(docker: Dockerd, work: Path, runs: int, figures: DockerFigures) -> None:
@@ -144,28 +142,35 @@ def _fio_image(docker: Dockerd) -> None:
     docker.run("import", str(cache), FIO_IMAGE, timeout=600)
 
 
-def _fio_in_container(
+def _fio_runs(
+    docker: Dockerd, source: str, size: str, seconds: int, runs: int
+) -> dict[str, list[float]]:
+    """MiB/s of each fio job, `runs` times, in a container with `source` (volume or host
+    directory) at /data: the same fio binary and image for every target."""
+    rates: dict[str, list[float]] = {job: [] for job in JOBS}
+    layout = ["run", "--rm", "--network", "none", "-v", f"{source}:/data", FIO_IMAGE, "fio",
+              "--name=bench", "--directory=/data", f"--size={size}", "--direct=1",
+              "--ioengine=libaio", "--iodepth=16", "--output-format=json"]  # fmt: skip
+    docker.run(*layout, "--rw=write", "--bs=1m", timeout=600)  # lay the file out once
+    for _ in range(runs):
+        for job, (rw, block) in JOBS.items():
+            out = docker.run(*layout, f"--rw={rw}", f"--bs={block}", f"--runtime={seconds}",
+                             "--time_based", timeout=600).stdout  # fmt: skip
+            report = json.loads(out)["jobs"][0]
+            side = "read" if "read" in rw else "write"
+            rates[job].append(float(report[side]["bw_bytes"]) / (1024 * 1024))
+    return rates
+
+
+def _fio_on_volume(
     docker: Dockerd, driver: str, size: str, seconds: int, runs: int
 ) -> dict[str, list[float]]:
-    """MiB/s of each fio job, `runs` times, in a container on a new 8 GiB volume of `driver`."""
     name = f"bench-fio-{uuid.uuid4().hex[:8]}"
     docker.run("volume", "create", "-d", driver, "-o", "size=8", name)
-    rates: dict[str, list[float]] = {job: [] for job in JOBS}
     try:
-        layout = ["run", "--rm", "--network", "none", "-v", f"{name}:/data", FIO_IMAGE, "fio",
-                  "--name=bench", "--directory=/data", f"--size={size}", "--direct=1",
-                  "--ioengine=libaio", "--iodepth=16", "--output-format=json"]  # fmt: skip
-        docker.run(*layout, "--rw=write", "--bs=1m", timeout=600)
-        for _ in range(runs):
-            for job, (rw, block) in JOBS.items():
-                out = docker.run(*layout, f"--rw={rw}", f"--bs={block}", f"--runtime={seconds}",
-                                 "--time_based", timeout=600).stdout  # fmt: skip
-                report = json.loads(out)["jobs"][0]
-                side = "read" if "read" in rw else "write"
-                rates[job].append(float(report[side]["bw_bytes"]) / (1024 * 1024))
+        return _fio_runs(docker, name, size, seconds, runs)
     finally:
         docker.run("volume", "rm", name, check=False)
-    return rates
 
 
 def measure(work_dir: Path, quick: bool, runs: int) -> DockerFigures:
@@ -177,15 +182,11 @@ def measure(work_dir: Path, quick: bool, runs: int) -> DockerFigures:
             for _ in range(runs):
                 figures.add("local driver", "create + first run + rm", _local_cycle(docker, work))
             _local_second_run(docker, work, runs, figures)
+            _fio_image(docker)
             raw = work / "raw"
             raw.mkdir()
-            fio(raw, "write", "1m", size, 1)  # lay the file out, as in the container
-            for _ in range(runs):
-                for job, (rw, block) in JOBS.items():
-                    figures.fio.setdefault(("data dir filesystem", job), []).append(
-                        fio(raw, rw, block, size, seconds)
-                    )
-            _fio_image(docker)
+            for job, rates in _fio_runs(docker, str(raw), size, seconds, runs).items():
+                figures.fio[("data dir filesystem", job)] = rates
             for backend in ("loopdev", "fuse"):
                 with (
                     fakestor_server(work / f"data-{backend}", "--backend", backend) as server,
@@ -197,8 +198,8 @@ def measure(work_dir: Path, quick: bool, runs: int) -> DockerFigures:
                         _cycle(docker, driver, ["-o", "size=1"])()
                         figures.add(target, "create + first run + rm", time.perf_counter() - start)
                     _second_run(docker, driver, ["-o", "size=1"], runs, figures, target)
-                    in_container = _fio_in_container(docker, driver, size, seconds, runs)
-                    for job, rates in in_container.items():
+                    on_volume = _fio_on_volume(docker, driver, size, seconds, runs)
+                    for job, rates in on_volume.items():
                         figures.fio[(f"in a container, {backend}", job)] = rates
                     if backend == "loopdev":
                         _managed(docker, server.url, runs, figures)

@@ -98,8 +98,8 @@ def running_dockerd() -> Iterator[Dockerd]:
     """A dockerd in a short temporary directory (its sockets' paths must fit 108 bytes)."""
     root = Path(tempfile.mkdtemp(prefix="fsd-", dir="/tmp"))
     daemon = Dockerd(root)
-    daemon.start()
     try:
+        daemon.start()
         daemon.import_busybox()
         yield daemon
     finally:

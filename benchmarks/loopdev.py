@@ -9,15 +9,13 @@ is durable too). Same machine, same filesystem, same data layout.
 from __future__ import annotations
 
 import os
-import shutil
 import statistics
 import subprocess
-import tempfile
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Figure, fakestor_server, opens, poll, timed
+from benchmarks.common import Figure, drop_caches, fakestor_server, opens, poll, scratch, timed
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -40,12 +38,9 @@ def write_data(path: str, size: int, data_bytes: int) -> None:
 
 
 def measure(work_dir: Path, size_gib: int, data_mib: int, runs: int) -> list[Figure]:
-    base = Path(tempfile.mkdtemp(prefix="fakestor-bench-", dir=work_dir))
-    try:
+    with scratch(work_dir, "fakestor-bench-") as base:
         ours = _fakestor(base, size_gib, data_mib, runs)
         theirs = _by_hand(base, size_gib, data_mib, runs)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
     label = f"{size_gib} GiB volume, {data_mib} MiB written"
     return [
         Figure(f"attach -> device usable ({label})", ours[0], theirs[0], "losetup"),
@@ -86,6 +81,7 @@ def _fakestor(base: Path, size_gib: int, data_mib: int, runs: int) -> tuple[list
                 snapshot_id = ec2.create_snapshot(VolumeId=volume_id)["SnapshotId"]
                 poll(lambda: _snapshot_state(ec2, snapshot_id) == "completed", interval=0.005)
 
+            drop_caches()
             snapshot_times.append(timed(snapshot))
             ec2.delete_snapshot(SnapshotId=snapshot_id)
         ec2.delete_volume(VolumeId=volume_id)
@@ -138,6 +134,7 @@ def _by_hand(base: Path, size_gib: int, data_mib: int, runs: int) -> tuple[list[
             subprocess.run(["cp", "--sparse=always", str(image), str(copy)], check=True)
             subprocess.run(["sync", str(copy)], check=True)
 
+        drop_caches()
         snapshot_times.append(timed(snapshot))
         copy.unlink()
     return attach_times, snapshot_times

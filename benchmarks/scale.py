@@ -9,10 +9,8 @@ are created as needed in both; leaks are counted after each run.
 
 from __future__ import annotations
 
-import shutil
 import statistics
 import subprocess
-import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -21,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.loopdev import loop
-from benchmarks.common import fakestor_server, opens, poll, timed
+from benchmarks.common import fakestor_server, opens, poll, scratch, timed
 
 PHASES = ("create", "attach, all usable", "detach", "delete")
 DEVICE_NAMES = [
@@ -39,13 +37,25 @@ class ScaleFigures:
     bound_at_once: list[int] = field(default_factory=list)
     leaked_devices: int = 0
     leaked_links: int = 0
+    leaked_images: int = 0
 
     def add(self, target: str, phase: str, seconds: float) -> None:
         self.times.setdefault((target, phase), []).append(seconds)
 
-    @property
-    def leaked(self) -> bool:
-        return bool(self.leaked_devices or self.leaked_links)
+    def problems(self, count: int) -> list[str]:
+        """What went wrong in the runs: too few devices at once, or anything left behind."""
+        found = [
+            f"{number} {what} left behind"
+            for what, number in (
+                ("loop devices", self.leaked_devices),
+                ("by-id links", self.leaked_links),
+                ("volume images", self.leaked_images),
+            )
+            if number
+        ]
+        if min(self.bound_at_once, default=0) != count:
+            found.append(f"only {min(self.bound_at_once, default=0)} of {count} bound at once")
+        return found
 
 
 def measure(work_dir: Path, count: int, runs: int) -> ScaleFigures:
@@ -55,12 +65,9 @@ def measure(work_dir: Path, count: int, runs: int) -> ScaleFigures:
     loops_before = {entry.name for entry in Path("/sys/block").glob("loop*")}
     try:
         for _ in range(runs):
-            base = Path(tempfile.mkdtemp(prefix="fakestor-scale-", dir=work_dir))
-            try:
+            with scratch(work_dir, "fakestor-scale-") as base:
                 _fakestor(base, count, figures)
                 _by_hand(base, count, figures)
-            finally:
-                shutil.rmtree(base, ignore_errors=True)
     finally:
         # The loop devices the kernel made for the runs go again once free.
         for entry in Path("/sys/block").glob("loop*"):
@@ -110,6 +117,7 @@ def _fakestor(base: Path, count: int, figures: ScaleFigures) -> None:
         figures.add(target, "delete", timed(delete))
     time.sleep(0.5)
     figures.leaked_devices += _bound(base)
+    figures.leaked_images += sum(1 for _ in (base / "data" / "volumes").glob("*"))
     by_id = Path("/dev/disk/by-id")
     if by_id.is_dir():
         figures.leaked_links += sum(1 for link in by_id.glob("nvme-Amazon_*") if not link.exists())
@@ -194,6 +202,7 @@ def summary(figures: ScaleFigures, count: int) -> str:
         "",
         f"Loop devices bound to fakestor's images at once: {min(figures.bound_at_once)} "
         f"(fewest in any run). Left behind after the runs: {figures.leaked_devices} loop "
-        f"devices, {figures.leaked_links} `/dev/disk/by-id` links.",
+        f"devices, {figures.leaked_links} `/dev/disk/by-id` links, {figures.leaked_images} "
+        "volume images.",
     ]
     return "\n".join(lines)

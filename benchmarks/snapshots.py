@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
 import statistics
 import subprocess
-import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -13,19 +11,22 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import fakestor_server, poll
+from benchmarks.common import drop_caches, fakestor_server, poll, scratch
 from benchmarks.loopdev import write_data
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 
 
+Case = tuple[int, int]  # (volume GiB, MiB written)
+
+
 @dataclass
 class SnapshotFigures:
-    """Seconds per run, keyed by (target, MiB written)."""
+    """Seconds per run, keyed by (target, case)."""
 
-    snapshot: dict[tuple[str, int], list[float]] = field(default_factory=dict)
-    restore: dict[tuple[str, int], list[float]] = field(default_factory=dict)
+    snapshot: dict[tuple[str, Case], list[float]] = field(default_factory=dict)
+    restore: dict[tuple[str, Case], list[float]] = field(default_factory=dict)
 
 
 def _host(url: str) -> str:
@@ -48,9 +49,10 @@ def _snapshot_state(ec2: Any, snapshot_id: str) -> str:
 
 
 def _one_volume(
-    ec2: Any, host: str, backend: str, size_gib: int, mib: int, runs: int, figures: SnapshotFigures
+    ec2: Any, host: str, backend: str, case: Case, runs: int, figures: SnapshotFigures
 ) -> None:
-    """Write `mib` into a new volume, then time snapshot and restore `runs` times."""
+    """Write the case's data into a new volume, then time snapshot and restore `runs` times."""
+    size_gib, mib = case
     volume_id = ec2.create_volume(AvailabilityZone="us-east-1a", Size=size_gib)["VolumeId"]
     poll(lambda: _state(ec2, volume_id) == "available")
     ec2.attach_volume(VolumeId=volume_id, InstanceId=host, Device="/dev/sdf")
@@ -60,16 +62,18 @@ def _one_volume(
     ec2.detach_volume(VolumeId=volume_id)
     poll(lambda: _state(ec2, volume_id) == "available")
     for _ in range(runs):
+        drop_caches()
         start = time.perf_counter()
         snapshot_id = ec2.create_snapshot(VolumeId=volume_id)["SnapshotId"]
         poll(partial(_is_state, ec2, "snapshot", snapshot_id, "completed"), 600, 0.005)
-        figures.snapshot.setdefault((backend, mib), []).append(time.perf_counter() - start)
+        figures.snapshot.setdefault((backend, case), []).append(time.perf_counter() - start)
+        drop_caches()
         start = time.perf_counter()
         restored = ec2.create_volume(AvailabilityZone="us-east-1a", SnapshotId=snapshot_id)[
             "VolumeId"
         ]
         poll(partial(_is_state, ec2, "volume", restored, "available"), 600, 0.005)
-        figures.restore.setdefault((backend, mib), []).append(time.perf_counter() - start)
+        figures.restore.setdefault((backend, case), []).append(time.perf_counter() - start)
         ec2.delete_volume(VolumeId=restored)
         ec2.delete_snapshot(SnapshotId=snapshot_id)
     ec2.delete_volume(VolumeId=volume_id)
@@ -77,61 +81,63 @@ def _one_volume(
     poll(lambda: not ec2.describe_volumes(Filters=gone)["Volumes"])
 
 
-def _by_hand(base: Path, size_gib: int, mib: int, runs: int, figures: SnapshotFigures) -> None:
-    image = base / "by-hand.img"
+def _copy(source: Path, target: Path) -> float:
+    """Seconds for `cp --sparse=always` and `sync` of the copy, from a cold page cache."""
+    drop_caches()
+    start = time.perf_counter()
+    subprocess.run(["cp", "--sparse=always", str(source), str(target)], check=True)
+    subprocess.run(["sync", str(target)], check=True)
+    return time.perf_counter() - start
+
+
+def _by_hand(base: Path, case: Case, runs: int, figures: SnapshotFigures) -> None:
+    """A snapshot by hand is a copy of the image; a restore, a copy of that copy."""
+    size_gib, mib = case
+    image, copy, restored = base / "by-hand.img", base / "copy.img", base / "restored.img"
     with image.open("wb") as new_image:
         new_image.truncate(size_gib * GIB)
     write_data(str(image), size_gib * GIB, mib * MIB)
-    copy = base / "copy.img"
     for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(["cp", "--sparse=always", str(image), str(copy)], check=True)
-        subprocess.run(["sync", str(copy)], check=True)
-        figures.snapshot.setdefault(("cp", mib), []).append(time.perf_counter() - start)
+        figures.snapshot.setdefault(("cp", case), []).append(_copy(image, copy))
+        figures.restore.setdefault(("cp", case), []).append(_copy(copy, restored))
         copy.unlink()
+        restored.unlink()
     image.unlink()
 
 
-def measure_snapshots(
-    work_dir: Path, size_gib: int, written_mib: list[int], runs: int
-) -> SnapshotFigures:
+def measure_snapshots(work_dir: Path, cases: list[Case], runs: int) -> SnapshotFigures:
     figures = SnapshotFigures()
-    base = Path(tempfile.mkdtemp(prefix="fakestor-snap-", dir=work_dir))
-    try:
+    with scratch(work_dir, "fakestor-snap-") as base:
         for backend in ("loopdev", "fuse"):
             with fakestor_server(base / f"data-{backend}", "--backend", backend) as server:
                 ec2, host = server.client(), _host(server.url)
-                for mib in written_mib:
-                    _one_volume(ec2, host, backend, size_gib, mib, runs, figures)
-        for mib in written_mib:
-            _by_hand(base, size_gib, mib, runs, figures)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+                for case in cases:
+                    _one_volume(ec2, host, backend, case, runs, figures)
+        for case in cases:
+            _by_hand(base, case, runs, figures)
     return figures
 
 
-def snapshot_summary(figures: SnapshotFigures, size_gib: int, written_mib: list[int]) -> str:
+def snapshot_summary(figures: SnapshotFigures, cases: list[Case]) -> str:
     def cell(values: list[float]) -> str:
         median, low, high = (
             1000 * x for x in (statistics.median(values), min(values), max(values))
         )
         return f"{median:.0f} ms ({low:.0f}-{high:.0f})"
 
+    def against(values: list[float], baseline: list[float]) -> str:
+        return f"{cell(values)}, {statistics.median(values) / statistics.median(baseline):.2f}x"
+
     lines = [
-        f"| data written to a {size_gib} GiB volume | loopdev snapshot | fuse snapshot "
-        "| `cp --sparse=always` + sync | loopdev restore | fuse restore |",
-        "|---|---|---|---|---|---|",
+        "| volume, data written | loopdev snapshot | fuse snapshot | `cp` + sync "
+        "| loopdev restore | fuse restore | `cp` back + sync |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for mib in written_mib:
-        cp = statistics.median(figures.snapshot[("cp", mib)])
-
-        def against_cp(values: list[float], cp: float = cp) -> str:
-            return f"{cell(values)}, {statistics.median(values) / cp:.2f}x"
-
-        row = [f"{mib} MiB"]
-        row += [against_cp(figures.snapshot[(backend, mib)]) for backend in ("loopdev", "fuse")]
-        row.append(cell(figures.snapshot[("cp", mib)]))
-        # Restoring by hand is the same copy, back from the snapshot image.
-        row += [against_cp(figures.restore[(backend, mib)]) for backend in ("loopdev", "fuse")]
+    for case in cases:
+        row = [f"{case[0]} GiB, {case[1]} MiB written"]
+        for kind in (figures.snapshot, figures.restore):
+            baseline = kind[("cp", case)]
+            row += [against(kind[(backend, case)], baseline) for backend in ("loopdev", "fuse")]
+            row.append(cell(baseline))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)

@@ -6,14 +6,29 @@ import importlib.util
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from benchmarks.common import write_section
 from tests.conftest import require, require_root_and_loop
 
-pytestmark = pytest.mark.privileged
+
+def test_write_section_replaces_only_its_own_section(tmp_path: Path) -> None:
+    results = tmp_path / "BENCHMARKS.md"
+    results.write_text("# Benchmarks\n\nIntroduction stays.\n")
+    write_section("alpha", "## Alpha\n\nfirst", results=results)
+    write_section("beta", "## Beta\n\nsecond", results=results)
+    write_section("alpha", "## Alpha\n\nagain", results=results)
+    text = results.read_text()
+    assert text.startswith("# Benchmarks\n\nIntroduction stays.\n")
+    assert "first" not in text
+    assert text.index("again") < text.index("second")  # replaced in place, not appended
+    assert text.count("<!-- begin alpha -->") == 1
+    assert text.count("_Measured ") == 2
 
 
+@pytest.mark.privileged
 def test_benchmarks_quick_mode_runs() -> None:
     require_root_and_loop()
     result = subprocess.run(
@@ -37,6 +52,7 @@ def test_benchmarks_quick_mode_runs() -> None:
     assert "| snapshot" in result.stdout
 
 
+@pytest.mark.privileged
 def test_datapath_benchmark_quick_mode_runs() -> None:
     require_root_and_loop()
     require(shutil.which("fio") is not None, "needs fio (apt-get install fio)")
@@ -65,6 +81,7 @@ def test_control_plane_benchmark_quick_mode_runs() -> None:
     assert "| by tag filter |" in result.stdout
 
 
+@pytest.mark.privileged
 def test_snapshot_and_scale_benchmarks_quick_mode_run() -> None:
     require_root_and_loop()
     require(importlib.util.find_spec("pyfuse3") is not None, "needs pyfuse3 (fakestor[fuse])")
@@ -74,11 +91,13 @@ def test_snapshot_and_scale_benchmarks_quick_mode_run() -> None:
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "| 64 MiB |" in result.stdout
+    assert "| 1 GiB, 64 MiB written |" in result.stdout
     assert "| attach, all usable |" in result.stdout
-    assert "Left behind after the runs: 0 loop devices, 0 `/dev/disk/by-id` links." in result.stdout
+    left_behind = "Left behind after the runs: 0 loop devices, 0 `/dev/disk/by-id` links, 0 volume"
+    assert left_behind in result.stdout
 
 
+@pytest.mark.privileged
 def test_docker_benchmark_quick_mode_runs() -> None:
     require_root_and_loop()
     require(shutil.which("dockerd") is not None, "needs dockerd (apt-get install docker.io)")
