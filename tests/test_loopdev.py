@@ -603,3 +603,24 @@ def test_check_refuses_a_running_server_and_a_store_less_dir(
     assert running.returncode == 1 and "stop it first" in running.stderr
     empty = _check(tmp_path / "nothing")
     assert empty.returncode == 1 and "no fuse block store" in empty.stderr
+
+
+def test_backed_by_finds_exactly_the_devices_of_the_given_files(tmp_path: Path) -> None:
+    require_root_and_loop()
+    images = [tmp_path / f"image-{index}.img" for index in range(3)]
+    for image in images:
+        with image.open("wb") as new_image:
+            new_image.truncate(MIB)
+    devices: list[str] = []
+    try:
+        devices = [loop.attach(image) for image in images[:2]]
+        found = loop.backed_by({str(images[1]), str(images[2])})
+        assert [device.path for device in found] == [devices[1]]
+        assert found[0].backing_file == str(images[1])
+        assert loop.backing_file(devices[0]) == str(images[0])
+        loop.detach(devices[0])
+        wait_for(lambda: loop.backing_file(devices[0]) is None)  # the kernel may release late
+        assert loop.backed_by({str(images[0])}) == []
+    finally:
+        for device in devices:
+            loop.detach(device, force=True)

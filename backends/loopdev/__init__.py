@@ -171,11 +171,7 @@ class LoopdevBackend:
     def _bound(self, volume_id: str) -> list[loop.BoundDevice]:
         image = str(self.volume_image(volume_id))
         # A backing file deleted while bound reads back as "<path> (deleted)".
-        return [
-            device
-            for device in loop.bound_devices()
-            if device.backing_file in (image, f"{image} (deleted)")
-        ]
+        return loop.backed_by({image, f"{image} (deleted)"})
 
     # ---- volumes ------------------------------------------------------------
 
@@ -308,7 +304,7 @@ class LoopdevBackend:
                     raise BackendError(str(failure)) from failure
             self._unlink(volume_id, devices | self._stale_link_targets(volume_id))
             if not force:
-                self._wait_released(volume_id)
+                self._wait_released(volume_id, bound)
 
     def _stale_link_targets(self, volume_id: str) -> set[str]:
         link = self.by_id_dir / by_id_name(volume_id)
@@ -317,9 +313,10 @@ class LoopdevBackend:
         except OSError:
             return set()
 
-    def _wait_released(self, volume_id: str) -> None:
+    def _wait_released(self, volume_id: str, bound: list[loop.BoundDevice]) -> None:
+        """Wait until none of the devices just detached is bound to the volume any more."""
         deadline = time.monotonic() + RELEASE_TIMEOUT
-        while self._bound(volume_id):
+        while any(loop.backing_file(device.path) == device.backing_file for device in bound):
             if time.monotonic() > deadline:
                 raise DeviceBusy(f"the loop device of {volume_id} was not released in time")
             time.sleep(0.01)

@@ -14,6 +14,7 @@ import os
 import stat
 import struct
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,6 +181,34 @@ def bound_devices() -> list[BoundDevice]:
         number = int(entry.name.removeprefix("loop"))
         found.append(BoundDevice(f"/dev/{entry.name}", number, backing, autoclear))
     return sorted(found, key=lambda device: device.number)
+
+
+def backed_by(backing_files: Collection[str]) -> list[BoundDevice]:
+    """The loop devices bound to any of `backing_files`, as sysfs names them.
+
+    Like `bound_devices`, but reads one file per device rather than two: with
+    hundreds of loop devices, per-volume lookups are dominated by sysfs reads.
+    """
+    found = []
+    for entry in SYS_BLOCK.glob("loop*"):
+        try:
+            backing = (entry / "loop" / "backing_file").read_text().strip()
+            if backing not in backing_files:
+                continue
+            autoclear = (entry / "loop" / "autoclear").read_text().strip() == "1"
+        except OSError:
+            continue  # not bound, or released meanwhile
+        number = int(entry.name.removeprefix("loop"))
+        found.append(BoundDevice(f"/dev/{entry.name}", number, backing, autoclear))
+    return sorted(found, key=lambda device: device.number)
+
+
+def backing_file(device: str) -> str | None:
+    """What `device` is bound to now, or None once it is free."""
+    try:
+        return (SYS_BLOCK / os.path.basename(device) / "loop" / "backing_file").read_text().strip()
+    except OSError:
+        return None
 
 
 def size_bytes(device: str) -> int:
