@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
@@ -12,6 +13,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -79,6 +81,11 @@ def drop_caches() -> None:
     Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
+def bound_under(base: Path) -> list[loop.BoundDevice]:
+    """The loop devices bound to files under `base`."""
+    return [device for device in loop.bound_devices() if device.backing_file.startswith(str(base))]
+
+
 def release_devices(base: Path) -> None:
     """Undo what an interrupted run left bound to files under `base`.
 
@@ -86,16 +93,14 @@ def release_devices(base: Path) -> None:
     links that point at them, then the devices themselves. A clean run leaves
     nothing for this to do.
     """
-    devices: dict[str, str] = {}  # "/dev/loopN" -> "major:minor"
-    for entry in Path("/sys/block").glob("loop*"):
-        try:
-            if (entry / "loop" / "backing_file").read_text().startswith(str(base)):
-                devices[f"/dev/{entry.name}"] = (entry / "dev").read_text().strip()
-        except OSError:
-            continue
-    if not devices:
+    bound = bound_under(base)
+    if not bound:
         return
-    numbers = set(devices.values())
+    devices = {device.path for device in bound}
+    numbers = set()  # "major:minor", as mountinfo names a mount's device
+    for device in bound:
+        with contextlib.suppress(OSError):
+            numbers.add((loop.SYS_BLOCK / f"loop{device.number}" / "dev").read_text().strip())
     for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):
         fields = line.split()
         if fields[2] in numbers:
@@ -104,8 +109,8 @@ def release_devices(base: Path) -> None:
         for link in Path(folder).glob(pattern):
             if link.is_symlink() and os.path.realpath(link) in devices:
                 link.unlink(missing_ok=True)
-    for device in devices:
-        loop.detach(device, force=True)
+    for path in devices:
+        loop.detach(path, force=True)
 
 
 @contextmanager
@@ -156,6 +161,11 @@ class RunningServer:
             aws_secret_access_key="bench",
             config=Config(retries={"max_attempts": 1}),
         )
+
+    def instance_id(self) -> str:
+        """The id of the instance the server runs on, from its instance metadata."""
+        with urllib.request.urlopen(f"{self.url}/latest/meta-data/instance-id") as reply:
+            return str(reply.read().decode())
 
 
 @contextmanager

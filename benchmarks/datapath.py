@@ -12,7 +12,6 @@ import os
 import shutil
 import statistics
 import subprocess
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -68,8 +67,7 @@ def _measure(target: str, directory: Path, size: str, seconds: int, runs: int) -
 def _mounted_volume(base: Path, backend: str) -> Iterator[Path]:
     with fakestor_server(base / f"data-{backend}", "--backend", backend) as server:
         ec2 = server.client()
-        with urllib.request.urlopen(f"{server.url}/latest/meta-data/instance-id") as reply:
-            host = reply.read().decode()
+        host = server.instance_id()
         volume_id = ec2.create_volume(AvailabilityZone="us-east-1a", Size=8)["VolumeId"]
         poll(
             lambda: (

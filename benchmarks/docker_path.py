@@ -9,7 +9,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.common import fakestor_server, poll, stop
+from benchmarks.common import fakestor_server, poll, scratch, stop
 from benchmarks.datapath import JOBS
 from benchmarks.dockerd import IMAGE, Dockerd, running_dockerd
 
@@ -176,33 +175,31 @@ def _fio_on_volume(
 def measure(work_dir: Path, quick: bool, runs: int) -> DockerFigures:
     figures = DockerFigures()
     size, seconds = ("64m", 1) if quick else ("1g", 5)
-    with tempfile.TemporaryDirectory(prefix="fakestor-docker-", dir=work_dir) as scratch:
-        work = Path(scratch)
-        with running_dockerd() as docker:
-            for _ in range(runs):
-                figures.add("local driver", "create + first run + rm", _local_cycle(docker, work))
-            _local_second_run(docker, work, runs, figures)
-            _fio_image(docker)
-            raw = work / "raw"
-            raw.mkdir()
-            for job, rates in _fio_runs(docker, str(raw), size, seconds, runs).items():
-                figures.fio[("data dir filesystem", job)] = rates
-            for backend in ("loopdev", "fuse"):
-                with (
-                    fakestor_server(work / f"data-{backend}", "--backend", backend) as server,
-                    legacy_plugin(server.url, work / f"plugin-{backend}") as driver,
-                ):
-                    target = f"legacy plugin ({backend})"
-                    for _ in range(runs):
-                        start = time.perf_counter()
-                        _cycle(docker, driver, ["-o", "size=1"])()
-                        figures.add(target, "create + first run + rm", time.perf_counter() - start)
-                    _second_run(docker, driver, ["-o", "size=1"], runs, figures, target)
-                    on_volume = _fio_on_volume(docker, driver, size, seconds, runs)
-                    for job, rates in on_volume.items():
-                        figures.fio[(f"in a container, {backend}", job)] = rates
-                    if backend == "loopdev":
-                        _managed(docker, server.url, runs, figures)
+    with scratch(work_dir, "fakestor-docker-") as work, running_dockerd() as docker:
+        for _ in range(runs):
+            figures.add("local driver", "create + first run + rm", _local_cycle(docker, work))
+        _local_second_run(docker, work, runs, figures)
+        _fio_image(docker)
+        raw = work / "raw"
+        raw.mkdir()
+        for job, rates in _fio_runs(docker, str(raw), size, seconds, runs).items():
+            figures.fio[("data dir filesystem", job)] = rates
+        for backend in ("loopdev", "fuse"):
+            with (
+                fakestor_server(work / f"data-{backend}", "--backend", backend) as server,
+                legacy_plugin(server.url, work / f"plugin-{backend}") as driver,
+            ):
+                target = f"legacy plugin ({backend})"
+                for _ in range(runs):
+                    start = time.perf_counter()
+                    _cycle(docker, driver, ["-o", "size=1"])()
+                    figures.add(target, "create + first run + rm", time.perf_counter() - start)
+                _second_run(docker, driver, ["-o", "size=1"], runs, figures, target)
+                on_volume = _fio_on_volume(docker, driver, size, seconds, runs)
+                for job, rates in on_volume.items():
+                    figures.fio[(f"in a container, {backend}", job)] = rates
+                if backend == "loopdev":
+                    _managed(docker, server.url, runs, figures)
     return figures
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import statistics
 import subprocess
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +52,7 @@ def _fakestor(base: Path, size_gib: int, data_mib: int, runs: int) -> tuple[list
     snapshot_times: list[float] = []
     with fakestor_server(base / "data", "--backend", "loopdev") as server:
         ec2 = server.client()
-        with urllib.request.urlopen(f"{server.url}/latest/meta-data/instance-id") as reply:
-            host = reply.read().decode()
+        host = server.instance_id()
         volume_id = ec2.create_volume(AvailabilityZone="us-east-1a", Size=size_gib)["VolumeId"]
         poll(lambda: _state(ec2, volume_id) == "available")
         link = f"/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{volume_id.replace('-', '')}"

@@ -12,14 +12,13 @@ from __future__ import annotations
 import statistics
 import subprocess
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from backends.loopdev import loop
-from benchmarks.common import fakestor_server, opens, poll, scratch, timed
+from benchmarks.common import bound_under, fakestor_server, opens, poll, scratch, timed
 
 PHASES = ("create", "attach, all usable", "detach", "delete")
 DEVICE_NAMES = [
@@ -76,18 +75,13 @@ def measure(work_dir: Path, count: int, runs: int) -> ScaleFigures:
     return figures
 
 
-def _host(url: str) -> str:
-    with urllib.request.urlopen(f"{url}/latest/meta-data/instance-id") as reply:
-        return str(reply.read().decode())
-
-
 def _fakestor(base: Path, count: int, figures: ScaleFigures) -> None:
     # Each check describes every volume; polling every 50 ms rather than 2 ms keeps the
     # checks from crowding out the work they wait for, at the cost of 50 ms at most.
     target = "fakestor"
     with fakestor_server(base / "data", "--backend", "loopdev") as server:
         ec2 = server.client()
-        host = _host(server.url)
+        host = server.instance_id()
         ids: list[str] = []
 
         def create() -> None:
@@ -114,11 +108,11 @@ def _fakestor(base: Path, count: int, figures: ScaleFigures) -> None:
 
         figures.add(target, "create", timed(create))
         figures.add(target, "attach, all usable", timed(attach))
-        figures.bound_at_once.append(_bound(base))
+        figures.bound_at_once.append(len(bound_under(base)))
         figures.add(target, "detach", timed(detach))
         figures.add(target, "delete", timed(delete))
     time.sleep(0.5)
-    figures.leaked_devices += _bound(base)
+    figures.leaked_devices += len(bound_under(base))
     figures.leaked_images += sum(1 for _ in (base / "data" / "volumes").glob("*"))
     by_id = Path("/dev/disk/by-id")
     if by_id.is_dir():
@@ -167,18 +161,6 @@ def _described(ec2: Any, ids: list[str]) -> list[dict[str, Any]]:
     for start in range(0, len(ids), 200):
         found += ec2.describe_volumes(VolumeIds=ids[start : start + 200])["Volumes"]
     return found
-
-
-def _bound(base: Path) -> int:
-    """Loop devices bound to a file under `base`."""
-    count = 0
-    for entry in Path("/sys/block").glob("loop*"):
-        try:
-            if (entry / "loop" / "backing_file").read_text().startswith(str(base)):
-                count += 1
-        except OSError:
-            continue
-    return count
 
 
 def summary(figures: ScaleFigures, count: int) -> str:

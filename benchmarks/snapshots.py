@@ -5,7 +5,6 @@ from __future__ import annotations
 import statistics
 import subprocess
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -27,11 +26,6 @@ class SnapshotFigures:
 
     snapshot: dict[tuple[str, Case], list[float]] = field(default_factory=dict)
     restore: dict[tuple[str, Case], list[float]] = field(default_factory=dict)
-
-
-def _host(url: str) -> str:
-    with urllib.request.urlopen(f"{url}/latest/meta-data/instance-id") as reply:
-        return str(reply.read().decode())
 
 
 def _state(ec2: Any, volume_id: str) -> str:
@@ -110,7 +104,7 @@ def measure_snapshots(work_dir: Path, cases: list[Case], runs: int) -> SnapshotF
     with scratch(work_dir, "fakestor-snap-") as base:
         for backend in ("loopdev", "fuse"):
             with fakestor_server(base / f"data-{backend}", "--backend", backend) as server:
-                ec2, host = server.client(), _host(server.url)
+                ec2, host = server.client(), server.instance_id()
                 for case in cases:
                     _one_volume(ec2, host, backend, case, runs, figures)
         for case in cases:

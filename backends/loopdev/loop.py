@@ -14,7 +14,7 @@ import os
 import stat
 import struct
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,29 +171,22 @@ def set_capacity(device: str) -> None:
 
 def bound_devices() -> list[BoundDevice]:
     """Every loop device that has a backing file, read from sysfs."""
-    found = []
-    for entry in SYS_BLOCK.glob("loop*"):
-        try:
-            backing = (entry / "loop" / "backing_file").read_text().strip()
-            autoclear = (entry / "loop" / "autoclear").read_text().strip() == "1"
-        except OSError:
-            continue  # not bound
-        number = int(entry.name.removeprefix("loop"))
-        found.append(BoundDevice(f"/dev/{entry.name}", number, backing, autoclear))
-    return sorted(found, key=lambda device: device.number)
+    return _scan(lambda backing: True)
 
 
 def backed_by(backing_files: Collection[str]) -> list[BoundDevice]:
-    """The loop devices bound to any of `backing_files`, as sysfs names them.
+    """The loop devices bound to any of `backing_files`, as sysfs names them."""
+    return _scan(backing_files.__contains__)
 
-    Like `bound_devices`, but reads one file per device rather than two: with
-    hundreds of loop devices, per-volume lookups are dominated by sysfs reads.
-    """
+
+def _scan(wanted: Callable[[str], bool]) -> list[BoundDevice]:
+    # A device's other attributes are read only once its backing file is wanted:
+    # with hundreds of loop devices, per-volume lookups are dominated by sysfs reads.
     found = []
     for entry in SYS_BLOCK.glob("loop*"):
         try:
             backing = (entry / "loop" / "backing_file").read_text().strip()
-            if backing not in backing_files:
+            if not wanted(backing):
                 continue
             autoclear = (entry / "loop" / "autoclear").read_text().strip() == "1"
         except OSError:
