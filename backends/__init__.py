@@ -17,6 +17,17 @@ ProgressCallback = Callable[[int], None]
 """Called with a percentage (0-100) while a long operation runs."""
 
 
+LARGEST_EBS_VOLUME_GIB = 64 * 1024  # gp3, io2: 64 TiB
+
+
+@dataclass(frozen=True)
+class SizeLimit:
+    """A volume size the data dir cannot hold, and why, in words for a user."""
+
+    largest_gib: int
+    reason: str
+
+
 class BackendError(Exception):
     """A data-plane failure; the message says what went wrong in words for a user."""
 
@@ -44,6 +55,7 @@ class Inventory:
     volumes: set[str] = field(default_factory=set)  # volume ids with data
     snapshots: set[str] = field(default_factory=set)  # snapshot ids with data
     attached: dict[str, str] = field(default_factory=dict)  # volume id -> device path
+    damaged: dict[str, str] = field(default_factory=dict)  # id -> what of its data is lost
 
 
 class Backend(Protocol):
@@ -56,11 +68,32 @@ class Backend(Protocol):
 
     name: str
 
+    def preflight(self) -> None:
+        """Check that this machine has what the backend needs (root, devices).
+
+        Touches nothing, the data dir least of all: called before the server takes the
+        data-dir lock, so a user learns first what the machine lacks. Raises BackendError.
+        """
+
     def start(self) -> None:
-        """Prepare the backend (directories, mounts) before the server serves requests."""
+        """Prepare the backend (directories, mounts) before the server serves requests.
+
+        Called once, after the server holds the data-dir lock and before anything else
+        touches the data dir, so it may repair what a previous run left behind. Raises
+        BackendError if it cannot.
+        """
 
     def close(self) -> None:
-        """Release what `start` acquired; attached devices stay attached."""
+        """Release what `start` acquired; attached devices stay attached.
+
+        Also called after a `start` that failed half-way, to undo what it did.
+        """
+
+    def size_limit(self) -> SizeLimit | None:
+        """The largest volume the data dir can hold, if below LARGEST_EBS_VOLUME_GIB.
+
+        Known once `start` has run; the control plane refuses larger sizes up front.
+        """
 
     def create_volume(self, volume_id: str, size_gib: int, snapshot_id: str | None) -> None:
         """Create the volume's backing store, from `snapshot_id`'s data if given.

@@ -254,13 +254,17 @@ def _run_check(args: argparse.Namespace) -> int:
         os.close(lock)
     for line in report.lines():
         print(line)
-    verdict = "damaged" if report.damaged else "consistent"
-    action = " (repaired)" if args.repair and report.lines() else ""
+    if report.damaged:
+        verdict = f"damaged: data of {len(report.lost_chunks)} image(s) is lost"
+    elif report.needs_repair:
+        verdict = "needs repair (run with --repair)"
+    else:
+        verdict = "consistent" + (" after repair" if report.repaired and report.lines() else "")
     print(
-        f"block store {verdict}{action}: {len(report.orphan_files)} garbage chunk(s), "
+        f"block store {verdict}: {len(report.orphan_files)} garbage chunk(s), "
         f"{len(report.missing_files)} missing, {len(report.wrong_refcounts)} miscounted"
     )
-    return 1 if report.damaged and not args.repair else 0
+    return 1 if report.damaged or report.needs_repair else 0
 
 
 def _run_mounts(args: argparse.Namespace) -> None:

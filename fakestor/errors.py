@@ -216,8 +216,24 @@ class RequestEntityTooLarge(Ec2Error):
     code = "RequestEntityTooLarge"
     http_status = 413
 
+    def __init__(self, limit: int | None) -> None:
+        within = f"{limit} bytes" if limit else "what fakestor accepts"
+        super().__init__(f"The request body is larger than {within}.")
+
+
+class RequestHeaderFieldsTooLarge(Ec2Error):
+    code = "RequestHeaderFieldsTooLarge"
+    http_status = 431
+
     def __init__(self, limit: int) -> None:
-        super().__init__(f"The request body is larger than {limit} bytes.")
+        super().__init__(
+            f"The request line and headers are larger than {limit} bytes; send long "
+            "parameter lists in a POST body instead of the query string."
+        )
+
+
+class MalformedHttpRequest(Ec2Error):
+    code = "MalformedHttpRequestException"
 
 
 class Unavailable(Ec2Error):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from backends import Backend, BackendError, DeviceBusy
-from fakestor import errors, ids, rules
+from fakestor import errors, failpoints, ids, rules
 from fakestor.filter_values import (
     INSTANCE_FILTERS,
     MODIFICATION_FILTERS,
@@ -140,6 +140,14 @@ def _tags_for(specs: Sequence[TagSpec], resource_type: str) -> dict[str, str]:
     return tags
 
 
+def _clear_failure(db: sqlite3.Connection, volume_id: str) -> None:
+    """Forget the last failed operation's reason once one succeeds; damage stays reported."""
+    db.execute(
+        "UPDATE volumes SET status_reason=NULL WHERE id=? AND io_enabled=1 AND state!='error'",
+        (volume_id,),
+    )
+
+
 class Ebs:
     """The control plane. Methods raise `errors.Ec2Error` subclasses for bad requests."""
 
@@ -203,6 +211,22 @@ class Ebs:
                         ("the snapshot's data is missing from the data dir", snapshot.id),
                     )
                     notes.append(f"{snapshot.id}: data missing; marked 'error'")
+            for resource_id, damage in sorted(inventory.damaged.items()):
+                damaged_volume = volumes.get(resource_id)
+                damaged_snapshot = snapshots.get(resource_id)
+                if damaged_volume is not None and damaged_volume.state in ("available", "in-use"):
+                    # Impaired, as EBS reports a volume whose data may be inconsistent.
+                    db.execute(
+                        "UPDATE volumes SET io_enabled=0, status_reason=? WHERE id=?",
+                        (damage, resource_id),
+                    )
+                    notes.append(f"{resource_id}: {damage}; I/O disabled, status 'impaired'")
+                elif damaged_snapshot is not None and damaged_snapshot.state == "completed":
+                    db.execute(
+                        "UPDATE snapshots SET state='error', state_message=? WHERE id=?",
+                        (damage, resource_id),
+                    )
+                    notes.append(f"{resource_id}: {damage}; marked 'error'")
         host_attached: dict[str, str] = {}
         for volume in volumes.values():
             for attachment in volume.attachments:
@@ -515,6 +539,15 @@ class Ebs:
             )
         return zone
 
+    def _check_capacity(self, size_gib: int) -> None:
+        """Refuse up front a size EBS allows but this data dir cannot hold."""
+        limit = self.backend.size_limit()
+        if limit is not None and size_gib > limit.largest_gib:
+            raise errors.InsufficientVolumeCapacity(
+                f"There is not enough capacity to fulfill your EBS volume provision request: "
+                f"a {size_gib} GiB volume does not fit here ({limit.reason})."
+            )
+
     def create_volume(
         self, request: VolumeRequest, tag_specs: Sequence[TagSpec] = (), dry_run: bool = False
     ) -> Volume:
@@ -558,6 +591,7 @@ class Ebs:
             performance = rules.check_volume_config(
                 volume_type, size, request.iops, request.throughput, request.multi_attach
             )
+            self._check_capacity(size)
             _dry_run(dry_run)
             volume_id = ids.new_id(ids.VOLUME)
             db.execute(
@@ -598,9 +632,16 @@ class Ebs:
                 return
             self._set_volume_state(volume_id, "available")
 
+        def failed(failure: Exception) -> None:
+            self._set_volume_state(volume_id, "error", reason=f"create failed: {failure}")
+
         # Keyed on the snapshot too, so a DeleteSnapshot queues behind the restore.
         keys = [volume_id, snapshot_id] if snapshot_id else [volume_id]
-        self.tasks.submit(keys, work, f"create {volume_id}")
+        self.tasks.submit(keys, work, f"create {volume_id}", on_failure=failed)
+
+    def _set_status_reason(self, volume_id: str, reason: str) -> None:
+        with self.store.transaction() as db:
+            db.execute("UPDATE volumes SET status_reason=? WHERE id=?", (reason, volume_id))
 
     def _set_volume_state(self, volume_id: str, state: str, reason: str | None = None) -> None:
         with self.store.transaction() as db:
@@ -647,18 +688,21 @@ class Ebs:
         self._submit_delete_volume(volume_id)
 
     def _submit_delete_volume(self, volume_id: str) -> None:
+        def failed(failure: Exception) -> None:
+            self._set_volume_state(volume_id, "error", reason=f"delete failed: {failure}")
+
         def work() -> None:
             try:
                 self.backend.delete_volume(volume_id)
             except BackendError as failure:
-                self._set_volume_state(volume_id, "error", reason=f"delete failed: {failure}")
+                failed(failure)
                 return
             with self.store.transaction() as db:
                 db.execute("DELETE FROM tags WHERE resource_id=?", (volume_id,))
                 db.execute("DELETE FROM modifications WHERE volume_id=?", (volume_id,))
                 db.execute("DELETE FROM volumes WHERE id=?", (volume_id,))
 
-        self.tasks.submit([volume_id], work, f"delete {volume_id}")
+        self.tasks.submit([volume_id], work, f"delete {volume_id}", on_failure=failed)
 
     # ---- attachments -----------------------------------------------------
 
@@ -729,16 +773,12 @@ class Ebs:
                 return
             device_path = None
             if row["is_host"]:
+                failpoints.hit("attach.backend")
                 try:
                     device_path = self.backend.attach_volume(volume_id, row["device"])
                 except BackendError as failure:
                     log.warning("attach of %s failed: %s", volume_id, failure)
-                    with self.store.transaction() as db:
-                        self._drop_attachment(db, volume_id, instance_id)
-                        db.execute(
-                            "UPDATE volumes SET status_reason=? WHERE id=?",
-                            (f"attach failed: {failure}", volume_id),
-                        )
+                    failed(failure)
                     return
             with self.store.transaction() as db:
                 db.execute(
@@ -746,8 +786,21 @@ class Ebs:
                     "WHERE volume_id=? AND instance_id=?",
                     (device_path, volume_id, instance_id),
                 )
+                _clear_failure(db, volume_id)
 
-        self.tasks.submit([volume_id], work, f"attach {volume_id} to {instance_id}")
+        def failed(failure: Exception) -> None:
+            # As EC2 reports an attach that cannot complete: the attachment ends, the
+            # volume is available again, and the status events say why.
+            with self.store.transaction() as db:
+                self._drop_attachment(db, volume_id, instance_id)
+                db.execute(
+                    "UPDATE volumes SET status_reason=? WHERE id=?",
+                    (f"attach to {instance_id} failed: {failure}", volume_id),
+                )
+
+        self.tasks.submit(
+            [volume_id], work, f"attach {volume_id} to {instance_id}", on_failure=failed
+        )
 
     def _drop_attachment(self, db: sqlite3.Connection, volume_id: str, instance_id: str) -> None:
         db.execute(
@@ -828,11 +881,15 @@ class Ebs:
                 # As on EBS, a detach of a device still in use waits in 'detaching'
                 # until the device is released or the detach is forced.
                 raise RetryLater(DETACH_RETRY_SECONDS) from None
-            except BackendError as failure:
-                log.warning("detach of %s failed, retrying: %s", volume_id, failure)
+            except Exception as failure:
+                # As on EBS, a detach that cannot complete stays 'detaching' (a forced
+                # detach may still end it); the status events say why.
+                log.warning("detach of %s failed, retrying: %r", volume_id, failure)
+                self._set_status_reason(volume_id, f"detach from {instance_id} failed: {failure}")
                 raise RetryLater(DETACH_RETRY_SECONDS) from None
             with self.store.transaction() as db:
                 self._drop_attachment(db, volume_id, instance_id)
+                _clear_failure(db, volume_id)
 
         self.tasks.submit([volume_id], work, f"detach {volume_id} from {instance_id}")
 
@@ -919,6 +976,7 @@ class Ebs:
             performance = rules.check_volume_config(
                 target_type, target_size, iops, throughput, multi_attach
             )
+            self._check_capacity(target_size)
             if (
                 target_size == volume.size
                 and target_type == volume.volume_type
@@ -1007,7 +1065,12 @@ class Ebs:
                 return
             set_state("completed", 100)
 
-        self.tasks.submit([volume_id], work, f"modify {volume_id}")
+        self.tasks.submit(
+            [volume_id],
+            work,
+            f"modify {volume_id}",
+            on_failure=lambda failure: set_state("failed", 0, str(failure)),
+        )
 
     def describe_volumes_modifications(
         self, volume_ids: Sequence[str] = (), filters: Sequence[Filter] = (), dry_run: bool = False
@@ -1155,7 +1218,7 @@ class Ebs:
 
         return record
 
-    def _finish_snapshot(self, snapshot_id: str, failure: BackendError | None) -> None:
+    def _finish_snapshot(self, snapshot_id: str, failure: Exception | None) -> None:
         with self.store.transaction() as db:
             row = db.execute(
                 "SELECT delete_requested FROM snapshots WHERE id=?", (snapshot_id,)
@@ -1193,7 +1256,9 @@ class Ebs:
             else:
                 self._finish_snapshot(snapshot_id, None)
 
-        self.tasks.submit(keys, work, what)
+        self.tasks.submit(
+            keys, work, what, on_failure=lambda failure: self._finish_snapshot(snapshot_id, failure)
+        )
 
     def _submit_create_snapshot(self, snapshot_id: str, volume_id: str) -> None:
         self._submit_snapshot_data(
@@ -1574,7 +1639,14 @@ class Ebs:
                     (instance_id,),
                 )
 
-        self.tasks.submit([instance_id], work, f"launch {instance_id}")
+        def failed(failure: Exception) -> None:
+            with self.store.transaction() as db:
+                db.execute(
+                    "UPDATE instances SET state='terminated' WHERE id=? AND state='pending'",
+                    (instance_id,),
+                )
+
+        self.tasks.submit([instance_id], work, f"launch {instance_id}", on_failure=failed)
 
     def describe_instances(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -12,13 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import waitress.server
+from flask import Flask
 
 from backends import load_backend
 from fakestor import ids
 from fakestor.app import MAX_REQUEST_BYTES, create_app
 from fakestor.model import Ebs
 from fakestor.resources import Region
-from fakestor.serving import run_until_signalled
+from fakestor.serving import create_server, run_until_signalled
 from fakestor.store import Store
 
 log = logging.getLogger("fakestor")
@@ -62,9 +64,17 @@ class ServeError(Exception):
     """The server cannot start; the message says why in one line."""
 
 
-def _lock_data_dir(data_dir: Path) -> int:
-    """Hold an exclusive lock on the data dir for the server's lifetime (one server per dir)."""
-    fd = os.open(data_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+def _take_data_dir(data_dir: Path) -> int:
+    """Create the data dir if needed and lock it for this server's lifetime.
+
+    Taken before anything else touches the data dir: a second server on the same
+    dir is refused here, having changed nothing.
+    """
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(data_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as failure:
+        raise ServeError(f"cannot use data dir {data_dir}: {failure.strerror or failure}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -75,57 +85,55 @@ def _lock_data_dir(data_dir: Path) -> int:
     return fd
 
 
+def _create_server(app: Flask, config: ServerConfig) -> waitress.server.TcpWSGIServer:
+    try:
+        # Flask answers bodies over MAX_REQUEST_BYTES with EC2's XML error; far larger
+        # ones waitress refuses before reading them, instead of buffering up to 1 GiB.
+        server = create_server(
+            app, config.host, config.port, config.threads, max_body=8 * MAX_REQUEST_BYTES
+        )
+    except (OSError, ValueError) as failure:
+        reason = failure.strerror if isinstance(failure, OSError) else None
+        raise ServeError(
+            f"cannot serve on {config.host}:{config.port}: {reason or failure}"
+        ) from None
+    assert isinstance(server, waitress.server.TcpWSGIServer)  # one host, one port
+    return server
+
+
 def serve(config: ServerConfig) -> None:
     """Run the server until SIGTERM or SIGINT, then stop cleanly.
 
-    Raises ServeError or backends.BackendError if it cannot start.
+    Raises ServeError or backends.BackendError if it cannot start; whatever it had
+    opened by then (lock, state store, backend mounts) is closed again.
     """
     backend = load_backend(config.backend, config.data_dir, latency=config.latency)
-    backend.start()
-    try:
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        lock = _lock_data_dir(config.data_dir)
-        store = Store(config.data_dir / "state.db")
-    except (OSError, sqlite3.Error) as failure:
-        backend.close()
-        raise ServeError(f"cannot use data dir {config.data_dir}: {failure}") from None
-    ebs = Ebs(store, backend, config.region, host_instance_id())
-    app = create_app(ebs, deny=config.deny, imds_tokens_required=config.imds_tokens_required)
-    try:
-        server = waitress.server.create_server(
-            app,
-            host=config.host,
-            port=config.port,
-            threads=config.threads,
-            ident="fakestor",
-            # Flask answers bodies over MAX_REQUEST_BYTES with EC2's XML error; far larger
-            # ones waitress refuses before reading them, instead of buffering up to 1 GiB.
-            max_request_body_size=8 * MAX_REQUEST_BYTES,
+    backend.preflight()
+    with contextlib.ExitStack() as opened:
+        opened.callback(os.close, _take_data_dir(config.data_dir))
+        try:
+            store = Store(config.data_dir / "state.db")
+        except (OSError, sqlite3.Error) as failure:
+            raise ServeError(f"cannot use data dir {config.data_dir}: {failure}") from None
+        opened.callback(store.close)
+        opened.callback(backend.close)  # close() also undoes a start() that failed half-way
+        backend.start()
+        ebs = Ebs(store, backend, config.region, host_instance_id())
+        opened.callback(ebs.close)
+        app = create_app(ebs, deny=config.deny, imds_tokens_required=config.imds_tokens_required)
+        server = _create_server(app, config)
+        port = server.socket.getsockname()[1] if server.socket else config.port
+        # Only now, with the port ours, resume what a previous run left unfinished.
+        ebs.resume()
+        print(
+            f"fakestor: serving EC2 and instance metadata on http://{config.host}:"
+            f"{port} (backend {backend.name}, data dir "
+            f"{config.data_dir}, host instance {ebs.host_instance_id} in "
+            f"{config.region.zones[0]})",
+            flush=True,
         )
-    except OSError as failure:
-        ebs.close()
-        backend.close()
-        store.close()
-        os.close(lock)
-        raise ServeError(
-            f"cannot serve on {config.host}:{config.port}: {failure.strerror or failure}"
-        ) from None
-    # Only now, with the port ours, resume what a previous run left unfinished.
-    ebs.resume()
-    assert isinstance(server, waitress.server.TcpWSGIServer)  # one host, one port
-    assert server.socket is not None
-    port = server.socket.getsockname()[1]
-    print(
-        f"fakestor: serving EC2 and instance metadata on http://{config.host}:{port} "
-        f"(backend {backend.name}, data dir {config.data_dir}, host instance "
-        f"{ebs.host_instance_id} in {config.region.zones[0]})",
-        flush=True,
-    )
-    try:
-        run_until_signalled(server)
-    finally:
-        ebs.close()
-        backend.close()
-        store.close()
-        os.close(lock)
-        print("fakestor: stopped", file=sys.stderr, flush=True)
+        try:
+            run_until_signalled(server)
+        finally:
+            opened.close()
+            print("fakestor: stopped", file=sys.stderr, flush=True)

@@ -6,6 +6,10 @@ returns; a task then does the slow backend work and records the outcome.
 Tasks name the resources they touch. Tasks sharing a resource run one at a
 time in submission order (a queue per resource); a task waiting for its turn
 holds no worker thread, so one busy volume never stalls work on the others.
+
+A task that raises something unexpected is logged with its traceback, and its
+`on_failure` records the transition's failed state, so no resource is left in a
+transitional state by an error nobody foresaw.
 """
 
 from __future__ import annotations
@@ -28,11 +32,15 @@ class RetryLater(Exception):
         self.delay = delay
 
 
+FailureHandler = Callable[[Exception], None]
+
+
 @dataclass(eq=False)
 class _Task:
     keys: tuple[str, ...]
     work: Callable[[], None]
     what: str
+    on_failure: FailureHandler | None = None
     started: bool = field(default=False)
 
 
@@ -45,9 +53,18 @@ class TaskRunner:
         self._timers: set[threading.Timer] = set()
         self.stopping = threading.Event()
 
-    def submit(self, keys: Iterable[str], work: Callable[[], None], what: str) -> None:
-        """Queue `work` behind earlier tasks on any of `keys` (resource ids)."""
-        task = _Task(tuple(sorted(set(keys))), work, what)
+    def submit(
+        self,
+        keys: Iterable[str],
+        work: Callable[[], None],
+        what: str,
+        on_failure: FailureHandler | None = None,
+    ) -> None:
+        """Queue `work` behind earlier tasks on any of `keys` (resource ids).
+
+        If `work` raises anything but RetryLater, `on_failure` is called with the error.
+        """
+        task = _Task(tuple(sorted(set(keys))), work, what, on_failure)
         with self._guard:
             if self.stopping.is_set():
                 return
@@ -73,8 +90,13 @@ class TaskRunner:
                 task.work()
         except RetryLater as later:
             retry = later.delay
-        except Exception:
-            log.exception("background task failed: %s", task.what)
+        except Exception as failure:
+            log.exception("background task failed: %s: %s", task.what, failure)
+            if task.on_failure is not None:
+                try:
+                    task.on_failure(failure)
+                except Exception:
+                    log.exception("cannot record the failure of %s", task.what)
         finally:
             self._finish(task)
         if retry is not None:
@@ -98,7 +120,7 @@ class TaskRunner:
         def resubmit() -> None:
             with self._guard:
                 self._timers.discard(timer)
-            self.submit(task.keys, task.work, task.what)
+            self.submit(task.keys, task.work, task.what, task.on_failure)
 
         timer = threading.Timer(delay, resubmit)
         timer.daemon = True

@@ -108,12 +108,18 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFac
     """Start servers on demand; every one is stopped (by its PID) after the test."""
     started: list[Server] = []
 
-    def start(*args: str, backend: str = "metadata", data_dir: Path | None = None) -> Server:
+    def start(
+        *args: str,
+        backend: str = "metadata",
+        data_dir: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Server:
         root = tmp_path_factory.mktemp("fakestor")
         server = Server(
             data_dir=data_dir or root / "data",
             args=["--backend", backend, *args],
             log_path=root / "server.log",
+            extra_env=dict(env or {}),
         )
         server.start()
         started.append(server)

@@ -131,11 +131,13 @@ def require_backend(backend: str) -> None:
 
 
 @contextmanager
-def machine(start_server: ServerFactory, tmp_path: Path, backend: str) -> Iterator[Host]:
+def machine(
+    start_server: ServerFactory, tmp_path: Path, backend: str, data_dir: Path | None = None
+) -> Iterator[Host]:
     """A server with `backend`; afterwards, nothing of it may be left on the machine."""
     require_backend(backend)
     loops_before = {entry.name for entry in Path("/sys/block").glob("loop*")}
-    server = start_server(backend=backend)
+    server = start_server(backend=backend, data_dir=data_dir)
     host = Host(server, tmp_path, backend)
     try:
         yield host

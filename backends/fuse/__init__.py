@@ -19,7 +19,7 @@ from pathlib import Path
 
 from backends import BackendError, BackingStoreMissing, Inventory, OutOfSpace, ProgressCallback
 from backends.fuse.fs import MountedFilesystem
-from backends.fuse.store import ChunkStore, NoSuchImage, StoreError, StoreFull
+from backends.fuse.store import ChunkStore, NoSuchImage, StoreError, StoreFull, check_store
 from backends.loopdev import LoopdevBackend, frozen, loop
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ class FuseBackend(LoopdevBackend):
         self.filesystem: MountedFilesystem | None = None
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
+        self._lost: dict[str, int] = {}  # image -> chunks lost, found by the check at start
 
     def _store(self) -> ChunkStore:
         if self.store is None:
@@ -51,7 +52,7 @@ class FuseBackend(LoopdevBackend):
 
     # ---- lifecycle ------------------------------------------------------------------
 
-    def start(self) -> None:
+    def preflight(self) -> None:
         if os.geteuid() != 0:
             raise BackendError(
                 "the fuse backend needs root (FUSE mount, loop devices); run as root or use "
@@ -61,7 +62,16 @@ class FuseBackend(LoopdevBackend):
             raise BackendError("/dev/fuse is missing: load the fuse module (modprobe fuse)")
         if not os.access("/dev/loop-control", os.R_OK | os.W_OK):
             raise BackendError("/dev/loop-control is missing: load the loop module")
+
+    def start(self) -> None:
         self._release_stale()
+        # The server holds the data-dir lock, so no writer of the last run is left: what
+        # it wrote and never committed is garbage now.
+        self.fuse_dir.mkdir(parents=True, exist_ok=True)
+        report = check_store(self.fuse_dir, repair=True)
+        for line in report.lines():
+            log.warning("block store check: %s", line)
+        self._lost = report.lost_chunks
         self.store = ChunkStore(self.fuse_dir)
         self.filesystem = MountedFilesystem(self.store, self.mountpoint)
         try:
@@ -215,4 +225,10 @@ class FuseBackend(LoopdevBackend):
             volumes={n for n in names if n.startswith("vol-")},
             snapshots={n for n in names if n.startswith("snap-")},
             attached=attached,
+            damaged={
+                name: f"{count} chunk(s) of its data are missing from the block store; reads "
+                "of them fail"
+                for name, count in self._lost.items()
+                if name in names
+            },
         )

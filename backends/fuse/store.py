@@ -10,8 +10,10 @@ changes are kept in memory and committed to SQLite by `flush`, which first
 fsyncs every chunk file written since the last flush. So after a crash (even
 kill -9) an image reads back every write that a flush (fsync, or the periodic
 flush) acknowledged: a map change is never durable before the data it points
-at. A chunk written but never committed is an orphan file; `check` removes it,
-and it runs at every open.
+at. A chunk written but never committed is an orphan file: garbage once its
+writer is gone, which only the owner of the data dir (the server holding its
+lock, or `fakestor check --repair` on a stopped server) may decide and remove.
+A missing chunk file is damage: nothing repairs it, and reads of it fail.
 """
 
 from __future__ import annotations
@@ -64,6 +66,10 @@ class StoreFull(StoreError):
     pass
 
 
+class ChunkLost(StoreError):
+    """A chunk an image maps is missing from chunks/: that range of the image is lost."""
+
+
 @dataclass
 class Image:
     name: str
@@ -78,17 +84,33 @@ class CheckReport:
     orphan_files: list[int] = field(default_factory=list)
     missing_files: list[int] = field(default_factory=list)
     wrong_refcounts: list[tuple[int, int, int]] = field(default_factory=list)  # id, had, real
+    lost_chunks: dict[str, int] = field(default_factory=dict)  # image -> chunks it lost
+    repaired: bool = False  # orphans removed and reference counts corrected
 
     @property
     def damaged(self) -> bool:
-        return bool(self.missing_files or self.wrong_refcounts)
+        """Data is lost: nothing can repair that."""
+        return bool(self.missing_files)
+
+    @property
+    def needs_repair(self) -> bool:
+        """Reference counts are wrong (garbage files alone are harmless: a start removes them)."""
+        return bool(self.wrong_refcounts) and not self.repaired
 
     def lines(self) -> list[str]:
-        found = [f"chunk {c}: file without references (garbage)" for c in self.orphan_files]
-        found += [f"chunk {c}: referenced but its file is missing" for c in self.missing_files]
+        removed = " (removed)" if self.repaired else ""
+        corrected = " (corrected)" if self.repaired else ""
+        found = [f"chunk {c}: file without references, garbage{removed}" for c in self.orphan_files]
         found += [
-            f"chunk {c}: reference count {had}, really {real}"
+            f"chunk {c}: referenced but its file is missing: data lost" for c in self.missing_files
+        ]
+        found += [
+            f"chunk {c}: reference count {had}, really {real}{corrected}"
             for c, had, real in self.wrong_refcounts
+        ]
+        found += [
+            f"{image}: {count} chunk(s) of {CHUNK_SIZE // 1024} KiB lost; reads of them fail"
+            for image, count in sorted(self.lost_chunks.items())
         ]
         return found
 
@@ -97,12 +119,10 @@ class ChunkStore:
     """Images (volumes, snapshots) over reference-counted chunk files, thread-safe."""
 
     def __init__(self, root: Path) -> None:
+        """Open the store at `root`; the caller must own the data dir (hold its lock)."""
         self.root = root
         self.chunks_dir = root / "chunks"
         self.chunks_dir.mkdir(parents=True, exist_ok=True)
-        self.last_check = check_store(root, repair=True)
-        for line in self.last_check.lines():
-            log.warning("block store check: %s (repaired)", line)
         self._db = sqlite3.connect(
             root / "blocks.db", check_same_thread=False, isolation_level=None
         )
@@ -152,6 +172,15 @@ class ChunkStore:
                     self._dirty.discard(old_chunk)
                 os.close(old_fd)
             return fd
+
+    def _existing_fd(self, name: str, index: int, chunk: int) -> int:
+        try:
+            return self._fd(chunk)
+        except FileNotFoundError:
+            raise ChunkLost(
+                f"{name}: chunk {chunk} (bytes {index * CHUNK_SIZE} to "
+                f"{(index + 1) * CHUNK_SIZE - 1}) is missing from the block store"
+            ) from None
 
     def _forget_fd(self, chunk: int) -> None:
         fd = self._fds.pop(chunk, None)
@@ -249,7 +278,7 @@ class ChunkStore:
                 if chunk is None:
                     parts.append(ZEROS[:take])
                 else:
-                    data = os.pread(self._fd(chunk), take, within)
+                    data = os.pread(self._existing_fd(name, index, chunk), take, within)
                     parts.append(data + ZEROS[: take - len(data)])  # short file: zeros
                 position += take
             return b"".join(parts)
@@ -285,7 +314,10 @@ class ChunkStore:
         with self._lock:
             chunk = image.chunks.get(index)
             if chunk is not None and self.refs[chunk] == 1:
+                self._existing_fd(image.name, index, chunk)  # a lost chunk is not rewritten
                 return chunk
+            if chunk is not None:
+                self._existing_fd(image.name, index, chunk)
             fresh = self._new_chunk(copy_of=chunk)
             if chunk is not None:
                 self._unref(chunk)
@@ -362,9 +394,11 @@ class ChunkStore:
 def check_store(root: Path, repair: bool = False) -> CheckReport:
     """Compare reference counts and chunk files with the maps of the store at `root`.
 
-    Orphan chunk files (written, never committed: what a crash leaves) are garbage,
-    not damage; a missing chunk file or a wrong reference count is damage. With
-    `repair`, orphans are removed and reference counts corrected.
+    Only the owner of the data dir may call this with `repair` (the server holding
+    its lock, before it serves; `fakestor check --repair` on a stopped server): an
+    orphan chunk file is garbage only once no writer may still commit it. With
+    `repair`, orphans are removed and reference counts corrected. A missing chunk
+    file is damage that no repair undoes; the report names the images that lost data.
     """
     report = CheckReport()
     chunks_dir = root / "chunks"
@@ -384,6 +418,11 @@ def check_store(root: Path, repair: bool = False) -> CheckReport:
         }
         report.orphan_files = sorted(files - set(real))
         report.missing_files = sorted(set(real) - files)
+        if report.missing_files:
+            lost = set(report.missing_files)
+            for image, chunk in db.execute("SELECT image, chunk FROM maps"):
+                if chunk in lost:
+                    report.lost_chunks[image] = report.lost_chunks.get(image, 0) + 1
         report.wrong_refcounts = sorted(
             (chunk, recorded.get(chunk, 0), count)
             for chunk, count in real.items()
@@ -399,6 +438,7 @@ def check_store(root: Path, repair: bool = False) -> CheckReport:
             for chunk in stale_rows:
                 db.execute("DELETE FROM chunks WHERE id=?", (chunk,))
             db.execute("COMMIT")
+            report.repaired = True
     finally:
         db.close()
     return report

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from backends import (
+    LARGEST_EBS_VOLUME_GIB,
     BackendError,
     BackingStoreMissing,
     DeviceBusy,
@@ -31,6 +32,7 @@ from backends import (
     NoFreeDevice,
     OutOfSpace,
     ProgressCallback,
+    SizeLimit,
 )
 from backends.loopdev import loop
 from backends.loopdev.copy import copy_image
@@ -128,6 +130,53 @@ def frozen(device: str | None) -> Iterator[None]:
                 os.close(fd)
 
 
+def largest_file_gib(directory: Path, ceiling: int = LARGEST_EBS_VOLUME_GIB) -> int | None:
+    """The largest sparse file (in GiB) the filesystem of `directory` holds, if below `ceiling`.
+
+    Probed with ftruncate on a scratch file, which allocates nothing: ext4 stops
+    just short of 16 TiB (EFBIG), xfs and btrfs hold every EBS size.
+    """
+    probe = directory / ".size-probe"
+    fd = os.open(probe, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+
+    def fits(gib: int) -> bool:
+        try:
+            os.ftruncate(fd, gib * GIB)
+        except OSError as failure:
+            if failure.errno in (errno.EFBIG, errno.EINVAL):
+                return False
+            raise
+        return True
+
+    try:
+        if fits(ceiling):
+            return None
+        low, high = 0, ceiling - 1  # fits(low) holds; the answer is in [low, high]
+        while low < high:
+            middle = (low + high + 1) // 2
+            if fits(middle):
+                low = middle
+            else:
+                high = middle - 1
+        return low
+    finally:
+        os.close(fd)
+        probe.unlink(missing_ok=True)
+
+
+def filesystem_type(path: Path) -> str:
+    """The type of the filesystem `path` is on (ext4, xfs, ...), from the mount table."""
+    from fakestor.mounts import read_mounts
+
+    target = str(path.resolve())
+    best = ("", "unknown")
+    for mount in read_mounts():
+        inside = target == mount.target or target.startswith(mount.target.rstrip("/") + "/")
+        if inside and len(mount.target) >= len(best[0]):
+            best = (mount.target, mount.fstype)
+    return best[1]
+
+
 class LoopdevBackend:
     """Volumes as sparse files under the data dir, attached with loop devices."""
 
@@ -140,10 +189,11 @@ class LoopdevBackend:
         self.alias_dir = dev_dir / "fakestor"
         # Serialises attach and detach so two requests never bind one image twice.
         self._devices_lock = threading.Lock()
+        self._size_limit: SizeLimit | None = None
 
     # ---- lifecycle ----------------------------------------------------------
 
-    def start(self) -> None:
+    def preflight(self) -> None:
         if os.geteuid() != 0:
             raise BackendError(
                 "the loopdev backend needs root (loop devices and /dev links); run as root "
@@ -154,11 +204,28 @@ class LoopdevBackend:
                 "/dev/loop-control is missing: load the loop module (modprobe loop) or use "
                 "--backend metadata"
             )
+
+    def start(self) -> None:
         for directory in (self.volumes_dir, self.snapshots_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        try:
+            largest = largest_file_gib(self.volumes_dir)
+        except OSError as failure:
+            raise BackendError(f"cannot use {self.volumes_dir}: {failure.strerror}") from None
+        if largest is not None:
+            self._size_limit = SizeLimit(
+                largest,
+                f"the data dir {self.volumes_dir.parent} is on "
+                f"{filesystem_type(self.volumes_dir)}, whose largest file is {largest} GiB; "
+                "put the data dir on xfs or btrfs (or use --backend fuse) for volumes up to "
+                f"{LARGEST_EBS_VOLUME_GIB} GiB",
+            )
 
     def close(self) -> None:
         pass
+
+    def size_limit(self) -> SizeLimit | None:
+        return self._size_limit
 
     # ---- paths --------------------------------------------------------------
 
@@ -209,7 +276,7 @@ class LoopdevBackend:
         doomed = image.with_name(image.name + ".deleting")
         with contextlib.suppress(FileNotFoundError):
             os.rename(image, doomed)
-        failpoints.pause("loopdev.delete.renamed")
+        failpoints.hit("loopdev.delete.renamed")
         doomed.unlink(missing_ok=True)
         image.with_name(image.name + ".partial").unlink(missing_ok=True)
         _fsync_dir(self.volumes_dir)
@@ -241,7 +308,7 @@ class LoopdevBackend:
                     device = loop.attach(image)
                 except loop.LoopError as failure:
                     raise NoFreeDevice(str(failure)) from failure
-            failpoints.pause("loopdev.attach.bound")
+            failpoints.hit("loopdev.attach.bound")
             self._wait_usable(device, image)
             self._link(volume_id, device_name, device)
         return device

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from backends import Inventory, ProgressCallback
+from backends import Inventory, ProgressCallback, SizeLimit
 
 
 class MetadataBackend:
@@ -28,11 +28,17 @@ class MetadataBackend:
             if progress and step < steps:
                 progress(100 * step // steps)
 
+    def preflight(self) -> None:
+        pass
+
     def start(self) -> None:
         pass
 
     def close(self) -> None:
         pass
+
+    def size_limit(self) -> SizeLimit | None:
+        return None
 
     def create_volume(self, volume_id: str, size_gib: int, snapshot_id: str | None) -> None:
         self._wait()

@@ -112,8 +112,30 @@ def modification(item: Modification) -> Doc:
     }
 
 
+def _status_events(item: Volume) -> tuple[list[Doc], list[Doc]]:
+    """The volume's last failure as a status event; EBS's action if its I/O is disabled."""
+    if not item.status_reason:
+        return [], []
+    impaired = volume_status(item) == "impaired"
+    event_type = "potential-data-inconsistency" if impaired else "fakestor:operation-failed"
+    event_id = "evol-" + item.id.removeprefix("vol-")
+    events = [{"EventId": event_id, "EventType": event_type, "Description": item.status_reason}]
+    actions = []
+    if not item.io_enabled:
+        actions.append(
+            {
+                "Code": "enable-volume-io",
+                "Description": "Enable volume I/O",
+                "EventId": event_id,
+                "EventType": event_type,
+            }
+        )
+    return events, actions
+
+
 def volume_status_item(item: Volume) -> Doc:
     performance = io_performance(item)
+    events, actions = _status_events(item)
     return {
         "VolumeId": item.id,
         "AvailabilityZone": item.zone,
@@ -124,8 +146,8 @@ def volume_status_item(item: Volume) -> Doc:
                 {"Name": "io-performance", "Status": performance},
             ],
         },
-        "Events": [],
-        "Actions": [],
+        "Events": events,
+        "Actions": actions,
         "AttachmentStatuses": [
             {"InstanceId": a.instance_id, "IoPerformance": performance} for a in item.attachments
         ]
