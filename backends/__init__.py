@@ -67,6 +67,9 @@ class Backend(Protocol):
     """
 
     name: str
+    latency: float
+    """Seconds each data-plane step takes on purpose (the metadata backend's --latency),
+    so that transitional states can be seen; 0 for backends that do real work."""
 
     def preflight(self) -> None:
         """Check that this machine has what the backend needs (root, devices).

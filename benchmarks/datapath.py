@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.common import fakestor_server, poll, scratch
+from fakestor.device_names import by_id_path
 
 JOBS = {
     "seq write 1 MiB": ("write", "1m"),
@@ -75,7 +76,7 @@ def _mounted_volume(base: Path, backend: str) -> Iterator[Path]:
             )
         )
         ec2.attach_volume(VolumeId=volume_id, InstanceId=host, Device="/dev/sdf")
-        link = Path(f"/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{volume_id.replace('-', '')}")
+        link = by_id_path(volume_id)
         point = base / f"mnt-{backend}"
         point.mkdir()
         try:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import Figure, drop_caches, fakestor_server, opens, poll, scratch, timed
+from fakestor.device_names import by_id_path
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -55,7 +56,7 @@ def _fakestor(base: Path, size_gib: int, data_mib: int, runs: int) -> tuple[list
         host = server.instance_id()
         volume_id = ec2.create_volume(AvailabilityZone="us-east-1a", Size=size_gib)["VolumeId"]
         poll(lambda: _state(ec2, volume_id) == "available")
-        link = f"/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{volume_id.replace('-', '')}"
+        link = str(by_id_path(volume_id))
 
         def attach() -> None:
             ec2.attach_volume(VolumeId=volume_id, InstanceId=host, Device="/dev/sdf")

@@ -12,6 +12,7 @@ from typing import Any
 
 from benchmarks.common import drop_caches, fakestor_server, poll, scratch
 from benchmarks.loopdev import write_data
+from fakestor.device_names import by_id_path
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -50,7 +51,7 @@ def _one_volume(
     volume_id = ec2.create_volume(AvailabilityZone="us-east-1a", Size=size_gib)["VolumeId"]
     poll(lambda: _state(ec2, volume_id) == "available")
     ec2.attach_volume(VolumeId=volume_id, InstanceId=host, Device="/dev/sdf")
-    link = "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_" + volume_id.replace("-", "")
+    link = str(by_id_path(volume_id))
     poll(lambda: Path(link).exists())
     write_data(link, size_gib * GIB, mib * MIB)
     ec2.detach_volume(VolumeId=volume_id)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from backends import Backend, BackendError, DeviceBusy
-from fakestor import errors, failpoints, ids, rules
+from fakestor import device_names, errors, failpoints, ids, rules
 from fakestor.filter_values import (
     INSTANCE_FILTERS,
     MODIFICATION_FILTERS,
@@ -55,17 +55,6 @@ MODIFICATIONS_PER_DAY = 4  # ModifyVolume: "up to four times within a rolling 24
 MODIFICATION_WINDOW = timedelta(hours=24)
 HOST_INSTANCE_TYPE = "m5.large"
 HOST_IMAGE_ID = "ami-00000000000f4e570"  # fakestor's own, never launched from
-
-# Device names EC2 accepts for EBS data volumes: /dev/sd[b-z] and /dev/xvd[b-z] on
-# Linux (a trailing partition number or second letter allowed), xvd[b-z] on Windows.
-_DEVICE_NAME = re.compile(r"(/dev/sd[b-z][1-9]?|/dev/xvd[b-z][a-z]?|xvd[b-z][a-z]?)", re.ASCII)
-
-
-def canonical_device(device: str) -> str:
-    """/dev/sdf, /dev/xvdf and xvdf name the same slot: a guest sees sdf as xvdf."""
-    base = device.removeprefix("/dev/")
-    return "sd" + base.removeprefix("xvd") if base.startswith("xvd") else base
-
 
 _RESOURCE_TYPES = {"vol": "volume", "snap": "snapshot", "i": "instance"}
 
@@ -712,10 +701,10 @@ class Ebs:
         with self.store.transaction() as db:
             volume = self._volume(db, volume_id)
             instance = self._instance(db, instance_id)
-            if not _DEVICE_NAME.fullmatch(device):
+            if not device_names.is_device_name(device):
                 raise errors.InvalidParameterValue(
                     f"Value ({device!r}) for parameter device is invalid. It is not a valid EBS "
-                    "device name; use /dev/sd[f-p] (or /dev/xvd[f-p]; xvd[f-p] on Windows)."
+                    f"device name; {device_names.DEVICE_NAME_HINT}."
                 )
             if instance.state != "running":
                 raise errors.IncorrectInstanceState(
@@ -743,8 +732,8 @@ class Ebs:
                     f"Volume '{volume_id}' is in the '{volume.state}' state; it can be attached "
                     "once it is 'available'."
                 )
-            slot = canonical_device(device)
-            if any(canonical_device(a.device) == slot for a in instance.attachments):
+            slot = device_names.canonical_device(device)
+            if any(device_names.canonical_device(a.device) == slot for a in instance.attachments):
                 raise errors.InvalidParameterValue(
                     f"Invalid value '{device}' for unixDevice. Attachment point {device} is "
                     "already in use"
@@ -1060,7 +1049,7 @@ class Ebs:
                     )
                 set_state("optimizing", 50)
             # Optimizing is EBS rebalancing data in the background; the new size is usable.
-            wait = getattr(self.backend, "latency", 0.0)
+            wait = self.backend.latency
             if wait and not self.tasks.sleep(wait):
                 return
             set_state("completed", 100)
@@ -1630,7 +1619,7 @@ class Ebs:
 
     def _submit_launch(self, instance_id: str) -> None:
         def work() -> None:
-            wait = getattr(self.backend, "latency", 0.0)
+            wait = self.backend.latency
             if wait and not self.tasks.sleep(wait):
                 return
             with self.store.transaction() as db:

@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from fakestor import mounts
+from fakestor.device_names import by_id_path
 from fakestor.model import Ebs
 from fakestor.mounts_svg import render_svg
 
@@ -74,7 +75,7 @@ setInterval(refresh, 2000);
 
 
 def _device_of(volume_id: str, recorded: str | None) -> str:
-    link = f"/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{volume_id.replace('-', '')}"
+    link = str(by_id_path(volume_id))
     if os.path.islink(link):
         return f"{link} -> {os.path.realpath(link)}"
     return recorded or ""

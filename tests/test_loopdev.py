@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from backends.loopdev import by_id_name, loop
+from backends.loopdev import loop
+from fakestor.device_names import by_id_name
 from tests.conftest import (
     Server,
     ServerFactory,

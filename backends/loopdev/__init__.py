@@ -37,29 +37,14 @@ from backends import (
 from backends.loopdev import loop
 from backends.loopdev.copy import copy_image
 from fakestor import failpoints
+from fakestor.device_names import by_id_name, device_aliases
 
 log = logging.getLogger(__name__)
 
 GIB = 1024**3
-BY_ID_PREFIX = "nvme-Amazon_Elastic_Block_Store_"
 FIFREEZE = 0xC0045877
 FITHAW = 0xC0045878
 RELEASE_TIMEOUT = 10.0
-
-
-def by_id_name(volume_id: str) -> str:
-    """The by-id link name of a volume, as udev names NVMe EBS devices: vol-0abc -> vol0abc."""
-    return BY_ID_PREFIX + volume_id.replace("-", "")
-
-
-def device_aliases(device_name: str) -> list[str]:
-    """/dev/sdf -> ["sdf", "xvdf"]: the name asked for and the one a Xen guest shows."""
-    base = device_name.removeprefix("/dev/")
-    if base.startswith("sd"):
-        return [base, "xv" + base[1:]]
-    if base.startswith("xvd"):
-        return [base, "s" + base[2:]]
-    return [base]
 
 
 def _raise_backend_error(failure: OSError, what: str) -> None:
@@ -181,6 +166,7 @@ class LoopdevBackend:
     """Volumes as sparse files under the data dir, attached with loop devices."""
 
     name = "loopdev"
+    latency = 0.0
 
     def __init__(self, data_dir: Path, dev_dir: Path = Path("/dev")) -> None:
         self.volumes_dir = data_dir / "volumes"

@@ -19,6 +19,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from fakestor.device_names import canonical_device
 from fakestor.plugin import host
 from fakestor.plugin.metadata import Identity
 from fakestor.plugin.state import MountRecord, MountState
@@ -514,9 +515,9 @@ class VolumeDriver:
                 }
             except (ClientError, BotoCoreError) as failure:
                 raise _api_error(failure, f"cannot attach volume {name}") from None
-            canonical = {u.replace("/dev/xvd", "/dev/sd") for u in used}
+            taken = {canonical_device(u) for u in used}
             for device_name in DEVICE_NAMES:
-                if device_name in canonical:
+                if canonical_device(device_name) in taken:
                     continue
                 try:
                     self.ec2.attach_volume(

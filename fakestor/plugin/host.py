@@ -7,8 +7,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from fakestor.device_names import by_id_path, device_aliases
+
 FILESYSTEMS = ("ext4", "xfs")
-BY_ID = Path("/dev/disk/by-id")
 
 
 class HostError(Exception):
@@ -36,9 +37,8 @@ def find_device(volume_id: str, device_name: str, timeout: float = 30.0) -> str:
     """
     short = device_name.removeprefix("/dev/")
     candidates = [
-        BY_ID / f"nvme-Amazon_Elastic_Block_Store_{volume_id.replace('-', '')}",
-        Path("/dev") / ("xv" + short[1:] if short.startswith("sd") else short),
-        Path("/dev") / short,
+        by_id_path(volume_id),
+        *(Path("/dev") / alias for alias in reversed(device_aliases(short))),
     ]
     deadline = time.monotonic() + timeout
     while True:
