@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 from flask import Flask
 
+from fakestor.control import Ebs
 from fakestor.ec2.api import ec2_blueprint
 from fakestor.imds import imds_blueprint
-from fakestor.model import Ebs
 from fakestor.ui import ui_blueprint
 
 MAX_REQUEST_BYTES = 1024 * 1024

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from backends import BACKEND_NAMES, BackendError
-from fakestor.resources import Region
+from fakestor.control.resources import Region
 from fakestor.server import DEFAULT_PORT, ServerConfig, default_data_dir
 
 
@@ -198,7 +198,8 @@ def _run_server(args: argparse.Namespace) -> None:
 
 
 def _run_plugin(args: argparse.Namespace) -> None:
-    from fakestor.plugin.driver import VOLUME_TYPES, Defaults
+    from fakestor.control.rules import VOLUME_TYPES
+    from fakestor.plugin.driver import Defaults
     from fakestor.plugin.serve import PluginConfig, PluginStartError, run_plugin
 
     if not str(args.default_size).isdigit() or int(args.default_size) < 1:

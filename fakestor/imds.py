@@ -15,8 +15,8 @@ import time
 from flask import Blueprint, Response, abort, request
 
 from fakestor import errors
-from fakestor.model import Ebs
-from fakestor.resources import Instance
+from fakestor.control import Ebs, instances
+from fakestor.control.resources import Instance
 
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
 TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
@@ -54,7 +54,7 @@ def imds_blueprint(ebs: Ebs, tokens_required: bool = False) -> Blueprint:
     def instance(instance_id: str | None) -> Instance:
         wanted = instance_id or ebs.host_instance_id
         try:
-            found = ebs.describe_instances([wanted])
+            found = instances.describe_instances(ebs, instance_ids=[wanted])
         except errors.Ec2Error:
             abort(404)
         if not found or found[0].state == "terminated":

@@ -18,10 +18,10 @@ from flask import Flask
 from backends import load_backend
 from fakestor import ids
 from fakestor.app import MAX_REQUEST_BYTES, create_app
-from fakestor.model import Ebs
-from fakestor.resources import Region
+from fakestor.control import Ebs, reconcile
+from fakestor.control.resources import Region
+from fakestor.control.state_store import StateStore
 from fakestor.serving import create_server, run_until_signalled
-from fakestor.store import Store
 
 log = logging.getLogger("fakestor")
 
@@ -112,7 +112,7 @@ def serve(config: ServerConfig) -> None:
     with contextlib.ExitStack() as opened:
         opened.callback(os.close, _take_data_dir(config.data_dir))
         try:
-            store = Store(config.data_dir / "state.db")
+            store = StateStore(config.data_dir / "state.db")
         except (OSError, sqlite3.Error) as failure:
             raise ServeError(f"cannot use data dir {config.data_dir}: {failure}") from None
         opened.callback(store.close)
@@ -124,7 +124,7 @@ def serve(config: ServerConfig) -> None:
         server = _create_server(app, config)
         port = server.socket.getsockname()[1] if server.socket else config.port
         # Only now, with the port ours, resume what a previous run left unfinished.
-        ebs.resume()
+        reconcile.resume(ebs)
         print(
             f"fakestor: serving EC2 and instance metadata on http://{config.host}:"
             f"{port} (backend {backend.name}, data dir "

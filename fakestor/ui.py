@@ -8,8 +8,8 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from fakestor import mounts
+from fakestor.control import Ebs, snapshots, volumes
 from fakestor.device_names import by_id_path
-from fakestor.model import Ebs
 from fakestor.mounts_svg import render_svg
 
 PAGE = """<!doctype html>
@@ -90,10 +90,10 @@ def ui_blueprint(ebs: Ebs) -> Blueprint:
 
     @blueprint.route("/ui/state.json")
     def state() -> Response:
-        volumes: list[dict[str, Any]] = []
-        for volume in sorted(ebs.describe_volumes(), key=lambda v: v.create_time):
+        rows: list[dict[str, Any]] = []
+        for volume in sorted(volumes.describe_volumes(ebs), key=lambda v: v.create_time):
             attachment = volume.attachments[0] if volume.attachments else None
-            volumes.append(
+            rows.append(
                 {
                     "id": volume.id,
                     "name": volume.tags.get("Name", ""),
@@ -113,8 +113,8 @@ def ui_blueprint(ebs: Ebs) -> Blueprint:
                 "backend": ebs.backend.name,
                 "host_instance_id": ebs.host_instance_id,
                 "zone": ebs.region.zones[0],
-                "volumes": volumes,
-                "snapshots": len(ebs.describe_snapshots()),
+                "volumes": rows,
+                "snapshots": len(snapshots.describe_snapshots(ebs)),
             }
         )
 

@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from fakestor import errors, filter_values, rules
+from fakestor import errors
+from fakestor.control import filter_values, rules
 from fakestor.ec2 import wire
 
 

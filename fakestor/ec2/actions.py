@@ -9,10 +9,27 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from fakestor import errors, paging
-from fakestor.ec2 import views
-from fakestor.filters import Filter, check_filters, matches
-from fakestor.model import Ebs, TagSpec, VolumeChange, VolumeRequest
+from fakestor import errors
+from fakestor.control import (
+    account,
+    attachments,
+    instances,
+    modifications,
+    snapshots,
+    tags,
+    volumes,
+)
+from fakestor.control.context import Ebs
+from fakestor.control.filters import Filter
+from fakestor.control.requests import (
+    InstanceSnapshotsRequest,
+    LaunchRequest,
+    SnapshotCopyRequest,
+    TagSpec,
+    VolumeChange,
+    VolumeRequest,
+)
+from fakestor.ec2 import paging, views
 
 Params = dict[str, Any]
 Result = dict[str, Any]
@@ -50,12 +67,12 @@ def _tag_specs(params: Params) -> list[TagSpec]:
 
 
 def _tags(items: Sequence[Params]) -> dict[str, str]:
-    tags = {}
+    found = {}
     for item in items:
         if "Key" not in item:
             raise errors.MissingParameter("Tag.N.Key")
-        tags[item["Key"]] = item.get("Value", "")
-    return tags
+        found[item["Key"]] = item.get("Value", "")
+    return found
 
 
 def _dry(params: Params) -> bool:
@@ -105,12 +122,7 @@ def create_volume(ebs: Ebs, params: Params) -> Result:
             "Either AvailabilityZone or AvailabilityZoneId must be specified, but not both."
         )
     if params.get("AvailabilityZoneId"):
-        zone_by_id = {ebs.region.zone_id(zone): zone for zone in ebs.region.zones}
-        if params["AvailabilityZoneId"] not in zone_by_id:
-            raise errors.InvalidParameterValue(
-                f"Invalid availability zone id: [{params['AvailabilityZoneId']}]"
-            )
-        params["AvailabilityZone"] = zone_by_id[params["AvailabilityZoneId"]]
+        params["AvailabilityZone"] = account.zone_named(ebs, params["AvailabilityZoneId"])
     request = VolumeRequest(
         zone=params.get("AvailabilityZone"),
         size=params.get("Size"),
@@ -121,16 +133,19 @@ def create_volume(ebs: Ebs, params: Params) -> Result:
         encrypted=params.get("Encrypted"),
         kms_key_id=params.get("KmsKeyId"),
         multi_attach=bool(params.get("MultiAttachEnabled", False)),
+        tag_specs=_tag_specs(params),
     )
-    volume = ebs.create_volume(request, _tag_specs(params), _dry(params))
+    volume = volumes.create_volume(ebs, request, dry_run=_dry(params))
     return views.volume(volume, ebs.region.zone_id(volume.zone))
 
 
 @action
 def describe_volumes(ebs: Ebs, params: Params) -> Result:
     page_size = _check_paging("DescribeVolumes", params, 5, 500, "VolumeIds", capped=True)
-    volumes = ebs.describe_volumes(params.get("VolumeIds", []), _filters(params), _dry(params))
-    page, token = _page("DescribeVolumes", params, page_size, volumes, lambda v: v.id)
+    found = volumes.describe_volumes(
+        ebs, volume_ids=params.get("VolumeIds", []), filters=_filters(params), dry_run=_dry(params)
+    )
+    page, token = _page("DescribeVolumes", params, page_size, found, lambda v: v.id)
     return {
         "Volumes": [views.volume(v, ebs.region.zone_id(v.zone)) for v in page],
         "NextToken": token,
@@ -139,26 +154,27 @@ def describe_volumes(ebs: Ebs, params: Params) -> Result:
 
 @action
 def delete_volume(ebs: Ebs, params: Params) -> Result:
-    ebs.delete_volume(params["VolumeId"], _dry(params))
+    volumes.delete_volume(ebs, params["VolumeId"], dry_run=_dry(params))
     return {}
 
 
 @action
 def attach_volume(ebs: Ebs, params: Params) -> Result:
-    attachment = ebs.attach_volume(
-        params["VolumeId"], params["InstanceId"], params["Device"], _dry(params)
+    attachment = attachments.attach_volume(
+        ebs, params["VolumeId"], params["InstanceId"], params["Device"], dry_run=_dry(params)
     )
     return views.attachment(attachment)
 
 
 @action
 def detach_volume(ebs: Ebs, params: Params) -> Result:
-    attachment = ebs.detach_volume(
+    attachment = attachments.detach_volume(
+        ebs,
         params["VolumeId"],
-        params.get("InstanceId"),
-        params.get("Device"),
-        bool(params.get("Force", False)),
-        _dry(params),
+        instance_id=params.get("InstanceId"),
+        device=params.get("Device"),
+        force=bool(params.get("Force", False)),
+        dry_run=_dry(params),
     )
     return views.attachment(attachment)
 
@@ -172,15 +188,17 @@ def modify_volume(ebs: Ebs, params: Params) -> Result:
         throughput=params.get("Throughput"),
         multi_attach=params.get("MultiAttachEnabled"),
     )
-    modification = ebs.modify_volume(params["VolumeId"], change, _dry(params))
+    modification = modifications.modify_volume(
+        ebs, params["VolumeId"], change, dry_run=_dry(params)
+    )
     return {"VolumeModification": views.modification(modification)}
 
 
 @action
 def describe_volumes_modifications(ebs: Ebs, params: Params) -> Result:
     page_size = _check_paging("DescribeVolumesModifications", params, 5, 500)
-    found = ebs.describe_volumes_modifications(
-        params.get("VolumeIds", []), _filters(params), _dry(params)
+    found = modifications.describe_volumes_modifications(
+        ebs, volume_ids=params.get("VolumeIds", []), filters=_filters(params), dry_run=_dry(params)
     )
     page, token = _page(
         "DescribeVolumesModifications", params, page_size, found, lambda m: m.volume_id
@@ -191,17 +209,17 @@ def describe_volumes_modifications(ebs: Ebs, params: Params) -> Result:
 @action
 def describe_volume_status(ebs: Ebs, params: Params) -> Result:
     page_size = _check_paging("DescribeVolumeStatus", params, 5, 1000, "VolumeIds", capped=True)
-    volumes = ebs.describe_volume_status(
-        params.get("VolumeIds", []), _filters(params), _dry(params)
+    found = volumes.describe_volume_status(
+        ebs, volume_ids=params.get("VolumeIds", []), filters=_filters(params), dry_run=_dry(params)
     )
-    page, token = _page("DescribeVolumeStatus", params, page_size, volumes, lambda v: v.id)
+    page, token = _page("DescribeVolumeStatus", params, page_size, found, lambda v: v.id)
     return {"VolumeStatuses": [views.volume_status_item(v) for v in page], "NextToken": token}
 
 
 @action
 def describe_volume_attribute(ebs: Ebs, params: Params) -> Result:
     attribute = params["Attribute"]
-    volume = ebs.volume_attribute(params["VolumeId"], attribute, _dry(params))
+    volume = volumes.volume_attribute(ebs, params["VolumeId"], attribute, dry_run=_dry(params))
     result: Result = {"VolumeId": volume.id}
     if attribute == "autoEnableIO":
         result["AutoEnableIO"] = {"Value": volume.auto_enable_io}
@@ -213,13 +231,13 @@ def describe_volume_attribute(ebs: Ebs, params: Params) -> Result:
 @action
 def modify_volume_attribute(ebs: Ebs, params: Params) -> Result:
     auto_enable_io = params.get("AutoEnableIO", {}).get("Value")
-    ebs.modify_volume_attribute(params["VolumeId"], auto_enable_io, _dry(params))
+    volumes.modify_volume_attribute(ebs, params["VolumeId"], auto_enable_io, dry_run=_dry(params))
     return {}
 
 
 @action
 def enable_volume_io(ebs: Ebs, params: Params) -> Result:
-    ebs.enable_volume_io(params["VolumeId"], _dry(params))
+    volumes.enable_volume_io(ebs, params["VolumeId"], dry_run=_dry(params))
     return {}
 
 
@@ -228,8 +246,12 @@ def enable_volume_io(ebs: Ebs, params: Params) -> Result:
 
 @action
 def create_snapshot(ebs: Ebs, params: Params) -> Result:
-    snapshot = ebs.create_snapshot(
-        params["VolumeId"], params.get("Description", ""), _tag_specs(params), _dry(params)
+    snapshot = snapshots.create_snapshot(
+        ebs,
+        params["VolumeId"],
+        description=params.get("Description", ""),
+        tag_specs=_tag_specs(params),
+        dry_run=_dry(params),
     )
     return views.snapshot(snapshot)
 
@@ -239,49 +261,50 @@ def create_snapshots(ebs: Ebs, params: Params) -> Result:
     spec = params["InstanceSpecification"]
     if "InstanceId" not in spec:
         raise errors.MissingParameter("InstanceSpecification.InstanceId")
-    snapshots = ebs.create_snapshots(
-        spec["InstanceId"],
-        bool(spec.get("ExcludeBootVolume", False)),
-        spec.get("ExcludeDataVolumeIds", []),
-        params.get("Description", ""),
-        _tag_specs(params),
-        params.get("CopyTagsFromSource") == "volume",
-        _dry(params),
+    request = InstanceSnapshotsRequest(
+        instance_id=spec["InstanceId"],
+        exclude_boot_volume=bool(spec.get("ExcludeBootVolume", False)),
+        exclude_volume_ids=spec.get("ExcludeDataVolumeIds", []),
+        description=params.get("Description", ""),
+        tag_specs=_tag_specs(params),
+        copy_tags_from_volume=params.get("CopyTagsFromSource") == "volume",
     )
-    return {"Snapshots": [views.snapshot_info(s) for s in snapshots]}
+    made = snapshots.create_snapshots(ebs, request, dry_run=_dry(params))
+    return {"Snapshots": [views.snapshot_info(s) for s in made]}
 
 
 @action
 def copy_snapshot(ebs: Ebs, params: Params) -> Result:
-    snapshot = ebs.copy_snapshot(
-        params["SourceSnapshotId"],
-        params["SourceRegion"],
-        params.get("Description"),
-        params.get("Encrypted"),
-        params.get("KmsKeyId"),
-        _tag_specs(params),
-        _dry(params),
+    request = SnapshotCopyRequest(
+        source_snapshot_id=params["SourceSnapshotId"],
+        source_region=params["SourceRegion"],
+        description=params.get("Description"),
+        encrypted=params.get("Encrypted"),
+        kms_key_id=params.get("KmsKeyId"),
+        tag_specs=_tag_specs(params),
     )
+    snapshot = snapshots.copy_snapshot(ebs, request, dry_run=_dry(params))
     return {"SnapshotId": snapshot.id, "Tags": views.tag_list(snapshot.tags)}
 
 
 @action
 def describe_snapshots(ebs: Ebs, params: Params) -> Result:
     page_size = _check_paging("DescribeSnapshots", params, 5, 1000, "SnapshotIds", capped=True)
-    snapshots = ebs.describe_snapshots(
-        params.get("SnapshotIds", []),
-        params.get("OwnerIds", []),
-        params.get("RestorableByUserIds", []),
-        _filters(params),
-        _dry(params),
+    found = snapshots.describe_snapshots(
+        ebs,
+        snapshot_ids=params.get("SnapshotIds", []),
+        owner_ids=params.get("OwnerIds", []),
+        restorable_by=params.get("RestorableByUserIds", []),
+        filters=_filters(params),
+        dry_run=_dry(params),
     )
-    page, token = _page("DescribeSnapshots", params, page_size, snapshots, lambda s: s.id)
+    page, token = _page("DescribeSnapshots", params, page_size, found, lambda s: s.id)
     return {"Snapshots": [views.snapshot(s) for s in page], "NextToken": token}
 
 
 @action
 def delete_snapshot(ebs: Ebs, params: Params) -> Result:
-    ebs.delete_snapshot(params["SnapshotId"], _dry(params))
+    snapshots.delete_snapshot(ebs, params["SnapshotId"], dry_run=_dry(params))
     return {}
 
 
@@ -316,7 +339,9 @@ def modify_snapshot_attribute(ebs: Ebs, params: Params) -> Result:
             ("group", g) for g in params.get("GroupNames", [])
         ]
         (add if kind == "add" else remove).extend(legacy)
-    ebs.modify_snapshot_permission(params["SnapshotId"], add, remove, _dry(params))
+    snapshots.modify_snapshot_permission(
+        ebs, params["SnapshotId"], add, remove, dry_run=_dry(params)
+    )
     return {}
 
 
@@ -327,14 +352,16 @@ def reset_snapshot_attribute(ebs: Ebs, params: Params) -> Result:
             f"Value ({params['Attribute']}) for parameter attribute is invalid. Only "
             "createVolumePermission can be reset."
         )
-    ebs.reset_snapshot_permission(params["SnapshotId"], _dry(params))
+    snapshots.reset_snapshot_permission(ebs, params["SnapshotId"], dry_run=_dry(params))
     return {}
 
 
 @action
 def describe_snapshot_attribute(ebs: Ebs, params: Params) -> Result:
     attribute = params["Attribute"]
-    snapshot = ebs.snapshot_attribute(params["SnapshotId"], attribute, _dry(params))
+    snapshot = snapshots.snapshot_attribute(
+        ebs, params["SnapshotId"], attribute, dry_run=_dry(params)
+    )
     result: Result = {"SnapshotId": snapshot.id}
     if attribute == "createVolumePermission":
         permissions: list[Params] = [{"Group": "all"}] if snapshot.public else []
@@ -350,27 +377,27 @@ def describe_snapshot_attribute(ebs: Ebs, params: Params) -> Result:
 
 @action
 def create_tags(ebs: Ebs, params: Params) -> Result:
-    ebs.create_tags(params["Resources"], _tags(params["Tags"]), _dry(params))
+    tags.create_tags(ebs, params["Resources"], _tags(params["Tags"]), dry_run=_dry(params))
     return {}
 
 
 @action
 def delete_tags(ebs: Ebs, params: Params) -> Result:
-    tags = []
+    doomed = []
     for item in params.get("Tags", []):
         if "Key" not in item:
             raise errors.MissingParameter("Tag.N.Key")
-        tags.append((item["Key"], item.get("Value")))
-    ebs.delete_tags(params["Resources"], tags, _dry(params))
+        doomed.append((item["Key"], item.get("Value")))
+    tags.delete_tags(ebs, params["Resources"], doomed, dry_run=_dry(params))
     return {}
 
 
 @action
 def describe_tags(ebs: Ebs, params: Params) -> Result:
     page_size = _check_paging("DescribeTags", params, 5, 1000)
-    tags = ebs.describe_tags(_filters(params), _dry(params))
+    found = tags.describe_tags(ebs, filters=_filters(params), dry_run=_dry(params))
     page, token = _page(
-        "DescribeTags", params, page_size, tags, lambda t: f"{t.resource_id}\0{t.key}"
+        "DescribeTags", params, page_size, found, lambda t: f"{t.resource_id}\0{t.key}"
     )
     return {"Tags": [views.tag_description(t) for t in page], "NextToken": token}
 
@@ -381,111 +408,83 @@ def describe_tags(ebs: Ebs, params: Params) -> Result:
 @action
 def describe_availability_zones(ebs: Ebs, params: Params) -> Result:
     region = ebs.region
-    zones: list[Params] = [
-        {
-            "ZoneName": zone,
-            "ZoneId": region.zone_id(zone),
-            "State": "available",
-            "RegionName": region.name,
-            "ZoneType": "availability-zone",
-            "OptInStatus": "opt-in-not-required",
-            "GroupName": region.name,
-            "NetworkBorderGroup": region.name,
-            "Messages": [],
-        }
-        for zone in region.zones
-    ]
-    wanted_names = params.get("ZoneNames", [])
-    for name in wanted_names:
-        if name not in region.zones:
-            raise errors.InvalidParameterValue(f"The zone '{name}' does not exist.")
-    wanted_ids = params.get("ZoneIds", [])
-    known_ids = {region.zone_id(zone) for zone in region.zones}
-    for zone_id in wanted_ids:
-        if zone_id not in known_ids:
-            raise errors.InvalidParameterValue(f"The zone ID '{zone_id}' does not exist.")
-    filters = _filters(params)
-    selected = []
-    for zone in zones:
-        if wanted_names and zone["ZoneName"] not in wanted_names:
-            continue
-        if wanted_ids and zone["ZoneId"] not in wanted_ids:
-            continue
-        values: dict[str, list[str]] = {
-            "zone-name": [str(zone["ZoneName"])],
-            "zone-id": [str(zone["ZoneId"])],
-            "region-name": [region.name],
-            "state": ["available"],
-            "zone-type": ["availability-zone"],
-            "group-name": [region.name],
-        }
-        check_filters(filters, values)
-        if matches(values, filters):
-            selected.append(zone)
-    if _dry(params):
-        raise errors.DryRunOperation()
-    return {"AvailabilityZones": selected}
+    zones = account.describe_zones(
+        ebs,
+        zone_names=params.get("ZoneNames", []),
+        zone_ids=params.get("ZoneIds", []),
+        filters=_filters(params),
+        dry_run=_dry(params),
+    )
+    return {
+        "AvailabilityZones": [
+            {
+                "ZoneName": zone,
+                "ZoneId": region.zone_id(zone),
+                "State": "available",
+                "RegionName": region.name,
+                "ZoneType": "availability-zone",
+                "OptInStatus": "opt-in-not-required",
+                "GroupName": region.name,
+                "NetworkBorderGroup": region.name,
+                "Messages": [],
+            }
+            for zone in zones
+        ]
+    }
 
 
 @action
 def describe_regions(ebs: Ebs, params: Params) -> Result:
-    if _dry(params):
-        raise errors.DryRunOperation()
-    name = ebs.region.name
-    wanted = params.get("RegionNames", [])
-    unknown = [region for region in wanted if region != name]
-    if unknown:
-        raise errors.InvalidParameterValue(
-            f"Invalid region: {unknown[0]}; this fakestor serves only {name}."
-        )
-    region = {
-        "RegionName": name,
-        "Endpoint": f"ec2.{name}.amazonaws.com",
-        "OptInStatus": "opt-in-not-required",
+    names = account.describe_regions(
+        ebs,
+        region_names=params.get("RegionNames", []),
+        filters=_filters(params),
+        dry_run=_dry(params),
+    )
+    return {
+        "Regions": [
+            {
+                "RegionName": name,
+                "Endpoint": account.region_endpoint(name),
+                "OptInStatus": "opt-in-not-required",
+            }
+            for name in names
+        ]
     }
-    values = {
-        "region-name": [name],
-        "endpoint": [region["Endpoint"]],
-        "opt-in-status": [region["OptInStatus"]],
-    }
-    filters = _filters(params)
-    check_filters(filters, values)
-    return {"Regions": [region] if matches(values, filters) else []}
 
 
 @action
 def get_ebs_encryption_by_default(ebs: Ebs, params: Params) -> Result:
-    if _dry(params):
-        raise errors.DryRunOperation()
-    return {"EbsEncryptionByDefault": ebs.encryption_by_default(), "SseType": "sse-ebs"}
+    enabled = account.get_encryption_by_default(ebs, dry_run=_dry(params))
+    return {"EbsEncryptionByDefault": enabled, "SseType": "sse-ebs"}
 
 
 @action
 def enable_ebs_encryption_by_default(ebs: Ebs, params: Params) -> Result:
-    return {"EbsEncryptionByDefault": ebs.set_encryption_by_default(True, _dry(params))}
+    enabled = account.set_encryption_by_default(ebs, True, dry_run=_dry(params))
+    return {"EbsEncryptionByDefault": enabled}
 
 
 @action
 def disable_ebs_encryption_by_default(ebs: Ebs, params: Params) -> Result:
-    return {"EbsEncryptionByDefault": ebs.set_encryption_by_default(False, _dry(params))}
+    enabled = account.set_encryption_by_default(ebs, False, dry_run=_dry(params))
+    return {"EbsEncryptionByDefault": enabled}
 
 
 @action
 def get_ebs_default_kms_key_id(ebs: Ebs, params: Params) -> Result:
-    if _dry(params):
-        raise errors.DryRunOperation()
-    return {"KmsKeyId": ebs.region.default_kms_key_id}
+    return {"KmsKeyId": account.default_kms_key_id(ebs, dry_run=_dry(params))}
 
 
 # ---- instances --------------------------------------------------------------
 
 
-def _reservation(ebs: Ebs, instances: Sequence[Any], reservation_id: str) -> Result:
+def _reservation(ebs: Ebs, members: Sequence[Any], reservation_id: str) -> Result:
     return {
         "ReservationId": reservation_id,
         "OwnerId": ebs.region.account_id,
         "Groups": [],
-        "Instances": [views.instance(i, ebs) for i in instances],
+        "Instances": [views.instance(i, ebs) for i in members],
     }
 
 
@@ -496,25 +495,28 @@ def run_instances(ebs: Ebs, params: Params) -> Result:
             "fakestor does not create volumes at launch: launch without BlockDeviceMappings, "
             "then CreateVolume and AttachVolume."
         )
-    instances = ebs.run_instances(
-        params.get("ImageId", "ami-00000000000000000"),
-        params["MinCount"],
-        params["MaxCount"],
-        params.get("InstanceType"),
-        params.get("Placement", {}).get("AvailabilityZone"),
-        _tag_specs(params),
-        _dry(params),
+    request = LaunchRequest(
+        image_id=params.get("ImageId", "ami-00000000000000000"),
+        min_count=params["MinCount"],
+        max_count=params["MaxCount"],
+        instance_type=params.get("InstanceType"),
+        zone=params.get("Placement", {}).get("AvailabilityZone"),
+        tag_specs=_tag_specs(params),
     )
-    return _reservation(ebs, instances, instances[0].reservation_id)
+    launched = instances.run_instances(ebs, request, dry_run=_dry(params))
+    return _reservation(ebs, launched, launched[0].reservation_id)
 
 
 @action
 def describe_instances(ebs: Ebs, params: Params) -> Result:
     page_size = _check_paging("DescribeInstances", params, 5, 1000, "InstanceIds")
-    instances = ebs.describe_instances(
-        params.get("InstanceIds", []), _filters(params), _dry(params)
+    found = instances.describe_instances(
+        ebs,
+        instance_ids=params.get("InstanceIds", []),
+        filters=_filters(params),
+        dry_run=_dry(params),
     )
-    page, token = _page("DescribeInstances", params, page_size, instances, lambda i: i.id)
+    page, token = _page("DescribeInstances", params, page_size, found, lambda i: i.id)
     reservations: dict[str, list[Any]] = {}
     for instance in page:
         reservations.setdefault(instance.reservation_id, []).append(instance)
@@ -529,7 +531,7 @@ def describe_instances(ebs: Ebs, params: Params) -> Result:
 
 @action
 def terminate_instances(ebs: Ebs, params: Params) -> Result:
-    changes = ebs.terminate_instances(params["InstanceIds"], _dry(params))
+    changes = instances.terminate_instances(ebs, params["InstanceIds"], dry_run=_dry(params))
     return {
         "TerminatingInstances": [
             {

@@ -12,9 +12,9 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from fakestor import errors
+from fakestor.control import Ebs
 from fakestor.ec2 import wire
 from fakestor.ec2.actions import ACTIONS
-from fakestor.model import Ebs
 
 log = logging.getLogger(__name__)
 

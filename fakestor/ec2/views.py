@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fakestor.filter_values import io_performance, volume_status
-from fakestor.model import Ebs
-from fakestor.resources import (
+from fakestor.control import Ebs
+from fakestor.control.filter_values import io_performance, volume_status
+from fakestor.control.resources import (
     INSTANCE_STATE_CODES,
     Attachment,
     Instance,

@@ -19,6 +19,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from fakestor.control.rules import VOLUME_TYPES
 from fakestor.device_names import canonical_device
 from fakestor.plugin import host
 from fakestor.plugin.metadata import Identity
@@ -28,7 +29,6 @@ log = logging.getLogger(__name__)
 
 NAME_TAG = "Name"
 OPTION_TAG_PREFIX = "fakestor:"  # options a later Mount needs travel with the volume
-VOLUME_TYPES = ("gp2", "gp3", "io1", "io2", "st1", "sc1", "standard")
 DEVICE_NAMES = [f"/dev/sd{letter}" for letter in "fghijklmnopqrstuvwxyz"]
 OPTIONS = {
     "size": "size in GiB (default 1)",

@@ -124,7 +124,7 @@ ADDED_COLUMNS = [
 ]
 
 
-class Store:
+class StateStore:
     """The state database. Use `transaction()` for every read or change."""
 
     def __init__(self, path: Path) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from fakestor.filters import tag_values
-from fakestor.resources import Instance, Modification, Snapshot, Volume, to_text
+from fakestor.control.filters import tag_values
+from fakestor.control.resources import Instance, Modification, Snapshot, Volume, to_text
 
 VOLUME_FILTERS = (
     "attachment.attach-time",

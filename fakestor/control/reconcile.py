@@ -1,0 +1,160 @@
+"""After a start: reconcile the records with what the backend finds, then resume every
+resource left in a transitional state."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable
+from enum import StrEnum
+
+from fakestor.control.attachments import submit_attach, submit_detach, submit_release, submit_relink
+from fakestor.control.context import Ebs
+from fakestor.control.instances import submit_launch, submit_terminate
+from fakestor.control.loaders import load_snapshots, load_volumes
+from fakestor.control.modifications import submit_modify
+from fakestor.control.snapshots import (
+    submit_copy_snapshot,
+    submit_create_snapshot,
+    submit_empty_trash,
+)
+from fakestor.control.states import (
+    TRANSITIONAL,
+    USABLE_VOLUME,
+    AttachmentState,
+    InstanceState,
+    ModificationState,
+    SnapshotState,
+    VolumeState,
+)
+from fakestor.control.volumes import submit_create_volume, submit_delete_volume
+
+log = logging.getLogger(__name__)
+
+
+def reconcile(ebs: Ebs) -> list[str]:
+    """Compare the records with what the backend finds; repair, and report what is not.
+
+    Returns one line per finding, for the log.
+    """
+    inventory = ebs.backend.inventory()
+    if inventory is None:
+        return []
+    notes: list[str] = []
+    with ebs.store.transaction() as db:
+        volumes = {volume.id: volume for volume in load_volumes(db)}
+        snapshots = {snapshot.id: snapshot for snapshot in load_snapshots(db, ebs.account_id)}
+        trash = {row[0] for row in db.execute("SELECT resource_id FROM trash")}
+        for volume in volumes.values():
+            if volume.state in USABLE_VOLUME and volume.id not in inventory.volumes:
+                db.execute(
+                    "UPDATE volumes SET state='error', io_enabled=0, status_reason=? WHERE id=?",
+                    ("the volume's data is missing from the data dir", volume.id),
+                )
+                notes.append(f"{volume.id}: data missing; marked 'error'")
+        for snapshot in snapshots.values():
+            if snapshot.state == SnapshotState.COMPLETED and snapshot.id not in inventory.snapshots:
+                db.execute(
+                    "UPDATE snapshots SET state='error', state_message=? WHERE id=?",
+                    ("the snapshot's data is missing from the data dir", snapshot.id),
+                )
+                notes.append(f"{snapshot.id}: data missing; marked 'error'")
+        for resource_id, damage in sorted(inventory.damaged.items()):
+            damaged_volume = volumes.get(resource_id)
+            damaged_snapshot = snapshots.get(resource_id)
+            if damaged_volume is not None and damaged_volume.state in USABLE_VOLUME:
+                # Impaired, as EBS reports a volume whose data may be inconsistent.
+                db.execute(
+                    "UPDATE volumes SET io_enabled=0, status_reason=? WHERE id=?",
+                    (damage, resource_id),
+                )
+                notes.append(f"{resource_id}: {damage}; I/O disabled, status 'impaired'")
+            elif damaged_snapshot is not None and damaged_snapshot.state == SnapshotState.COMPLETED:
+                db.execute(
+                    "UPDATE snapshots SET state='error', state_message=? WHERE id=?",
+                    (damage, resource_id),
+                )
+                notes.append(f"{resource_id}: {damage}; marked 'error'")
+    host_attached: dict[str, str] = {}
+    for volume in volumes.values():
+        for attachment in volume.attachments:
+            if attachment.instance_id == ebs.host_instance_id:
+                host_attached[volume.id] = attachment.state
+    for volume_id, state in host_attached.items():
+        if state == AttachmentState.ATTACHED and volume_id in inventory.volumes:
+            # Devices and links do not survive a reboot; bind and link again if needed.
+            submit_relink(ebs, volume_id)
+    for volume_id, device in inventory.attached.items():
+        if volume_id not in host_attached:
+            notes.append(f"{volume_id}: {device} bound with no attachment; detaching")
+            submit_release(ebs, volume_id)
+    for volume_id in sorted(inventory.volumes - set(volumes)):
+        notes.append(f"{volume_id}: data without a record; kept, not served")
+    for snapshot_id in sorted(inventory.snapshots - set(snapshots) - trash):
+        notes.append(f"{snapshot_id}: snapshot data without a record; kept, not served")
+    for note in notes:
+        log.warning("reconcile: %s", note)
+    return notes
+
+
+Resumer = Callable[[Ebs, sqlite3.Row], None]
+
+
+def _resume_snapshot(ebs: Ebs, row: sqlite3.Row) -> None:
+    if row["source_snapshot_id"]:
+        submit_copy_snapshot(ebs, row["source_snapshot_id"], row["id"])
+    else:
+        submit_create_snapshot(ebs, row["id"], row["volume_id"])
+
+
+# What restarts each transitional state, in the order resume submits them: work that
+# reads data first, deletes last (each resource's task queue keeps this order).
+RESUMERS: list[tuple[str, StrEnum, Resumer]] = [
+    (
+        "volumes",
+        VolumeState.CREATING,
+        lambda e, r: submit_create_volume(e, r["id"], r["snapshot_id"]),
+    ),
+    ("snapshots", SnapshotState.PENDING, _resume_snapshot),
+    (
+        "attachments",
+        AttachmentState.ATTACHING,
+        lambda e, r: submit_attach(e, r["volume_id"], r["instance_id"]),
+    ),
+    (
+        "attachments",
+        AttachmentState.DETACHING,
+        lambda e, r: submit_detach(e, r["volume_id"], r["instance_id"]),
+    ),
+    ("volumes", VolumeState.DELETING, lambda e, r: submit_delete_volume(e, r["id"])),
+    ("modifications", ModificationState.MODIFYING, lambda e, r: submit_modify(e, r["volume_id"])),
+    ("modifications", ModificationState.OPTIMIZING, lambda e, r: submit_modify(e, r["volume_id"])),
+    ("instances", InstanceState.PENDING, lambda e, r: submit_launch(e, r["id"])),
+    ("instances", InstanceState.SHUTTING_DOWN, lambda e, r: submit_terminate(e, r["id"])),
+]
+
+
+def uncovered_states() -> set[tuple[str, str]]:
+    """Transitional states no resumer restarts (and resumers of states not transitional)."""
+    declared = {(table, state) for table, states in TRANSITIONAL.items() for state in states}
+    return declared ^ {(table, state) for table, state, _ in RESUMERS}
+
+
+if uncovered_states():  # a state added without a resumer would hang after a crash
+    raise RuntimeError(f"transitional states and resumers differ: {uncovered_states()}")
+
+
+def resume(ebs: Ebs) -> None:
+    """Reconcile with the backend, then restart every transition left unfinished."""
+    reconcile(ebs)
+    with ebs.store.transaction() as db:
+        found = [
+            (resumer, row)
+            for table, state, resumer in RESUMERS
+            for row in db.execute(f"SELECT * FROM {table} WHERE state=?", (state,)).fetchall()
+        ]
+        trash = [r["resource_id"] for r in db.execute("SELECT resource_id FROM trash")]
+    for resumer, row in found:
+        resumer(ebs, row)
+    for snapshot_id in trash:  # after the restores that read them, queued on the same ids
+        submit_empty_trash(ebs, snapshot_id)

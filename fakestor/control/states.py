@@ -1,0 +1,61 @@
+"""The states of each resource, as EC2 names them, and which of them are transitional.
+
+A transitional state is one a background task leaves; after a crash the server
+resumes every resource found in one (see reconcile.resume), so the set is declared
+here once, next to the states.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class VolumeState(StrEnum):
+    CREATING = "creating"
+    AVAILABLE = "available"
+    IN_USE = "in-use"
+    DELETING = "deleting"
+    DELETED = "deleted"
+    ERROR = "error"
+
+
+class AttachmentState(StrEnum):
+    ATTACHING = "attaching"
+    ATTACHED = "attached"
+    DETACHING = "detaching"
+    DETACHED = "detached"
+
+
+class SnapshotState(StrEnum):
+    PENDING = "pending"
+    COMPLETED = "completed"
+    ERROR = "error"
+
+
+class ModificationState(StrEnum):
+    MODIFYING = "modifying"
+    OPTIMIZING = "optimizing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class InstanceState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SHUTTING_DOWN = "shutting-down"
+    TERMINATED = "terminated"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+# Table of the state store -> the states a task moves its rows out of.
+TRANSITIONAL: dict[str, frozenset[StrEnum]] = {
+    "volumes": frozenset({VolumeState.CREATING, VolumeState.DELETING}),
+    "attachments": frozenset({AttachmentState.ATTACHING, AttachmentState.DETACHING}),
+    "snapshots": frozenset({SnapshotState.PENDING}),
+    "modifications": frozenset({ModificationState.MODIFYING, ModificationState.OPTIMIZING}),
+    "instances": frozenset({InstanceState.PENDING, InstanceState.SHUTTING_DOWN}),
+}
+
+# Volumes whose data can be read, snapshotted, attached or modified.
+USABLE_VOLUME = frozenset({VolumeState.AVAILABLE, VolumeState.IN_USE})

@@ -1,0 +1,254 @@
+"""Volumes: CreateVolume, DescribeVolumes, DeleteVolume, their status and attributes,
+and the tasks that create and delete their data."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Sequence
+
+from backends import BackendError
+from fakestor import errors, ids
+from fakestor.control import rules
+from fakestor.control.account import check_zone, resolve_encryption
+from fakestor.control.context import Ebs, check_dry_run
+from fakestor.control.filter_values import (
+    VOLUME_FILTERS,
+    VOLUME_STATUS_FILTERS,
+    volume_filter_values,
+    volume_status_filter_values,
+)
+from fakestor.control.filters import Filter, check_filters, matches
+from fakestor.control.loaders import get_snapshot, get_volume, load_volumes
+from fakestor.control.requests import (
+    VolumeRequest,
+)
+from fakestor.control.resources import (
+    Volume,
+    to_text,
+    utcnow,
+)
+from fakestor.control.states import (
+    SnapshotState,
+    VolumeState,
+)
+from fakestor.control.tags import set_tags, tags_for
+
+log = logging.getLogger(__name__)
+
+
+def clear_failure(db: sqlite3.Connection, volume_id: str) -> None:
+    """Forget the last failed operation's reason once one succeeds; damage stays reported."""
+    db.execute(
+        "UPDATE volumes SET status_reason=NULL WHERE id=? AND io_enabled=1 AND "
+        f"state!='{VolumeState.ERROR}'",
+        (volume_id,),
+    )
+
+
+def check_capacity(ebs: Ebs, size_gib: int) -> None:
+    """Refuse up front a size EBS allows but this data dir cannot hold."""
+    limit = ebs.backend.size_limit()
+    if limit is not None and size_gib > limit.largest_gib:
+        raise errors.InsufficientVolumeCapacity(
+            f"There is not enough capacity to fulfill your EBS volume provision request: "
+            f"a {size_gib} GiB volume does not fit here ({limit.reason})."
+        )
+
+
+def create_volume(ebs: Ebs, request: VolumeRequest, *, dry_run: bool = False) -> Volume:
+    if request.zone is None:
+        raise errors.MissingParameter("AvailabilityZone or AvailabilityZoneId")
+    zone = check_zone(ebs, request.zone)
+    tags = tags_for(request.tag_specs, "volume")
+    volume_type = request.volume_type or rules.DEFAULT_VOLUME_TYPE
+    with ebs.store.transaction() as db:
+        size = request.size
+        snapshot = None
+        if request.snapshot_id is not None:
+            snapshot = get_snapshot(db, ebs.account_id, request.snapshot_id)
+            if snapshot.state != SnapshotState.COMPLETED:
+                raise errors.IncorrectState(
+                    f"Snapshot '{snapshot.id}' is in invalid state - {snapshot.state}"
+                )
+            if size is None:
+                size = snapshot.volume_size
+            elif size < snapshot.volume_size:
+                raise errors.InvalidParameterValue(
+                    f"Volume of {size}GiB is too small; minimum is "
+                    f"{snapshot.volume_size}GiB (the size of {snapshot.id})."
+                )
+        elif size is None:
+            raise errors.MissingParameter("size or snapshotId")
+        encrypted, kms_key_id = resolve_encryption(
+            ebs, request.encrypted, request.kms_key_id, snapshot, "a volume restored from it"
+        )
+        performance = rules.check_volume_config(
+            volume_type, size, request.iops, request.throughput, request.multi_attach
+        )
+        check_capacity(ebs, size)
+        check_dry_run(dry_run)
+        volume_id = ids.new_id(ids.VOLUME)
+        db.execute(
+            "INSERT INTO volumes(id, size, volume_type, iops, throughput, zone, state, "
+            "snapshot_id, encrypted, kms_key_id, multi_attach, create_time) "
+            f"VALUES (?, ?, ?, ?, ?, ?, '{VolumeState.CREATING}', ?, ?, ?, ?, ?)",
+            (
+                volume_id,
+                size,
+                volume_type,
+                performance.iops,
+                performance.throughput,
+                zone,
+                request.snapshot_id,
+                int(encrypted),
+                kms_key_id,
+                int(request.multi_attach),
+                to_text(utcnow()),
+            ),
+        )
+        set_tags(db, volume_id, "volume", tags)
+        volume = get_volume(db, volume_id)
+    submit_create_volume(ebs, volume_id, request.snapshot_id)
+    return volume
+
+
+def submit_create_volume(ebs: Ebs, volume_id: str, snapshot_id: str | None) -> None:
+    def work() -> None:
+        with ebs.store.transaction() as db:
+            row = db.execute(
+                "SELECT size, snapshot_id, state FROM volumes WHERE id=?", (volume_id,)
+            ).fetchone()
+        if row is None or row["state"] != VolumeState.CREATING:
+            return
+        try:
+            ebs.backend.create_volume(volume_id, row["size"], row["snapshot_id"])
+        except BackendError as failure:
+            set_volume_state(ebs, volume_id, VolumeState.ERROR, reason=str(failure))
+            return
+        set_volume_state(ebs, volume_id, VolumeState.AVAILABLE)
+
+    def failed(failure: Exception) -> None:
+        set_volume_state(ebs, volume_id, VolumeState.ERROR, reason=f"create failed: {failure}")
+
+    # Keyed on the snapshot too, so a DeleteSnapshot queues behind the restore.
+    keys = [volume_id, snapshot_id] if snapshot_id else [volume_id]
+    ebs.tasks.submit(keys, work, f"create {volume_id}", on_failure=failed)
+
+
+def set_status_reason(ebs: Ebs, volume_id: str, reason: str) -> None:
+    with ebs.store.transaction() as db:
+        db.execute("UPDATE volumes SET status_reason=? WHERE id=?", (reason, volume_id))
+
+
+def set_volume_state(ebs: Ebs, volume_id: str, state: str, *, reason: str | None = None) -> None:
+    with ebs.store.transaction() as db:
+        db.execute(
+            "UPDATE volumes SET state=?, status_reason=? WHERE id=?",
+            (state, reason, volume_id),
+        )
+
+
+def describe_volumes(
+    ebs: Ebs,
+    *,
+    volume_ids: Sequence[str] = (),
+    filters: Sequence[Filter] = (),
+    dry_run: bool = False,
+) -> list[Volume]:
+    check_filters(filters, VOLUME_FILTERS)
+    for volume_id in volume_ids:
+        ids.check(ids.VOLUME, volume_id)
+    with ebs.store.transaction() as db:
+        volumes = load_volumes(db, volume_ids or None)
+    if volume_ids:
+        found = {volume.id for volume in volumes}
+        missing = [volume_id for volume_id in volume_ids if volume_id not in found]
+        if missing:
+            raise errors.InvalidVolumeNotFound(", ".join(missing))
+    check_dry_run(dry_run)
+    return [
+        volume
+        for volume in volumes
+        if matches(volume_filter_values(volume, ebs.region.zone_id(volume.zone)), filters)
+    ]
+
+
+def delete_volume(ebs: Ebs, volume_id: str, *, dry_run: bool = False) -> None:
+    with ebs.store.transaction() as db:
+        volume = get_volume(db, volume_id)
+        if volume.attachments:
+            raise errors.VolumeInUse(
+                f"Volume {volume_id} is currently attached to {volume.attachments[0].instance_id}"
+            )
+        if volume.state not in (VolumeState.AVAILABLE, VolumeState.ERROR):
+            raise errors.IncorrectState(
+                f"The volume '{volume_id}' is '{volume.state}'; only an "
+                f"'{VolumeState.AVAILABLE}' or "
+                f"'{VolumeState.ERROR}' volume can be deleted."
+            )
+        check_dry_run(dry_run)
+        db.execute(f"UPDATE volumes SET state='{VolumeState.DELETING}' WHERE id=?", (volume_id,))
+    submit_delete_volume(ebs, volume_id)
+
+
+def submit_delete_volume(ebs: Ebs, volume_id: str) -> None:
+    def failed(failure: Exception) -> None:
+        set_volume_state(ebs, volume_id, VolumeState.ERROR, reason=f"delete failed: {failure}")
+
+    def work() -> None:
+        try:
+            ebs.backend.delete_volume(volume_id)
+        except BackendError as failure:
+            failed(failure)
+            return
+        with ebs.store.transaction() as db:
+            db.execute("DELETE FROM tags WHERE resource_id=?", (volume_id,))
+            db.execute("DELETE FROM modifications WHERE volume_id=?", (volume_id,))
+            db.execute("DELETE FROM volumes WHERE id=?", (volume_id,))
+
+    ebs.tasks.submit([volume_id], work, f"delete {volume_id}", on_failure=failed)
+
+
+def describe_volume_status(
+    ebs: Ebs,
+    *,
+    volume_ids: Sequence[str] = (),
+    filters: Sequence[Filter] = (),
+    dry_run: bool = False,
+) -> list[Volume]:
+    check_filters(filters, VOLUME_STATUS_FILTERS)
+    found = describe_volumes(ebs, volume_ids=volume_ids, dry_run=dry_run)
+    return [v for v in found if matches(volume_status_filter_values(v), filters)]
+
+
+def volume_attribute(ebs: Ebs, volume_id: str, attribute: str, *, dry_run: bool = False) -> Volume:
+    if attribute not in ("autoEnableIO", "productCodes"):
+        raise errors.InvalidParameterValue(
+            f"Value ({attribute}) for parameter attribute is invalid. "
+            "Valid attributes: autoEnableIO, productCodes."
+        )
+    with ebs.store.transaction() as db:
+        volume = get_volume(db, volume_id)
+    check_dry_run(dry_run)
+    return volume
+
+
+def modify_volume_attribute(
+    ebs: Ebs, volume_id: str, auto_enable_io: bool | None, *, dry_run: bool = False
+) -> None:
+    with ebs.store.transaction() as db:
+        get_volume(db, volume_id)
+        if auto_enable_io is None:
+            raise errors.MissingParameter("AutoEnableIO")
+        check_dry_run(dry_run)
+        db.execute(
+            "UPDATE volumes SET auto_enable_io=? WHERE id=?", (int(auto_enable_io), volume_id)
+        )
+
+
+def enable_volume_io(ebs: Ebs, volume_id: str, *, dry_run: bool = False) -> None:
+    with ebs.store.transaction() as db:
+        get_volume(db, volume_id)
+        check_dry_run(dry_run)
+        db.execute("UPDATE volumes SET io_enabled=1 WHERE id=?", (volume_id,))
