@@ -119,7 +119,7 @@ def describe_instances(
 
 def terminate_instances(
     ebs: Ebs, instance_ids: Sequence[str], *, dry_run: bool = False
-) -> list[tuple[Instance, str]]:
+) -> list[tuple[Instance, InstanceState]]:
     """Start terminating; returns each instance with its previous state."""
     if not instance_ids:
         raise errors.MissingParameter("InstanceId")

@@ -14,6 +14,13 @@ from fakestor.control.resources import (
     Volume,
     from_text,
 )
+from fakestor.control.states import (
+    AttachmentState,
+    InstanceState,
+    ModificationState,
+    SnapshotState,
+    VolumeState,
+)
 
 
 def tags_of(
@@ -41,7 +48,7 @@ def attachment_from_row(row: sqlite3.Row) -> Attachment:
         volume_id=row["volume_id"],
         instance_id=row["instance_id"],
         device=row["device"],
-        state=row["state"],
+        state=AttachmentState(row["state"]),
         attach_time=from_text(row["attach_time"]),
         delete_on_termination=bool(row["delete_on_termination"]),
         device_path=row["device_path"],
@@ -83,7 +90,7 @@ def load_volumes(db: sqlite3.Connection, volume_ids: Sequence[str] | None = None
             iops=row["iops"],
             throughput=row["throughput"],
             zone=row["zone"],
-            state=row["state"],
+            state=VolumeState(row["state"]),
             snapshot_id=row["snapshot_id"],
             encrypted=bool(row["encrypted"]),
             kms_key_id=row["kms_key_id"],
@@ -129,7 +136,7 @@ def load_snapshots(
                 id=row["id"],
                 volume_id=row["volume_id"],
                 volume_size=row["volume_size"],
-                state=row["state"],
+                state=SnapshotState(row["state"]),
                 progress=row["progress"],
                 start_time=from_text(row["start_time"]),
                 completion_time=(
@@ -167,7 +174,7 @@ def load_instances(db: sqlite3.Connection) -> list[Instance]:
         Instance(
             id=row["id"],
             zone=row["zone"],
-            state=row["state"],
+            state=InstanceState(row["state"]),
             instance_type=row["instance_type"],
             image_id=row["image_id"],
             launch_time=from_text(row["launch_time"]),
@@ -193,7 +200,7 @@ def load_modifications(db: sqlite3.Connection) -> list[Modification]:
     return [
         Modification(
             volume_id=row["volume_id"],
-            state=row["state"],
+            state=ModificationState(row["state"]),
             progress=row["progress"],
             start_time=from_text(row["start_time"]),
             end_time=from_text(row["end_time"]) if row["end_time"] else None,

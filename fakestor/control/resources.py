@@ -5,6 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from fakestor.control.states import (
+    AttachmentState,
+    InstanceState,
+    ModificationState,
+    SnapshotState,
+    VolumeState,
+)
+
 
 def utcnow() -> datetime:
     # EC2 reports times to the millisecond.
@@ -48,7 +56,7 @@ class Attachment:
     volume_id: str
     instance_id: str
     device: str
-    state: str  # attaching | attached | detaching
+    state: AttachmentState
     attach_time: datetime
     delete_on_termination: bool = False
     device_path: str | None = None
@@ -63,7 +71,7 @@ class Volume:
     iops: int | None
     throughput: int | None
     zone: str
-    state: str  # creating | available | in-use | deleting | deleted | error
+    state: VolumeState
     snapshot_id: str | None
     encrypted: bool
     kms_key_id: str | None
@@ -81,7 +89,7 @@ class Snapshot:
     id: str
     volume_id: str
     volume_size: int
-    state: str  # pending | completed | error
+    state: SnapshotState
     progress: int
     start_time: datetime
     completion_time: datetime | None
@@ -99,7 +107,7 @@ class Snapshot:
 @dataclass
 class Modification:
     volume_id: str
-    state: str  # modifying | optimizing | completed | failed
+    state: ModificationState
     progress: int
     start_time: datetime
     end_time: datetime | None
@@ -120,7 +128,7 @@ class Modification:
 class Instance:
     id: str
     zone: str
-    state: str  # pending | running | shutting-down | terminated
+    state: InstanceState
     instance_type: str
     image_id: str
     launch_time: datetime
