@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -177,10 +178,16 @@ def _run_server(args: argparse.Namespace) -> None:
         raise CliError("--latency must not be negative")
     if len(args.account_id) != 12 or not args.account_id.isdigit():
         raise CliError(f"--account-id must be 12 digits, not {args.account_id!r}")
+    _check_listen(host, port)
+    data_dir = args.data_dir or default_data_dir()
+    if data_dir.exists() and not data_dir.is_dir():
+        raise CliError(
+            f"--data-dir {data_dir} is not a directory; name a directory (or a new path)"
+        )
     config = ServerConfig(
         host=host,
         port=port,
-        data_dir=args.data_dir or default_data_dir(),
+        data_dir=data_dir,
         backend=args.backend,
         region=Region(args.region, args.zones, args.account_id),
         latency=args.latency,
@@ -195,6 +202,23 @@ def _run_server(args: argparse.Namespace) -> None:
         serve(config)
     except (BackendError, ServeError) as failure:
         raise CliError(str(failure)) from None
+
+
+def _check_listen(host: str, port: int) -> None:
+    """Refuse an address this machine cannot serve on, before anything is created."""
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        raise CliError(
+            f"--listen: {host!r} is neither an IP address nor a known host name"
+        ) from None
+    family, kind, protocol, _, address = found[0]
+    with socket.socket(family, kind, protocol) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as failure:
+            raise CliError(f"cannot serve on {host}:{port}: {failure.strerror}") from None
 
 
 def _run_plugin(args: argparse.Namespace) -> None:

@@ -118,16 +118,33 @@ def _fakestor(*args: str) -> subprocess.CompletedProcess[str]:
         (["server", "--latency", "-1"], "negative"),
         (["server", "--backend", "tape"], "invalid choice"),
         (["server", "--listen", "203.0.113.7:0"], "cannot serve"),
+        (["server", "--listen", "nonsense"], "neither an IP address nor a known host name"),
     ],
 )
 def test_bad_command_lines_exit_with_one_readable_line(
     args: list[str], words: str, tmp_path: Path
 ) -> None:
-    result = _fakestor(*args, "--data-dir", str(tmp_path))
+    data_dir = tmp_path / "data"
+    result = _fakestor(*args, "--data-dir", str(data_dir))
     assert result.returncode != 0
     assert words in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
+    assert not data_dir.exists()  # refused before anything was created
+
+
+@pytest.mark.parametrize("backend", ["metadata", "auto"])
+def test_a_data_dir_that_is_a_file_is_named_as_such(tmp_path: Path, backend: str) -> None:
+    not_a_dir = tmp_path / "data"
+    not_a_dir.write_text("mine")
+    result = _fakestor("server", "--backend", backend, "--listen", "127.0.0.1:0",
+                       "--data-dir", str(not_a_dir))  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"fakestor: --data-dir {not_a_dir} is not a directory; name a directory (or a new path)"
+    ]
+    assert not_a_dir.read_text() == "mine"
+    assert sorted(tmp_path.iterdir()) == [not_a_dir]
 
 
 def test_plugin_without_a_server_says_so_in_one_line(tmp_path: Path) -> None:
