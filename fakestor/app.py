@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from flask import Flask
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
 
 from fakestor.control import Ebs
 from fakestor.ec2.api import ec2_blueprint
-from fakestor.imds import imds_blueprint
+from fakestor.imds import IMDS_PREFIXES, imds_blueprint
+from fakestor.services import not_implemented
 from fakestor.ui import ui_blueprint
 
 MAX_REQUEST_BYTES = 1024 * 1024
@@ -27,4 +29,13 @@ def create_app(
     app.register_blueprint(imds_blueprint(ebs, imds_tokens_required))
     app.register_blueprint(ui_blueprint(ebs))
     app.register_blueprint(ec2_blueprint(ebs, deny))
+
+    def unknown_path(failure: HTTPException) -> Response | HTTPException:
+        # Instance metadata answers like EC2's (plain 404s); API paths in their protocol.
+        if request.path.startswith(IMDS_PREFIXES):
+            return failure
+        return not_implemented(request)
+
+    app.register_error_handler(404, unknown_path)
+    app.register_error_handler(405, unknown_path)
     return app

@@ -22,6 +22,8 @@ TOKEN_HEADER = "X-aws-ec2-metadata-token"
 TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 MAX_TOKEN_TTL = 21_600
 
+IMDS_PREFIXES = ("/latest/", "/instances/")  # where instance metadata is served
+
 
 class Tokens:
     """IMDSv2 session tokens and their expiry times."""

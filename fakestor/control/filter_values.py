@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fakestor.control.filters import tag_values
-from fakestor.control.resources import Instance, Modification, Snapshot, Volume, to_text
+from fakestor.control.resources import Instance, Modification, Snapshot, Volume, to_wire_time
 
 VOLUME_FILTERS = (
     "attachment.attach-time",
@@ -37,7 +37,7 @@ def volume_filter_values(volume: Volume, zone_id: str) -> dict[str, list[str]]:
     values = tag_values(volume.tags)
     values.update(
         {
-            "attachment.attach-time": [to_text(a.attach_time) for a in volume.attachments],
+            "attachment.attach-time": [to_wire_time(a.attach_time) for a in volume.attachments],
             "attachment.delete-on-termination": [
                 _flag(a.delete_on_termination) for a in volume.attachments
             ],
@@ -46,7 +46,7 @@ def volume_filter_values(volume: Volume, zone_id: str) -> dict[str, list[str]]:
             "attachment.status": [a.state for a in volume.attachments],
             "availability-zone": [volume.zone],
             "availability-zone-id": [zone_id],
-            "create-time": [to_text(volume.create_time)],
+            "create-time": [to_wire_time(volume.create_time)],
             "encrypted": [_flag(volume.encrypted)],
             "multi-attach-enabled": [_flag(volume.multi_attach)],
             "fast-restored": ["false"],
@@ -145,7 +145,7 @@ def modification_filter_values(m: Modification) -> dict[str, list[str]]:
         "original-size": [str(m.original_size)],
         "original-volume-type": [m.original_type],
         "originalMultiAttachEnabled": [_flag(m.original_multi_attach)],
-        "start-time": [to_text(m.start_time)],
+        "start-time": [to_wire_time(m.start_time)],
         "target-iops": [str(m.target_iops or "")],
         "target-size": [str(m.target_size)],
         "target-volume-type": [m.target_type],
@@ -183,7 +183,7 @@ def snapshot_filter_values(snapshot: Snapshot) -> dict[str, list[str]]:
             "owner-id": [snapshot.owner_id],
             "progress": [f"{snapshot.progress}%"],
             "snapshot-id": [snapshot.id],
-            "start-time": [to_text(snapshot.start_time)],
+            "start-time": [to_wire_time(snapshot.start_time)],
             "status": [snapshot.state],
             "storage-tier": ["standard"],
             # Set for copies only; fakestor copies are all standard (no completion duration).

@@ -24,6 +24,11 @@ def to_text(moment: datetime) -> str:
     return moment.isoformat()
 
 
+def to_wire_time(moment: datetime) -> str:
+    """A time as EC2 writes it, and so as clients see it: 2026-11-27T03:55:16.187Z."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
 def from_text(text: str) -> datetime:
     return datetime.fromisoformat(text)
 

@@ -26,6 +26,7 @@ def _error_response(error: errors.Ec2Error, request_id: str) -> Response:
         wire.serialize_error(error.code, error.message, request_id),
         status=error.http_status,
         content_type=XML,
+        headers={"x-amzn-RequestId": request_id},
     )
 
 
@@ -58,7 +59,9 @@ def ec2_blueprint(ebs: Ebs, deny: Sequence[str] = ()) -> Blueprint:
                 raise errors.UnauthorizedOperation()
             result = handler(ebs, wire.parse_request(operation, params))
             body = wire.serialize_response(operation, result, request_id)
-            return Response(body, status=200, content_type=XML)
+            return Response(
+                body, status=200, content_type=XML, headers={"x-amzn-RequestId": request_id}
+            )
         except errors.Ec2Error as error:
             return _error_response(error, request_id)
         except Exception as failure:

@@ -18,6 +18,7 @@ import botocore.session
 from botocore.model import ListShape, MapShape, OperationModel, ServiceModel, Shape, StructureShape
 
 from fakestor import errors
+from fakestor.control.resources import to_wire_time
 
 EC2_XMLNS = "http://ec2.amazonaws.com/doc/2016-11-15/"
 
@@ -201,7 +202,7 @@ def _text(shape: Shape, value: Any) -> str:
     if shape.type_name == "boolean":
         return "true" if value else "false"
     if shape.type_name == "timestamp" and isinstance(value, datetime):
-        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+        return to_wire_time(value)
     return str(value)
 
 

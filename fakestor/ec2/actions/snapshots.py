@@ -35,7 +35,8 @@ def create_snapshot(ebs: Ebs, params: Params) -> Result:
         tag_specs=tag_specs_of(params),
         dry_run=dry_run_of(params),
     )
-    return views.snapshot(snapshot)
+    # EC2 answers CreateSnapshot with a tag set, empty if the snapshot has no tags.
+    return {**views.snapshot(snapshot), "Tags": views.tag_list(snapshot.tags) or []}
 
 
 @action
@@ -52,7 +53,11 @@ def create_snapshots(ebs: Ebs, params: Params) -> Result:
         copy_tags_from_volume=params.get("CopyTagsFromSource") == "volume",
     )
     made = snapshots.create_snapshots(ebs, request, dry_run=dry_run_of(params))
-    return {"Snapshots": [views.snapshot_info(s) for s in made]}
+    return {
+        "Snapshots": [
+            {**views.snapshot_info(s), "Tags": views.tag_list(s.tags) or []} for s in made
+        ]
+    }
 
 
 @action
