@@ -239,6 +239,46 @@ def test_create_from_a_boto3_snapshot(stack: Stack) -> None:
     assert stack.run(restored, "cat /data/f") == "original\n"
 
 
+def _data_bytes(stack: Stack, name: str) -> int:
+    """The size of the filesystem a container sees at /data."""
+    return int(stack.run(name, "df -k /data | tail -1").split()[1]) * 1024
+
+
+@pytest.mark.parametrize("fstype", ["ext4", "xfs"])
+def test_the_filesystem_grows_with_the_volume(stack: Stack, fstype: str) -> None:
+    name = stack.volume_name()
+    assert stack.create(name, "size=1", f"fstype={fstype}").returncode == 0
+    stack.run(name, "echo kept > /data/f")
+    assert _data_bytes(stack, name) < 1024**3
+    volume_id = stack.ebs_volume(name)["VolumeId"]
+
+    # ModifyVolume grows the device; the next mount grows the filesystem to fill it.
+    stack.ec2.modify_volume(VolumeId=volume_id, Size=2)
+    wait_for(
+        lambda: (
+            stack.ec2.describe_volumes_modifications(VolumeIds=[volume_id])["VolumesModifications"][
+                0
+            ]["ModificationState"]
+            in ("optimizing", "completed")
+        )
+    )
+    assert _data_bytes(stack, name) > 1.8 * 1024**3
+    assert stack.run(name, "cat /data/f") == "kept\n"
+    assert f"{name}: grew its {fstype} filesystem" in stack.plugin.log()
+
+    # A restore to a larger size does too.
+    snapshot_id = stack.ec2.create_snapshot(VolumeId=volume_id)["SnapshotId"]
+    stack.ec2.get_waiter("snapshot_completed").wait(
+        SnapshotIds=[snapshot_id], WaiterConfig={"Delay": 0.2, "MaxAttempts": 300}
+    )
+    restored = stack.volume_name()
+    assert stack.create(restored, f"snapshot={snapshot_id}", "size=3").returncode == 0
+    assert _data_bytes(stack, restored) > 2.7 * 1024**3
+    assert stack.run(restored, "cat /data/f") == "kept\n"
+    stack.docker.run("volume", "rm", name, restored)
+    stack.ec2.delete_snapshot(SnapshotId=snapshot_id)
+
+
 def test_adopts_volumes_made_with_the_aws_api(stack: Stack) -> None:
     name = stack.volume_name()
     made = stack.ec2.create_volume(

@@ -364,9 +364,18 @@ class VolumeDriver:
         mountpoint = self.mount_root / name
         fresh = self._format_if_blank(name, device, volume)
         try:
+            fstype = host.filesystem_of(device) or ""
+            grown = host.grow_unmounted(device, fstype)
             host.mount(device, mountpoint)
+            grown = grown or host.grow_mounted(device, mountpoint, fstype)
         except host.HostError as failure:
             raise PluginError(f"cannot mount volume {name}: {failure}") from None
+        if grown:
+            # EBS grows the device; the filesystem is the instance's to grow, so the plugin does.
+            log.info(
+                "%s: grew its %s filesystem from %.1f to %.1f GiB to fill %s",
+                name, fstype, grown[0] / 2**30, grown[1] / 2**30, device,
+            )  # fmt: skip
         data = mountpoint / "data"
         if not data.exists():
             data.mkdir()

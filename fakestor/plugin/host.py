@@ -72,6 +72,57 @@ def make_filesystem(device: str, fstype: str) -> None:
         _check("mkfs.xfs", "-q", device)
 
 
+def device_bytes(device: str) -> int:
+    result = _run("blockdev", "--getsize64", device)
+    if result.returncode != 0:
+        raise HostError(f"blockdev cannot read the size of {device}: {result.stderr.strip()}")
+    return int(result.stdout)
+
+
+def _ext4_bytes(device: str) -> int:
+    result = _run("dumpe2fs", "-h", device)
+    if result.returncode != 0:
+        raise HostError(f"dumpe2fs cannot read {device}: {result.stderr.strip()}")
+    fields = dict(line.split(":", 1) for line in result.stdout.splitlines() if ":" in line)
+    return int(fields["Block count"]) * int(fields["Block size"])
+
+
+def grow_unmounted(device: str, fstype: str) -> tuple[int, int] | None:
+    """Grow an ext4 filesystem to its device before it is mounted; (old, new) bytes if grown.
+
+    EBS leaves growing the filesystem after ModifyVolume (or a restore to a larger
+    size) to the instance. ext4 is grown offline: an online resize2fs needs
+    CAP_SYS_RESOURCE, which a plugin may lack. xfs grows only online (grow_mounted).
+    """
+    if fstype != "ext4":
+        return None
+    size, capacity = _ext4_bytes(device), device_bytes(device)
+    if capacity - size < 1024 * 1024:  # ext4 rounds to its block groups
+        return None
+    # resize2fs refuses a filesystem not checked since its last mount.
+    result = _run("e2fsck", "-f", "-p", device)
+    if result.returncode >= 4:  # 1 and 2 mean errors were corrected
+        detail = (result.stderr or result.stdout).strip().splitlines()
+        raise HostError(f"e2fsck {device} found errors it cannot fix: {detail[-1:]}")
+    _check("resize2fs", device)
+    return size, _ext4_bytes(device)
+
+
+def grow_mounted(device: str, target: Path, fstype: str) -> tuple[int, int] | None:
+    """Grow a mounted xfs filesystem to its device; (old, new) bytes if grown."""
+    if fstype != "xfs":
+        return None
+    before = os.statvfs(target)
+    capacity = device_bytes(device)
+    if capacity - before.f_blocks * before.f_frsize < 64 * 1024 * 1024:  # log and metadata
+        return None
+    _check("xfs_growfs", str(target))
+    after = os.statvfs(target)
+    if after.f_blocks == before.f_blocks:
+        return None
+    return before.f_blocks * before.f_frsize, after.f_blocks * after.f_frsize
+
+
 def is_mount_point(path: Path) -> bool:
     return os.path.ismount(path)
 
