@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fakestor.plugin.driver import OPTIONS, PluginError, VolumeOptions
+from fakestor.plugin.options import OPTIONS, PluginError, VolumeOptions
 
 
 def test_every_option_parses() -> None:
