@@ -24,7 +24,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from backends.loopdev import loop
+from backends import loop
 
 RESULTS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 

@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from backends.loopdev import loop
+from backends import loop
 from benchmarks.common import bound_under, fakestor_server, opens, poll, scratch, timed
 
 PHASES = ("create", "attach, all usable", "detach", "delete")

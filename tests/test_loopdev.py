@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from backends.loopdev import loop
+from backends import loop
 from fakestor.device_names import by_id_name
 from tests.conftest import (
     Server,

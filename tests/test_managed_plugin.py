@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from backends.loopdev import loop
+from backends import loop
 from tests.conftest import Server, require, require_root_and_loop, wait_for
 from tests.docker_env import IMAGE, Dockerd, require_docker, running_dockerd
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from backends.loopdev import loop
+from backends import loop
 from tests.conftest import Server, wait_for
 from tests.docker_env import IMAGE, Dockerd, require_docker, running_dockerd
 from tests.test_loopdev import require_backend

@@ -17,10 +17,17 @@ import subprocess
 import threading
 from pathlib import Path
 
-from backends import BackendError, BackingStoreMissing, Inventory, OutOfSpace, ProgressCallback
+from backends import (
+    BackendError,
+    BackingStoreMissing,
+    Inventory,
+    OutOfSpace,
+    ProgressCallback,
+    loop,
+)
 from backends.fuse.fs import MountedFilesystem
 from backends.fuse.store import ChunkStore, NoSuchImage, StoreError, StoreFull, check_store
-from backends.loopdev import LoopdevBackend, frozen, loop
+from backends.loopdev import LoopdevBackend, frozen
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ from backends import (
     OutOfSpace,
     ProgressCallback,
     SizeLimit,
+    loop,
 )
-from backends.loopdev import loop
 from backends.loopdev.copy import copy_image
 from fakestor import failpoints
 from fakestor.device_names import by_id_name, device_aliases
