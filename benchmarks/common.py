@@ -25,6 +25,7 @@ import boto3
 from botocore.config import Config
 
 from backends import loop
+from fakestor.mounts import mount_points
 
 RESULTS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
@@ -97,14 +98,10 @@ def release_devices(base: Path) -> None:
     if not bound:
         return
     devices = {device.path for device in bound}
-    numbers = set()  # "major:minor", as mountinfo names a mount's device
-    for device in bound:
-        with contextlib.suppress(OSError):
-            numbers.add((loop.SYS_BLOCK / f"loop{device.number}" / "dev").read_text().strip())
-    for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):
-        fields = line.split()
-        if fields[2] in numbers:
-            subprocess.run(["umount", "-l", fields[4]], check=False)
+    for path in devices:
+        with contextlib.suppress(OSError):  # the device went meanwhile: nothing mounted
+            for point in reversed(mount_points(path)):
+                subprocess.run(["umount", "-l", point], check=False)
     for folder, pattern in (("/dev/disk/by-id", "nvme-Amazon_*"), ("/dev/fakestor", "*")):
         for link in Path(folder).glob(pattern):
             if link.is_symlink() and os.path.realpath(link) in devices:

@@ -22,6 +22,7 @@ import pytest
 
 from backends import loop
 from fakestor.device_names import by_id_name
+from fakestor.mounts import mount_table
 from tests.conftest import (
     Server,
     ServerFactory,
@@ -166,7 +167,7 @@ def machine(
 
 
 def mount_points() -> list[str]:
-    return [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    return [mount.target for mount in mount_table()]
 
 
 @pytest.fixture(params=BACKENDS)

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from backends import loop
+from fakestor.mounts import mount_table
 from tests.conftest import Server, require, require_root_and_loop, wait_for
 from tests.docker_env import IMAGE, Dockerd, require_docker, running_dockerd
 
@@ -35,7 +36,7 @@ def _require_build_tools() -> None:
 
 
 def _mount_points() -> list[str]:
-    return [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    return [mount.target for mount in mount_table()]
 
 
 def _propagation(target: str) -> str:

@@ -28,6 +28,7 @@ from backends import (
 from backends.fuse.fs import MountedFilesystem
 from backends.fuse.store import ChunkStore, NoSuchImage, StoreError, StoreFull, check_store
 from backends.loopdev import LoopdevBackend, frozen
+from fakestor.mounts import is_mounted
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +102,7 @@ class FuseBackend(LoopdevBackend):
                 except loop.LoopError as failure:
                     log.warning("cannot release %s: %s", device.path, failure)
         # A dead FUSE mount answers every stat with ENOTCONN: find it in the mount table.
-        mounted = any(
-            line.split()[4] == str(self.mountpoint)
-            for line in Path("/proc/self/mountinfo").read_text().splitlines()
-        )
-        if mounted:
+        if is_mounted(self.mountpoint):
             log.warning("unmounting the previous run's FUSE mount at %s", self.mountpoint)
             subprocess.run(["umount", "-l", str(self.mountpoint)], check=False)
         self.mountpoint.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,7 @@ from backends import (
 from backends.loopdev.copy import copy_image
 from fakestor import failpoints
 from fakestor.device_names import by_id_name, device_aliases
+from fakestor.mounts import mount_points, mount_table
 
 log = logging.getLogger(__name__)
 
@@ -59,23 +60,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _unescape_mountinfo(field: str) -> str:
-    return field.encode().decode("unicode_escape") if "\\" in field else field
-
-
-def mount_points(device: str) -> list[str]:
-    """Where `device` is mounted, as this process's mount namespace sees it."""
-    rdev = os.stat(device).st_rdev
-    wanted = f"{os.major(rdev)}:{os.minor(rdev)}"
-    points = []
-    with open("/proc/self/mountinfo") as mountinfo:
-        for line in mountinfo:
-            fields = line.split()
-            if fields[2] == wanted:
-                points.append(_unescape_mountinfo(fields[4]))
-    return points
 
 
 @contextlib.contextmanager
@@ -151,11 +135,9 @@ def largest_file_gib(directory: Path, ceiling: int = LARGEST_EBS_VOLUME_GIB) -> 
 
 def filesystem_type(path: Path) -> str:
     """The type of the filesystem `path` is on (ext4, xfs, ...), from the mount table."""
-    from fakestor.mounts import read_mounts
-
     target = str(path.resolve())
     best = ("", "unknown")
-    for mount in read_mounts():
+    for mount in mount_table():
         inside = target == mount.target or target.startswith(mount.target.rstrip("/") + "/")
         if inside and len(mount.target) >= len(best[0]):
             best = (mount.target, mount.fstype)
