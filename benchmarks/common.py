@@ -25,6 +25,7 @@ import boto3
 from botocore.config import Config
 
 from backends import loop
+from fakestor.device_names import BY_ID_DIR, BY_ID_PREFIX
 from fakestor.mounts import mount_points
 
 RESULTS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
@@ -82,11 +83,6 @@ def drop_caches() -> None:
     Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
-def bound_under(base: Path) -> list[loop.BoundDevice]:
-    """The loop devices bound to files under `base`."""
-    return [device for device in loop.bound_devices() if device.backing_file.startswith(str(base))]
-
-
 def release_devices(base: Path) -> None:
     """Undo what an interrupted run left bound to files under `base`.
 
@@ -94,7 +90,7 @@ def release_devices(base: Path) -> None:
     links that point at them, then the devices themselves. A clean run leaves
     nothing for this to do.
     """
-    bound = bound_under(base)
+    bound = loop.bound_under(base)
     if not bound:
         return
     devices = {device.path for device in bound}
@@ -102,8 +98,8 @@ def release_devices(base: Path) -> None:
         with contextlib.suppress(OSError):  # the device went meanwhile: nothing mounted
             for point in reversed(mount_points(path)):
                 subprocess.run(["umount", "-l", point], check=False)
-    for folder, pattern in (("/dev/disk/by-id", "nvme-Amazon_*"), ("/dev/fakestor", "*")):
-        for link in Path(folder).glob(pattern):
+    for folder, pattern in ((BY_ID_DIR, f"{BY_ID_PREFIX}*"), (Path("/dev/fakestor"), "*")):
+        for link in folder.glob(pattern):
             if link.is_symlink() and os.path.realpath(link) in devices:
                 link.unlink(missing_ok=True)
     for path in devices:
