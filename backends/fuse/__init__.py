@@ -1,8 +1,8 @@
 """The fuse backend: volumes as chunk maps over a shared copy-on-write block store.
 
 Each volume is served as a file by a FUSE filesystem (pyfuse3 on trio) in the
-server process and attached with a loop device exactly as the loopdev backend
-attaches its image files, so clients cannot tell the two apart. Snapshots share
+server process and attached through the same device layer (backends.devices) as
+the loopdev backend's image files, so clients cannot tell the two apart. Snapshots share
 every unchanged chunk, and restores are instant.
 
 Layout under the data dir: fuse/blocks.db and fuse/chunks/ (the store),
@@ -23,11 +23,11 @@ from backends import (
     Inventory,
     OutOfSpace,
     ProgressCallback,
-    loop,
+    SizeLimit,
 )
+from backends.devices import LoopDevices
 from backends.fuse.fs import MountedFilesystem
 from backends.fuse.store import ChunkStore, NoSuchImage, StoreError, StoreFull, check_store
-from backends.loopdev import LoopdevBackend, frozen
 from fakestor.mounts import is_mounted
 
 log = logging.getLogger(__name__)
@@ -36,17 +36,17 @@ GIB = 1024**3
 FLUSH_INTERVAL = 1.0  # seconds between background flushes of the block store
 
 
-class FuseBackend(LoopdevBackend):
-    """LoopdevBackend's attach, detach and links, over files served from the block store."""
+class FuseBackend:
+    """Volumes as files served from the chunk store, attached with loop devices."""
 
     name = "fuse"
+    latency = 0.0
 
     def __init__(self, data_dir: Path, dev_dir: Path = Path("/dev")) -> None:
-        super().__init__(data_dir, dev_dir)
         self.fuse_dir = data_dir / "fuse"
         self.mountpoint = self.fuse_dir / "mnt"
         self.volumes_dir = self.mountpoint / "volumes"
-        self.snapshots_dir = self.mountpoint / "snapshots"
+        self.devices = LoopDevices(self.volumes_dir, dev_dir=dev_dir)
         self.store: ChunkStore | None = None
         self.filesystem: MountedFilesystem | None = None
         self._stop = threading.Event()
@@ -92,15 +92,7 @@ class FuseBackend(LoopdevBackend):
 
     def _release_stale(self) -> None:
         """Undo what a crashed run left: loop devices on its dead mount, and the mount."""
-        prefix = str(self.volumes_dir) + "/"
-        for device in loop.bound_devices():
-            if device.backing_file.startswith(prefix):
-                log.warning("releasing %s, bound to the previous run's %s", device.path,
-                            device.backing_file)  # fmt: skip
-                try:
-                    loop.detach(device.path, force=True)
-                except loop.LoopError as failure:
-                    log.warning("cannot release %s: %s", device.path, failure)
+        self.devices.release_all("left bound by the previous run")
         # A dead FUSE mount answers every stat with ENOTCONN: find it in the mount table.
         if is_mounted(self.mountpoint):
             log.warning("unmounting the previous run's FUSE mount at %s", self.mountpoint)
@@ -118,16 +110,7 @@ class FuseBackend(LoopdevBackend):
         # Unlike image files, the served files vanish with this process: release the loop
         # devices on them rather than leave dead devices behind. The attachments stay
         # recorded, and the next start binds and links them again.
-        prefix = str(self.volumes_dir) + "/"
-        for device in loop.bound_devices():
-            if device.backing_file.startswith(prefix):
-                log.warning("releasing %s (%s) as the block store stops", device.path,
-                            device.backing_file.removeprefix(prefix))  # fmt: skip
-                try:
-                    loop.detach(device.path, force=True)
-                except loop.LoopError as failure:
-                    log.warning("cannot release %s: %s", device.path, failure)
-                self._unlink(device.backing_file.removeprefix(prefix), {device.path})
+        self.devices.release_all("as the block store stops")
         self._stop.set()
         if self._flusher is not None:
             self._flusher.join(10)
@@ -136,6 +119,9 @@ class FuseBackend(LoopdevBackend):
         if self.store is not None:
             self.store.close()
             self.store = None
+
+    def size_limit(self) -> SizeLimit | None:
+        return None  # a volume is chunks, not one file: any EBS size fits
 
     # ---- data -----------------------------------------------------------------------
 
@@ -176,14 +162,20 @@ class FuseBackend(LoopdevBackend):
         assert self.filesystem is not None
         self.filesystem.invalidate(volume_id)
         os.stat(self.volume_image(volume_id))  # the kernel re-reads the new size
-        for device in self._bound(volume_id):
-            loop.set_capacity(device.path)
+        self.devices.set_capacity(volume_id)
 
     def volume_image(self, volume_id: str) -> Path:
-        return self.volumes_dir / volume_id
+        return self.devices.file_of(volume_id)
 
-    def snapshot_image(self, snapshot_id: str) -> Path:
-        return self.snapshots_dir / snapshot_id
+    # ---- devices --------------------------------------------------------------------
+
+    def attach_volume(self, volume_id: str, device_name: str) -> str | None:
+        return self.devices.attach(volume_id, device_name)
+
+    def detach_volume(self, volume_id: str, force: bool) -> None:
+        self.devices.detach(volume_id, force)
+
+    # ---- snapshots ------------------------------------------------------------------
 
     def create_snapshot(self, snapshot_id: str, volume_id: str, progress: ProgressCallback) -> None:
         store = self._store()
@@ -191,10 +183,9 @@ class FuseBackend(LoopdevBackend):
             return
         if volume_id not in store.images:
             raise BackingStoreMissing(f"the data of {volume_id} is missing from the block store")
-        bound = self._bound(volume_id)
         try:
             # Freeze a mounted filesystem, then freeze the map: O(chunks), no data copied.
-            with frozen(bound[0].path if bound else None):
+            with self.devices.frozen(volume_id):
                 store.flush()
                 store.create(snapshot_id, store.image(volume_id).size, source=volume_id)
         except StoreError as failure:
@@ -218,12 +209,7 @@ class FuseBackend(LoopdevBackend):
 
     def inventory(self) -> Inventory:
         store = self._store()
-        prefix = str(self.volumes_dir) + "/"
-        attached = {
-            device.backing_file.removeprefix(prefix).removesuffix(" (deleted)"): device.path
-            for device in loop.bound_devices()
-            if device.backing_file.startswith(prefix)
-        }
+        attached = {volume_id: device.path for volume_id, device in self.devices.bound()}
         names = set(store.images)
         return Inventory(
             volumes={n for n in names if n.startswith("vol-")},
