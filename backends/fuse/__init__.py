@@ -1,11 +1,11 @@
-"""The fuse backend: volumes as chunk maps over a shared copy-on-write block store.
+"""The fuse backend: volumes as chunk maps over a shared copy-on-write chunk store.
 
 Each volume is served as a file by a FUSE filesystem (pyfuse3 on trio) in the
 server process and attached through the same device layer (backends.devices) as
 the loopdev backend's image files, so clients cannot tell the two apart. Snapshots share
 every unchanged chunk, and restores are instant.
 
-Layout under the data dir: fuse/blocks.db and fuse/chunks/ (the store),
+Layout under the data dir: fuse/blocks.db and fuse/chunks/ (the chunk store),
 fuse/mnt/ (the mount point: mnt/volumes/<vol-id>, mnt/snapshots/<snap-id>).
 """
 
@@ -26,14 +26,20 @@ from backends import (
     SizeLimit,
 )
 from backends.devices import LoopDevices
+from backends.fuse.chunks import (
+    ChunkStore,
+    ChunkStoreError,
+    ChunkStoreFull,
+    NoSuchImage,
+    check_store,
+)
 from backends.fuse.fs import MountedFilesystem
-from backends.fuse.store import ChunkStore, NoSuchImage, StoreError, StoreFull, check_store
 from fakestor.mounts import is_mounted
 
 log = logging.getLogger(__name__)
 
 GIB = 1024**3
-FLUSH_INTERVAL = 1.0  # seconds between background flushes of the block store
+FLUSH_INTERVAL = 1.0  # seconds between background flushes of the chunk store
 
 
 class FuseBackend:
@@ -47,16 +53,16 @@ class FuseBackend:
         self.mountpoint = self.fuse_dir / "mnt"
         self.volumes_dir = self.mountpoint / "volumes"
         self.devices = LoopDevices(self.volumes_dir, dev_dir=dev_dir)
-        self.store: ChunkStore | None = None
+        self.chunk_store: ChunkStore | None = None
         self.filesystem: MountedFilesystem | None = None
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
         self._lost: dict[str, int] = {}  # image -> chunks lost, found by the check at start
 
-    def _store(self) -> ChunkStore:
-        if self.store is None:
+    def _chunk_store(self) -> ChunkStore:
+        if self.chunk_store is None:
             raise BackendError("the fuse backend is not started")
-        return self.store
+        return self.chunk_store
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -80,8 +86,8 @@ class FuseBackend:
         for line in report.lines():
             log.warning("block store check: %s", line)
         self._lost = report.lost_chunks
-        self.store = ChunkStore(self.fuse_dir)
-        self.filesystem = MountedFilesystem(self.store, self.mountpoint)
+        self.chunk_store = ChunkStore(self.fuse_dir)
+        self.filesystem = MountedFilesystem(self.chunk_store, self.mountpoint)
         try:
             self.filesystem.start()
         except RuntimeError as failure:
@@ -102,8 +108,8 @@ class FuseBackend:
     def _flush_regularly(self) -> None:
         while not self._stop.wait(FLUSH_INTERVAL):
             try:
-                self._store().flush()
-            except (OSError, StoreError, BackendError) as failure:
+                self._chunk_store().flush()
+            except (OSError, ChunkStoreError, BackendError) as failure:
                 log.warning("periodic flush of the block store failed: %s", failure)
 
     def close(self) -> None:
@@ -116,31 +122,31 @@ class FuseBackend:
             self._flusher.join(10)
         if self.filesystem is not None:
             self.filesystem.stop()
-        if self.store is not None:
-            self.store.close()
-            self.store = None
+        if self.chunk_store is not None:
+            self.chunk_store.close()
+            self.chunk_store = None
 
     def size_limit(self) -> SizeLimit | None:
         return None  # a volume is chunks, not one file: any EBS size fits
 
     # ---- data -----------------------------------------------------------------------
 
-    def _translate(self, failure: StoreError, what: str) -> BackendError:
-        if isinstance(failure, StoreFull):
+    def _translate(self, failure: ChunkStoreError, what: str) -> BackendError:
+        if isinstance(failure, ChunkStoreFull):
             return OutOfSpace(f"no space left in the data dir to {what}")
         if isinstance(failure, NoSuchImage):
             return BackingStoreMissing(str(failure))
         return BackendError(f"cannot {what}: {failure}")
 
     def create_volume(self, volume_id: str, size_gib: int, snapshot_id: str | None) -> None:
-        store = self._store()
+        chunks = self._chunk_store()
         try:
-            if snapshot_id is not None and snapshot_id not in store.images:
+            if snapshot_id is not None and snapshot_id not in chunks.images:
                 raise BackingStoreMissing(f"the data of snapshot {snapshot_id} is missing")
-            store.create(volume_id, size_gib * GIB, source=snapshot_id)
+            chunks.create(volume_id, size_gib * GIB, source=snapshot_id)
             if snapshot_id is not None:
-                store.resize(volume_id, max(size_gib * GIB, store.image(snapshot_id).size))
-        except StoreError as failure:
+                chunks.resize(volume_id, max(size_gib * GIB, chunks.image(snapshot_id).size))
+        except ChunkStoreError as failure:
             raise self._translate(failure, f"create {volume_id}") from None
         except OSError as failure:
             raise BackendError(f"cannot create {volume_id}: {failure}") from None
@@ -148,16 +154,16 @@ class FuseBackend:
     def delete_volume(self, volume_id: str) -> None:
         self.detach_volume(volume_id, force=True)
         try:
-            self._store().delete(volume_id)
-        except (StoreError, OSError) as failure:
+            self._chunk_store().delete(volume_id)
+        except (ChunkStoreError, OSError) as failure:
             raise BackendError(f"cannot delete {volume_id}: {failure}") from None
 
     def resize_volume(self, volume_id: str, size_gib: int) -> None:
-        store = self._store()
+        chunks = self._chunk_store()
         try:
-            if store.image(volume_id).size < size_gib * GIB:
-                store.resize(volume_id, size_gib * GIB)
-        except StoreError as failure:
+            if chunks.image(volume_id).size < size_gib * GIB:
+                chunks.resize(volume_id, size_gib * GIB)
+        except ChunkStoreError as failure:
             raise self._translate(failure, f"resize {volume_id}") from None
         assert self.filesystem is not None
         self.filesystem.invalidate(volume_id)
@@ -178,39 +184,39 @@ class FuseBackend:
     # ---- snapshots ------------------------------------------------------------------
 
     def create_snapshot(self, snapshot_id: str, volume_id: str, progress: ProgressCallback) -> None:
-        store = self._store()
-        if snapshot_id in store.images:
+        chunks = self._chunk_store()
+        if snapshot_id in chunks.images:
             return
-        if volume_id not in store.images:
+        if volume_id not in chunks.images:
             raise BackingStoreMissing(f"the data of {volume_id} is missing from the block store")
         try:
             # Freeze a mounted filesystem, then freeze the map: O(chunks), no data copied.
             with self.devices.frozen(volume_id):
-                store.flush()
-                store.create(snapshot_id, store.image(volume_id).size, source=volume_id)
-        except StoreError as failure:
+                chunks.flush()
+                chunks.create(snapshot_id, chunks.image(volume_id).size, source=volume_id)
+        except ChunkStoreError as failure:
             raise self._translate(failure, f"snapshot {volume_id}") from None
 
     def copy_snapshot(
         self, source_snapshot_id: str, snapshot_id: str, progress: ProgressCallback
     ) -> None:
-        store = self._store()
+        chunks = self._chunk_store()
         try:
-            source = store.image(source_snapshot_id)
-            store.create(snapshot_id, source.size, source=source_snapshot_id)
-        except StoreError as failure:
+            source = chunks.image(source_snapshot_id)
+            chunks.create(snapshot_id, source.size, source=source_snapshot_id)
+        except ChunkStoreError as failure:
             raise self._translate(failure, f"copy {source_snapshot_id}") from None
 
     def delete_snapshot(self, snapshot_id: str) -> None:
         try:
-            self._store().delete(snapshot_id)
-        except (StoreError, OSError) as failure:
+            self._chunk_store().delete(snapshot_id)
+        except (ChunkStoreError, OSError) as failure:
             raise BackendError(f"cannot delete {snapshot_id}: {failure}") from None
 
     def inventory(self) -> Inventory:
-        store = self._store()
+        chunks = self._chunk_store()
         attached = {volume_id: device.path for volume_id, device in self.devices.bound()}
-        names = set(store.images)
+        names = set(chunks.images)
         return Inventory(
             volumes={n for n in names if n.startswith("vol-")},
             snapshots={n for n in names if n.startswith("snap-")},
