@@ -1,7 +1,5 @@
-"""The device layer both real backends hold: volume files bound to loop devices, named as EBS.
-
-Binds a volume's file to a loop device and links it as udev links an EBS volume on a
-Nitro instance; finds again from sysfs what is bound, so it keeps no record of its own.
+"""The device layer both real backends hold: volume files bound to loop devices and linked
+as EBS names them (by-id, sdf/xvdf); what is bound is found again from sysfs, never recorded.
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ from pathlib import Path
 
 from backends import BackendError, BackingStoreMissing, DeviceBusy, NoFreeDevice, loop
 from fakestor import failpoints
-from fakestor.device_names import by_id_name, device_aliases
+from fakestor.device_names import by_id_path, device_aliases
 from fakestor.mounts import mount_points
 
 log = logging.getLogger(__name__)
@@ -85,6 +83,7 @@ class LoopDevices:
                     device = loop.attach(file)
                 except loop.LoopError as failure:
                     raise NoFreeDevice(str(failure)) from failure
+            # Bound, not yet recorded: where crash tests kill the server (either backend).
             failpoints.hit("loopdev.attach.bound")
             self._wait_usable(device, file)
             self._link(volume_id, device_name, device)
@@ -106,7 +105,7 @@ class LoopDevices:
             time.sleep(0.01)
 
     def _link(self, volume_id: str, device_name: str, device: str) -> None:
-        _replace_link(self.by_id_dir / by_id_name(volume_id), device)
+        _replace_link(by_id_path(volume_id, self.by_id_dir), device)
         for alias in device_aliases(device_name):
             _replace_link(self.alias_dir / alias, device)
 
@@ -155,7 +154,7 @@ class LoopDevices:
                 self._unlink(volume_id, {device.path})
 
     def _unlink(self, volume_id: str, device_paths: set[str]) -> None:
-        (self.by_id_dir / by_id_name(volume_id)).unlink(missing_ok=True)
+        by_id_path(volume_id, self.by_id_dir).unlink(missing_ok=True)
         if self.alias_dir.is_dir():
             for alias in self.alias_dir.iterdir():
                 if alias.is_symlink() and os.readlink(alias) in device_paths:
@@ -166,7 +165,7 @@ class LoopDevices:
                 directory.rmdir()
 
     def _stale_link_targets(self, volume_id: str) -> set[str]:
-        link = self.by_id_dir / by_id_name(volume_id)
+        link = by_id_path(volume_id, self.by_id_dir)
         try:
             return {os.readlink(link)}
         except OSError:

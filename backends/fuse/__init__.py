@@ -1,12 +1,5 @@
-"""The fuse backend: volumes as chunk maps over a shared copy-on-write chunk store.
-
-Each volume is served as a file by a FUSE filesystem (pyfuse3 on trio) in the
-server process and attached through the same device layer (backends.devices) as
-the loopdev backend's image files, so clients cannot tell the two apart. Snapshots share
-every unchanged chunk, and restores are instant.
-
-Layout under the data dir: fuse/blocks.db and fuse/chunks/ (the chunk store),
-fuse/mnt/ (the mount point: mnt/volumes/<vol-id>, mnt/snapshots/<snap-id>).
+"""The fuse backend: volumes as files a FUSE filesystem (fs.py) serves from the copy-on-write
+chunk store (chunks.py), attached through the same device layer as loopdev's image files.
 """
 
 from __future__ import annotations
@@ -43,7 +36,13 @@ FLUSH_INTERVAL = 1.0  # seconds between background flushes of the chunk store
 
 
 class FuseBackend:
-    """Volumes as files served from the chunk store, attached with loop devices."""
+    """Volumes as files served from the chunk store, attached with loop devices.
+
+    The filesystem (pyfuse3 on trio) runs in the server process; clients cannot tell
+    its volumes from loopdev's. Snapshots share every unchanged chunk, and restores
+    are instant. Layout under the data dir: fuse/blocks.db and fuse/chunks/ (the chunk
+    store), fuse/mnt/ (the mount point: mnt/volumes/<vol-id>, mnt/snapshots/<snap-id>).
+    """
 
     name = "fuse"
     latency = 0.0

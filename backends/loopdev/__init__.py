@@ -1,13 +1,5 @@
-"""The loopdev backend: a volume is a sparse image file, attached as a loop device.
-
-Layout under the data dir:
-
-    volumes/<vol-id>.img       a volume's data, created sparse at its full size
-    snapshots/<snap-id>.img    a snapshot's data (reflink clone or sparse copy)
-    *.partial / *.deleting     files mid-create / mid-delete, finished by `inventory`
-
-An attached volume's image is bound to a loop device and linked as EBS names it by
-the device layer (backends.devices), which the fuse backend shares.
+"""The loopdev backend: each volume a sparse image file in the data dir, attached through
+the device layer (backends.devices); copy.py copies images at the cost of their data.
 """
 
 from __future__ import annotations
@@ -98,7 +90,14 @@ def filesystem_type(path: Path) -> str:
 
 
 class LoopdevBackend:
-    """Volumes as sparse files under the data dir, attached with loop devices."""
+    """Volumes as sparse files under the data dir, attached with loop devices.
+
+    Layout under the data dir:
+
+        volumes/<vol-id>.img       a volume's data, created sparse at its full size
+        snapshots/<snap-id>.img    a snapshot's data (reflink clone or sparse copy)
+        *.partial / *.deleting     files mid-create / mid-delete, finished by `inventory`
+    """
 
     name = "loopdev"
     latency = 0.0
