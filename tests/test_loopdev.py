@@ -110,7 +110,7 @@ class Host:
 
 
 def ours(data_dir: Path) -> list[loop.BoundDevice]:
-    return [d for d in loop.bound_devices() if d.backing_file.startswith(str(data_dir))]
+    return loop.bound_under(data_dir)
 
 
 def our_links() -> list[Path]:

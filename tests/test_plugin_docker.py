@@ -132,7 +132,7 @@ def stack(
             lambda: all(not v["Attachments"] for v in ec2.describe_volumes()["Volumes"]), timeout=30
         )
         server.stop()
-        leaked = [d for d in loop.bound_devices() if d.backing_file.startswith(str(root))]
+        leaked = loop.bound_under(root)
         mounts = [m.target for m in mount_table() if m.target.startswith(str(root))]
         for point in reversed(mounts):
             subprocess.run(["umount", "-l", point], check=False)
