@@ -1,8 +1,5 @@
-"""Data-plane backends for fakestor, and the protocol they share.
-
-A backend creates and deletes backing stores, binds them to block devices and
-snapshots them. It keeps no control-plane state: the server tells it what to do
-and it can rediscover what it has done (for reconcile after a crash).
+"""The Backend protocol the control plane calls, its errors and `load_backend`; the backends
+in loopdev/, fuse/ and metadata/, and the loop-device layer they share (devices.py, loop.py).
 """
 
 from __future__ import annotations
@@ -61,9 +58,15 @@ class Inventory:
 class Backend(Protocol):
     """What the control plane asks of a data plane.
 
+    A backend creates and deletes volumes' and snapshots' data, binds volumes to block
+    devices and snapshots them. It keeps no control-plane state: the server tells it
+    what to do, and it can rediscover what it has done (for reconcile after a crash).
+
     Every method may block and is called from a worker thread, never with the
     state store locked. Every method is idempotent: the server re-issues the
     operation after a crash, so doing it twice must have the effect of doing it once.
+    Failures are BackendErrors, the subclasses named being the ones a caller tells
+    apart; anything else is a bug, and the server fails the task that met it.
     """
 
     name: str
@@ -87,49 +90,55 @@ class Backend(Protocol):
         """
 
     def close(self) -> None:
-        """Release what `start` acquired; attached devices stay attached.
+        """Release what `start` acquired; attached devices stay attached where they can.
 
-        Also called after a `start` that failed half-way, to undo what it did.
+        Also called after a `start` that failed half-way, to undo what it did. A device
+        that will not let go is logged, not raised.
         """
 
     def size_limit(self) -> SizeLimit | None:
         """The largest volume the data dir can hold, if below LARGEST_EBS_VOLUME_GIB.
 
         Known once `start` has run; the control plane refuses larger sizes up front.
+        Raises nothing.
         """
 
     def create_volume(self, volume_id: str, size_gib: int, snapshot_id: str | None) -> None:
-        """Create the volume's backing store, from `snapshot_id`'s data if given.
+        """Create the volume's data, from `snapshot_id`'s data if given.
 
-        Raises OutOfSpace, BackingStoreMissing (the snapshot's data is gone).
+        Raises OutOfSpace, BackingStoreMissing (the snapshot's data is gone), BackendError.
         """
 
     def delete_volume(self, volume_id: str) -> None:
-        """Delete the volume's backing store; nothing to delete is not an error."""
+        """Release the volume's device and delete its data; nothing to delete is not an error.
+
+        Raises BackendError.
+        """
 
     def resize_volume(self, volume_id: str, size_gib: int) -> None:
-        """Grow the backing store, and an attached device's capacity, to `size_gib`.
+        """Grow the volume's data, and an attached device's capacity, to `size_gib`.
 
-        Raises OutOfSpace, BackingStoreMissing.
+        Raises OutOfSpace, BackingStoreMissing, BackendError.
         """
 
     def attach_volume(self, volume_id: str, device_name: str) -> str | None:
         """Bind the volume to a block device on this machine; return its path.
 
-        Returns None for a backend without devices. Raises NoFreeDevice,
-        BackingStoreMissing.
+        Returns None for a backend without devices. Raises NoFreeDevice (none free, or
+        it did not become usable), BackingStoreMissing, BackendError.
         """
 
     def detach_volume(self, volume_id: str, force: bool) -> None:
-        """Release the volume's device; not attached is not an error.
+        """Release the volume's device and its links; not attached is not an error.
 
-        Raises DeviceBusy if the device is in use and `force` is false.
+        Without `force`, returns once the kernel has let go of the device. Raises
+        DeviceBusy (in use and not `force`, or not released in time), BackendError.
         """
 
     def create_snapshot(self, snapshot_id: str, volume_id: str, progress: ProgressCallback) -> None:
-        """Capture the volume's current data as the snapshot.
+        """Capture the volume's current data as the snapshot (a mounted filesystem frozen).
 
-        Raises OutOfSpace, BackingStoreMissing.
+        Raises OutOfSpace, BackingStoreMissing, BackendError.
         """
 
     def copy_snapshot(
@@ -138,13 +147,14 @@ class Backend(Protocol):
         """Make `snapshot_id` a copy of `source_snapshot_id`'s data. Raises as create."""
 
     def delete_snapshot(self, snapshot_id: str) -> None:
-        """Delete the snapshot's data; nothing to delete is not an error."""
+        """Delete the snapshot's data; nothing to delete is not an error. Raises BackendError."""
 
     def inventory(self) -> Inventory | None:
         """What exists: data and bound devices. None for a backend that keeps no data.
 
         Also finishes what a crash interrupted inside the backend (half-written or
-        half-deleted files), which never holds data anyone was told exists.
+        half-deleted files), which never holds data anyone was told exists. Raises
+        BackendError.
         """
 
 

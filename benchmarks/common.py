@@ -24,7 +24,9 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from backends.loopdev import loop
+from backends import loop
+from fakestor.device_names import BY_ID_DIR, BY_ID_PREFIX
+from fakestor.mounts import mount_points
 
 RESULTS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
@@ -81,11 +83,6 @@ def drop_caches() -> None:
     Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
-def bound_under(base: Path) -> list[loop.BoundDevice]:
-    """The loop devices bound to files under `base`."""
-    return [device for device in loop.bound_devices() if device.backing_file.startswith(str(base))]
-
-
 def release_devices(base: Path) -> None:
     """Undo what an interrupted run left bound to files under `base`.
 
@@ -93,20 +90,16 @@ def release_devices(base: Path) -> None:
     links that point at them, then the devices themselves. A clean run leaves
     nothing for this to do.
     """
-    bound = bound_under(base)
+    bound = loop.bound_under(base)
     if not bound:
         return
     devices = {device.path for device in bound}
-    numbers = set()  # "major:minor", as mountinfo names a mount's device
-    for device in bound:
-        with contextlib.suppress(OSError):
-            numbers.add((loop.SYS_BLOCK / f"loop{device.number}" / "dev").read_text().strip())
-    for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):
-        fields = line.split()
-        if fields[2] in numbers:
-            subprocess.run(["umount", "-l", fields[4]], check=False)
-    for folder, pattern in (("/dev/disk/by-id", "nvme-Amazon_*"), ("/dev/fakestor", "*")):
-        for link in Path(folder).glob(pattern):
+    for path in devices:
+        with contextlib.suppress(OSError):  # the device went meanwhile: nothing mounted
+            for point in reversed(mount_points(path)):
+                subprocess.run(["umount", "-l", point], check=False)
+    for folder, pattern in ((BY_ID_DIR, f"{BY_ID_PREFIX}*"), (Path("/dev/fakestor"), "*")):
+        for link in folder.glob(pattern):
             if link.is_symlink() and os.path.realpath(link) in devices:
                 link.unlink(missing_ok=True)
     for path in devices:

@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fakestor.mounts import mount_table
+
 DOCKER = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker"
 IMAGE = "fakestor-test/busybox:1"
 BUSYBOX_APPLETS = (
@@ -108,8 +110,7 @@ def running_dockerd() -> Iterator[Dockerd]:
             daemon.run("rm", "-f", *containers, check=False)
         daemon.stop()
         # Whatever dockerd left mounted under its roots (it should leave nothing).
-        for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):
-            point = line.split()[4]
-            if point.startswith(str(root)):
-                subprocess.run(["umount", "-l", point], check=False)
+        for mount in reversed(mount_table()):
+            if mount.target.startswith(str(root)):
+                subprocess.run(["umount", "-l", mount.target], check=False)
         shutil.rmtree(root, ignore_errors=True)

@@ -17,8 +17,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from backends.loopdev import loop
-from benchmarks.common import bound_under, fakestor_server, opens, poll, scratch, timed
+from backends import loop
+from benchmarks.common import fakestor_server, opens, poll, scratch, timed
+from fakestor.device_names import BY_ID_DIR, BY_ID_PREFIX
 
 PHASES = ("create", "attach, all usable", "detach", "delete")
 DEVICE_NAMES = [
@@ -108,15 +109,15 @@ def _fakestor(base: Path, count: int, figures: ScaleFigures) -> None:
 
         figures.add(target, "create", timed(create))
         figures.add(target, "attach, all usable", timed(attach))
-        figures.bound_at_once.append(len(bound_under(base)))
+        figures.bound_at_once.append(len(loop.bound_under(base)))
         figures.add(target, "detach", timed(detach))
         figures.add(target, "delete", timed(delete))
     time.sleep(0.5)
-    figures.leaked_devices += len(bound_under(base))
+    figures.leaked_devices += len(loop.bound_under(base))
     figures.leaked_images += sum(1 for _ in (base / "data" / "volumes").glob("*"))
-    by_id = Path("/dev/disk/by-id")
-    if by_id.is_dir():
-        figures.leaked_links += sum(1 for link in by_id.glob("nvme-Amazon_*") if not link.exists())
+    if BY_ID_DIR.is_dir():
+        dangling = [link for link in BY_ID_DIR.glob(f"{BY_ID_PREFIX}*") if not link.exists()]
+        figures.leaked_links += len(dangling)
 
 
 def _by_hand(base: Path, count: int, figures: ScaleFigures) -> None:

@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from fakestor.mounts import is_mounted, mount_table
+
 IMAGE = "fakestor/busybox:latest"
 
 
@@ -81,10 +83,7 @@ class Lab:
         self.say(f"  ok: {what}")
 
     def host_sees(self, path: Path) -> bool:
-        return any(
-            line.split()[4] == str(path)
-            for line in Path("/proc/self/mountinfo").read_text().splitlines()
-        )
+        return is_mounted(path)
 
     def namespace_sees(self, pid: int, path: Path) -> bool:
         result = self.run("nsenter", "-t", str(pid), "-m", "findmnt", "-n", "--", str(path),
@@ -287,10 +286,7 @@ STEPS = [
 
 
 def _mount_table() -> list[str]:
-    return sorted(
-        " ".join(line.split()[3:5])
-        for line in Path("/proc/self/mountinfo").read_text().splitlines()
-    )
+    return sorted(f"{mount.root} {mount.target}" for mount in mount_table())
 
 
 def run_lab(plugin: str, out: Callable[[str], None] = print) -> int:

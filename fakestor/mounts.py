@@ -7,6 +7,7 @@ the kernel's shared-subtree rules (Documentation/filesystems/sharedsubtree.rst).
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -103,11 +104,31 @@ def parse_mountinfo(text: str) -> list[Mount]:
     return mounts
 
 
+def mount_table(pid: int | str = "self") -> list[Mount]:
+    """The mounts process `pid` sees, in mount order: parsed only, no tree, no marks."""
+    return parse_mountinfo(Path(f"/proc/{pid}/mountinfo").read_text())
+
+
 def read_mounts(pid: int | str = "self") -> list[Mount]:
-    mounts = parse_mountinfo(Path(f"/proc/{pid}/mountinfo").read_text())
+    """The mounts process `pid` sees, linked into a tree and marked where fakestor made them."""
+    mounts = mount_table(pid)
     link(mounts)
     mark_fakestor(mounts)
     return mounts
+
+
+def mount_points(device: str) -> list[str]:
+    """Where the block device `device` is mounted, as this process's mount namespace sees it."""
+    rdev = os.stat(device).st_rdev
+    wanted = f"{os.major(rdev)}:{os.minor(rdev)}"
+    return [mount.target for mount in mount_table() if mount.device == wanted]
+
+
+def is_mounted(path: Path | str) -> bool:
+    """Whether something is mounted at `path` here, even a dead FUSE mount that cannot be
+    stat'ed (where os.path.ismount fails)."""
+    target = str(path)
+    return any(mount.target == target for mount in mount_table())
 
 
 def link(mounts: list[Mount]) -> list[Mount]:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
+from fakestor.mounts import Mount, mount_table
 from tests.conftest import ZONE, ServerFactory, fast_waiter, new_volume, require
 from tests.test_loopdev import BACKENDS, MIB, _check, _read_raw, _write_raw, machine, run
 
@@ -47,12 +48,9 @@ while time.monotonic() < deadline:
 """
 
 
-def fuse_mounts(data_dir: Path) -> list[str]:
+def fuse_mounts(data_dir: Path) -> list[Mount]:
     target = str(data_dir / "fuse" / "mnt")
-    return [
-        line for line in Path("/proc/self/mountinfo").read_text().splitlines()
-        if line.split()[4] == target
-    ]  # fmt: skip
+    return [mount for mount in mount_table() if mount.target == target]
 
 
 @pytest.mark.privileged

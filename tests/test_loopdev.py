@@ -20,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from backends.loopdev import loop
+from backends import loop
+from backends.devices import LoopDevices
 from fakestor.device_names import by_id_name
+from fakestor.mounts import mount_table
 from tests.conftest import (
     Server,
     ServerFactory,
@@ -108,7 +110,7 @@ class Host:
 
 
 def ours(data_dir: Path) -> list[loop.BoundDevice]:
-    return [d for d in loop.bound_devices() if d.backing_file.startswith(str(data_dir))]
+    return loop.bound_under(data_dir)
 
 
 def our_links() -> list[Path]:
@@ -166,7 +168,7 @@ def machine(
 
 
 def mount_points() -> list[str]:
-    return [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    return [mount.target for mount in mount_table()]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -627,3 +629,34 @@ def test_backed_by_finds_exactly_the_devices_of_the_given_files(tmp_path: Path) 
     finally:
         for device in devices:
             loop.detach(device, force=True)
+
+
+def test_device_layer_links_finds_and_releases_its_own_devices(tmp_path: Path) -> None:
+    require_root_and_loop()
+    files, dev = tmp_path / "volumes", tmp_path / "dev"
+    files.mkdir()
+    devices = LoopDevices(files, suffix=".img", dev_dir=dev)
+    for volume_id in ("vol-1", "vol-2"):
+        with devices.file_of(volume_id).open("wb") as new_file:
+            new_file.truncate(MIB)
+    try:
+        first = devices.attach("vol-1", "/dev/sdf")
+        assert devices.attach("vol-1", "/dev/sdf") == first  # bound already: same device
+        second = devices.attach("vol-2", "xvdg")
+        assert os.readlink(dev / "disk" / "by-id" / by_id_name("vol-1")) == first
+        assert os.readlink(dev / "fakestor" / "xvdf") == first
+        assert os.readlink(dev / "fakestor" / "sdg") == second
+        devices.file_of("vol-2").unlink()  # deleted while bound: still found
+        assert sorted((v, d.path) for v, d in devices.bound()) == [
+            ("vol-1", first),
+            ("vol-2", second),
+        ]
+        devices.detach("vol-1", force=False)
+        assert [v for v, _ in devices.bound()] == ["vol-2"]
+        assert sorted(p.name for p in (dev / "fakestor").iterdir()) == ["sdg", "xvdg"]
+        devices.release_all("as the test ends")
+        wait_for(lambda: not devices.bound())
+        assert list(dev.iterdir()) == []  # the links went, and the directories made for them
+    finally:
+        for device in loop.bound_under(files):
+            loop.detach(device.path, force=True)

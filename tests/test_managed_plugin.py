@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from backends.loopdev import loop
+from backends import loop
+from fakestor.mounts import mount_table
 from tests.conftest import Server, require, require_root_and_loop, wait_for
 from tests.docker_env import IMAGE, Dockerd, require_docker, running_dockerd
 
@@ -35,7 +36,7 @@ def _require_build_tools() -> None:
 
 
 def _mount_points() -> list[str]:
-    return [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    return [mount.target for mount in mount_table()]
 
 
 def _propagation(target: str) -> str:
@@ -91,7 +92,7 @@ def managed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Managed]:
                 ec2.detach_volume(VolumeId=volume["VolumeId"], Force=True)
         wait_for(lambda: all(not v["Attachments"] for v in ec2.describe_volumes()["Volumes"]))
         server.stop()
-        leaked = [d for d in loop.bound_devices() if d.backing_file.startswith(str(root))]
+        leaked = loop.bound_under(root)
         for device in leaked:
             loop.detach(device.path, force=True)
         assert not leaked, leaked
@@ -143,11 +144,7 @@ def test_disabling_the_plugin_leaves_no_mount_or_device(managed: Managed) -> Non
     docker.run("plugin", "disable", "--force", PLUGIN)
     try:
         assert not [p for p in _mount_points() if p.startswith(propagated + "/")]
-        assert not [
-            d
-            for d in loop.bound_devices()
-            if d.backing_file.startswith(str(managed.server.data_dir))
-        ]
+        assert not loop.bound_under(managed.server.data_dir)
     finally:
         docker.run("plugin", "enable", "--timeout", "300", PLUGIN)
     docker.run("volume", "rm", name)

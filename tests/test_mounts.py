@@ -81,6 +81,15 @@ def test_parser_agrees_with_findmnt(lab: Path) -> None:
     assert ours[str(lab / "u")] == "private,unbindable"
 
 
+def test_is_mounted_reads_escaped_paths(lab: Path) -> None:
+    check = (
+        "from fakestor.mounts import is_mounted; import sys; "
+        "print(is_mounted(sys.argv[1]), is_mounted(sys.argv[2]))"
+    )
+    out = in_namespace(lab, f"{sys.executable} -c '{check}' '{lab}/with space' '{lab}/with'")
+    assert out.split() == ["True", "False"]
+
+
 def test_receivers_match_what_the_kernel_propagates(lab: Path) -> None:
     # Mount under a (shared) and under c (its slave); see where each shows up.
     out = in_namespace(

@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from backends.loopdev import loop
+from backends import loop
+from fakestor.mounts import mount_table
 from tests.conftest import Server, wait_for
 from tests.docker_env import IMAGE, Dockerd, require_docker, running_dockerd
 from tests.test_loopdev import require_backend
@@ -131,12 +132,8 @@ def stack(
             lambda: all(not v["Attachments"] for v in ec2.describe_volumes()["Volumes"]), timeout=30
         )
         server.stop()
-        leaked = [d for d in loop.bound_devices() if d.backing_file.startswith(str(root))]
-        mounts = [
-            line.split()[4]
-            for line in Path("/proc/self/mountinfo").read_text().splitlines()
-            if line.split()[4].startswith(str(root))
-        ]
+        leaked = loop.bound_under(root)
+        mounts = [m.target for m in mount_table() if m.target.startswith(str(root))]
         for point in reversed(mounts):
             subprocess.run(["umount", "-l", point], check=False)
         for device in leaked:
@@ -387,11 +384,7 @@ def test_a_volume_attached_elsewhere_is_refused_clearly(stack: Stack) -> None:
 
 def _mounts_of(stack: Stack, name: str) -> list[str]:
     target = str(stack.plugin.mount_root / name)
-    return [
-        line.split()[4]
-        for line in Path("/proc/self/mountinfo").read_text().splitlines()
-        if line.split()[4] == target
-    ]
+    return [mount.target for mount in mount_table() if mount.target == target]
 
 
 def test_dockerd_restart_keeps_volumes_in_use_and_leaks_nothing(stack: Stack) -> None:

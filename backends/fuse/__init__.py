@@ -1,12 +1,5 @@
-"""The fuse backend: volumes as chunk maps over a shared copy-on-write block store.
-
-Each volume is served as a file by a FUSE filesystem (pyfuse3 on trio) in the
-server process and attached with a loop device exactly as the loopdev backend
-attaches its image files, so clients cannot tell the two apart. Snapshots share
-every unchanged chunk, and restores are instant.
-
-Layout under the data dir: fuse/blocks.db and fuse/chunks/ (the store),
-fuse/mnt/ (the mount point: mnt/volumes/<vol-id>, mnt/snapshots/<snap-id>).
+"""The fuse backend: volumes as files a FUSE filesystem (fs.py) serves from the copy-on-write
+chunk store (chunks.py), attached through the same device layer as loopdev's image files.
 """
 
 from __future__ import annotations
@@ -17,38 +10,58 @@ import subprocess
 import threading
 from pathlib import Path
 
-from backends import BackendError, BackingStoreMissing, Inventory, OutOfSpace, ProgressCallback
+from backends import (
+    BackendError,
+    BackingStoreMissing,
+    Inventory,
+    OutOfSpace,
+    ProgressCallback,
+    SizeLimit,
+)
+from backends.devices import LoopDevices
+from backends.fuse.chunks import (
+    ChunkStore,
+    ChunkStoreError,
+    ChunkStoreFull,
+    NoSuchImage,
+    check_store,
+)
 from backends.fuse.fs import MountedFilesystem
-from backends.fuse.store import ChunkStore, NoSuchImage, StoreError, StoreFull, check_store
-from backends.loopdev import LoopdevBackend, frozen, loop
+from fakestor.mounts import is_mounted
 
 log = logging.getLogger(__name__)
 
 GIB = 1024**3
-FLUSH_INTERVAL = 1.0  # seconds between background flushes of the block store
+FLUSH_INTERVAL = 1.0  # seconds between background flushes of the chunk store
 
 
-class FuseBackend(LoopdevBackend):
-    """LoopdevBackend's attach, detach and links, over files served from the block store."""
+class FuseBackend:
+    """Volumes as files served from the chunk store, attached with loop devices.
+
+    The filesystem (pyfuse3 on trio) runs in the server process; clients cannot tell
+    its volumes from loopdev's. Snapshots share every unchanged chunk, and restores
+    are instant. Layout under the data dir: fuse/blocks.db and fuse/chunks/ (the chunk
+    store), fuse/mnt/ (the mount point: mnt/volumes/<vol-id>, mnt/snapshots/<snap-id>).
+    """
 
     name = "fuse"
+    latency = 0.0
 
     def __init__(self, data_dir: Path, dev_dir: Path = Path("/dev")) -> None:
-        super().__init__(data_dir, dev_dir)
         self.fuse_dir = data_dir / "fuse"
         self.mountpoint = self.fuse_dir / "mnt"
         self.volumes_dir = self.mountpoint / "volumes"
-        self.snapshots_dir = self.mountpoint / "snapshots"
-        self.store: ChunkStore | None = None
+        self.devices = LoopDevices(self.volumes_dir, dev_dir=dev_dir)
+        self.chunk_store: ChunkStore | None = None
         self.filesystem: MountedFilesystem | None = None
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
         self._lost: dict[str, int] = {}  # image -> chunks lost, found by the check at start
 
-    def _store(self) -> ChunkStore:
-        if self.store is None:
+    def _chunk_store(self) -> ChunkStore:
+        if self.chunk_store is None:
             raise BackendError("the fuse backend is not started")
-        return self.store
+        return self.chunk_store
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -72,8 +85,8 @@ class FuseBackend(LoopdevBackend):
         for line in report.lines():
             log.warning("block store check: %s", line)
         self._lost = report.lost_chunks
-        self.store = ChunkStore(self.fuse_dir)
-        self.filesystem = MountedFilesystem(self.store, self.mountpoint)
+        self.chunk_store = ChunkStore(self.fuse_dir)
+        self.filesystem = MountedFilesystem(self.chunk_store, self.mountpoint)
         try:
             self.filesystem.start()
         except RuntimeError as failure:
@@ -84,21 +97,9 @@ class FuseBackend(LoopdevBackend):
 
     def _release_stale(self) -> None:
         """Undo what a crashed run left: loop devices on its dead mount, and the mount."""
-        prefix = str(self.volumes_dir) + "/"
-        for device in loop.bound_devices():
-            if device.backing_file.startswith(prefix):
-                log.warning("releasing %s, bound to the previous run's %s", device.path,
-                            device.backing_file)  # fmt: skip
-                try:
-                    loop.detach(device.path, force=True)
-                except loop.LoopError as failure:
-                    log.warning("cannot release %s: %s", device.path, failure)
+        self.devices.release_all("left bound by the previous run")
         # A dead FUSE mount answers every stat with ENOTCONN: find it in the mount table.
-        mounted = any(
-            line.split()[4] == str(self.mountpoint)
-            for line in Path("/proc/self/mountinfo").read_text().splitlines()
-        )
-        if mounted:
+        if is_mounted(self.mountpoint):
             log.warning("unmounting the previous run's FUSE mount at %s", self.mountpoint)
             subprocess.run(["umount", "-l", str(self.mountpoint)], check=False)
         self.mountpoint.mkdir(parents=True, exist_ok=True)
@@ -106,51 +107,45 @@ class FuseBackend(LoopdevBackend):
     def _flush_regularly(self) -> None:
         while not self._stop.wait(FLUSH_INTERVAL):
             try:
-                self._store().flush()
-            except (OSError, StoreError, BackendError) as failure:
+                self._chunk_store().flush()
+            except (OSError, ChunkStoreError, BackendError) as failure:
                 log.warning("periodic flush of the block store failed: %s", failure)
 
     def close(self) -> None:
         # Unlike image files, the served files vanish with this process: release the loop
         # devices on them rather than leave dead devices behind. The attachments stay
         # recorded, and the next start binds and links them again.
-        prefix = str(self.volumes_dir) + "/"
-        for device in loop.bound_devices():
-            if device.backing_file.startswith(prefix):
-                log.warning("releasing %s (%s) as the block store stops", device.path,
-                            device.backing_file.removeprefix(prefix))  # fmt: skip
-                try:
-                    loop.detach(device.path, force=True)
-                except loop.LoopError as failure:
-                    log.warning("cannot release %s: %s", device.path, failure)
-                self._unlink(device.backing_file.removeprefix(prefix), {device.path})
+        self.devices.release_all("as the block store stops")
         self._stop.set()
         if self._flusher is not None:
             self._flusher.join(10)
         if self.filesystem is not None:
             self.filesystem.stop()
-        if self.store is not None:
-            self.store.close()
-            self.store = None
+        if self.chunk_store is not None:
+            self.chunk_store.close()
+            self.chunk_store = None
+
+    def size_limit(self) -> SizeLimit | None:
+        return None  # a volume is chunks, not one file: any EBS size fits
 
     # ---- data -----------------------------------------------------------------------
 
-    def _translate(self, failure: StoreError, what: str) -> BackendError:
-        if isinstance(failure, StoreFull):
+    def _translate(self, failure: ChunkStoreError, what: str) -> BackendError:
+        if isinstance(failure, ChunkStoreFull):
             return OutOfSpace(f"no space left in the data dir to {what}")
         if isinstance(failure, NoSuchImage):
             return BackingStoreMissing(str(failure))
         return BackendError(f"cannot {what}: {failure}")
 
     def create_volume(self, volume_id: str, size_gib: int, snapshot_id: str | None) -> None:
-        store = self._store()
+        chunks = self._chunk_store()
         try:
-            if snapshot_id is not None and snapshot_id not in store.images:
+            if snapshot_id is not None and snapshot_id not in chunks.images:
                 raise BackingStoreMissing(f"the data of snapshot {snapshot_id} is missing")
-            store.create(volume_id, size_gib * GIB, source=snapshot_id)
+            chunks.create(volume_id, size_gib * GIB, source=snapshot_id)
             if snapshot_id is not None:
-                store.resize(volume_id, max(size_gib * GIB, store.image(snapshot_id).size))
-        except StoreError as failure:
+                chunks.resize(volume_id, max(size_gib * GIB, chunks.image(snapshot_id).size))
+        except ChunkStoreError as failure:
             raise self._translate(failure, f"create {volume_id}") from None
         except OSError as failure:
             raise BackendError(f"cannot create {volume_id}: {failure}") from None
@@ -158,69 +153,69 @@ class FuseBackend(LoopdevBackend):
     def delete_volume(self, volume_id: str) -> None:
         self.detach_volume(volume_id, force=True)
         try:
-            self._store().delete(volume_id)
-        except (StoreError, OSError) as failure:
+            self._chunk_store().delete(volume_id)
+        except (ChunkStoreError, OSError) as failure:
             raise BackendError(f"cannot delete {volume_id}: {failure}") from None
 
     def resize_volume(self, volume_id: str, size_gib: int) -> None:
-        store = self._store()
+        chunks = self._chunk_store()
         try:
-            if store.image(volume_id).size < size_gib * GIB:
-                store.resize(volume_id, size_gib * GIB)
-        except StoreError as failure:
+            if chunks.image(volume_id).size < size_gib * GIB:
+                chunks.resize(volume_id, size_gib * GIB)
+        except ChunkStoreError as failure:
             raise self._translate(failure, f"resize {volume_id}") from None
         assert self.filesystem is not None
         self.filesystem.invalidate(volume_id)
         os.stat(self.volume_image(volume_id))  # the kernel re-reads the new size
-        for device in self._bound(volume_id):
-            loop.set_capacity(device.path)
+        self.devices.set_capacity(volume_id)
 
     def volume_image(self, volume_id: str) -> Path:
-        return self.volumes_dir / volume_id
+        return self.devices.file_of(volume_id)
 
-    def snapshot_image(self, snapshot_id: str) -> Path:
-        return self.snapshots_dir / snapshot_id
+    # ---- devices --------------------------------------------------------------------
+
+    def attach_volume(self, volume_id: str, device_name: str) -> str | None:
+        return self.devices.attach(volume_id, device_name)
+
+    def detach_volume(self, volume_id: str, force: bool) -> None:
+        self.devices.detach(volume_id, force)
+
+    # ---- snapshots ------------------------------------------------------------------
 
     def create_snapshot(self, snapshot_id: str, volume_id: str, progress: ProgressCallback) -> None:
-        store = self._store()
-        if snapshot_id in store.images:
+        chunks = self._chunk_store()
+        if snapshot_id in chunks.images:
             return
-        if volume_id not in store.images:
+        if volume_id not in chunks.images:
             raise BackingStoreMissing(f"the data of {volume_id} is missing from the block store")
-        bound = self._bound(volume_id)
         try:
             # Freeze a mounted filesystem, then freeze the map: O(chunks), no data copied.
-            with frozen(bound[0].path if bound else None):
-                store.flush()
-                store.create(snapshot_id, store.image(volume_id).size, source=volume_id)
-        except StoreError as failure:
+            with self.devices.frozen(volume_id):
+                chunks.flush()
+                chunks.create(snapshot_id, chunks.image(volume_id).size, source=volume_id)
+        except ChunkStoreError as failure:
             raise self._translate(failure, f"snapshot {volume_id}") from None
 
     def copy_snapshot(
         self, source_snapshot_id: str, snapshot_id: str, progress: ProgressCallback
     ) -> None:
-        store = self._store()
+        chunks = self._chunk_store()
         try:
-            source = store.image(source_snapshot_id)
-            store.create(snapshot_id, source.size, source=source_snapshot_id)
-        except StoreError as failure:
+            source = chunks.image(source_snapshot_id)
+            chunks.create(snapshot_id, source.size, source=source_snapshot_id)
+        except ChunkStoreError as failure:
             raise self._translate(failure, f"copy {source_snapshot_id}") from None
 
     def delete_snapshot(self, snapshot_id: str) -> None:
         try:
-            self._store().delete(snapshot_id)
-        except (StoreError, OSError) as failure:
+            self._chunk_store().delete(snapshot_id)
+        except (ChunkStoreError, OSError) as failure:
             raise BackendError(f"cannot delete {snapshot_id}: {failure}") from None
 
     def inventory(self) -> Inventory:
-        store = self._store()
-        prefix = str(self.volumes_dir) + "/"
-        attached = {
-            device.backing_file.removeprefix(prefix).removesuffix(" (deleted)"): device.path
-            for device in loop.bound_devices()
-            if device.backing_file.startswith(prefix)
-        }
-        names = set(store.images)
+        chunks = self._chunk_store()
+        attached = {volume_id: device.path for volume_id, device in self.devices.bound()}
+        names = set(chunks.images)
         return Inventory(
             volumes={n for n in names if n.startswith("vol-")},
             snapshots={n for n in names if n.startswith("snap-")},

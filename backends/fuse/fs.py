@@ -1,6 +1,6 @@
-"""The block store as a filesystem: volumes/<vol-id> and read-only snapshots/<snap-id>.
+"""The chunk store as a filesystem: volumes/<vol-id> and read-only snapshots/<snap-id>.
 
-A pyfuse3 filesystem on trio. Handlers raise only FUSEError; store work (disk
+A pyfuse3 filesystem on trio. Handlers raise only FUSEError; chunk store work (disk
 I/O, fsync) runs in worker threads. Files are served with direct I/O, so the
 kernel keeps no second copy of the data in its page cache.
 """
@@ -20,7 +20,7 @@ from typing import TypeVar
 import pyfuse3
 import trio
 
-from backends.fuse.store import ChunkStore, NoSuchImage, StoreError, StoreFull
+from backends.fuse.chunks import ChunkStore, ChunkStoreError, ChunkStoreFull, NoSuchImage
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,9 @@ class BlockFilesystem(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
 
-    def __init__(self, store: ChunkStore) -> None:
+    def __init__(self, chunk_store: ChunkStore) -> None:
         super().__init__()
-        self.store = store
+        self.chunk_store = chunk_store
         self._inodes: dict[str, int] = {}  # image name -> inode
         self._names: dict[int, str] = {}
         self._next_inode = SNAPSHOTS_INODE + 1
@@ -59,7 +59,7 @@ class BlockFilesystem(pyfuse3.Operations):
     def _name(self, inode: int) -> str:
         with self._lock:
             name = self._names.get(inode)
-        if name is None or name not in self.store.images:
+        if name is None or name not in self.chunk_store.images:
             raise pyfuse3.FUSEError(errno.ENOENT)
         return name
 
@@ -68,9 +68,9 @@ class BlockFilesystem(pyfuse3.Operations):
             return await trio.to_thread.run_sync(work)
         except NoSuchImage:
             raise pyfuse3.FUSEError(errno.ENOENT) from None
-        except StoreFull:
+        except ChunkStoreFull:
             raise pyfuse3.FUSEError(errno.ENOSPC) from None
-        except StoreError as failure:
+        except ChunkStoreError as failure:
             log.warning("block store: %s", failure)
             raise pyfuse3.FUSEError(errno.EIO) from None
         except OSError as failure:
@@ -88,7 +88,7 @@ class BlockFilesystem(pyfuse3.Operations):
             attributes.st_mode = stat.S_IFDIR | 0o755
             attributes.st_nlink = 2
             return attributes
-        image = self.store.image(self._name(inode))
+        image = self.chunk_store.image(self._name(inode))
         attributes.st_mode = stat.S_IFREG | (0o400 if image.read_only else 0o600)
         attributes.st_nlink = 1
         attributes.st_size = image.size
@@ -98,7 +98,7 @@ class BlockFilesystem(pyfuse3.Operations):
 
     def _children(self, inode: int) -> list[str]:
         prefix = "vol-" if inode == VOLUMES_INODE else "snap-"
-        return sorted(name for name in list(self.store.images) if name.startswith(prefix))
+        return sorted(name for name in list(self.chunk_store.images) if name.startswith(prefix))
 
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext | None = None
@@ -127,7 +127,7 @@ class BlockFilesystem(pyfuse3.Operations):
         fh: int | None,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
-        if fields.update_size and attr.st_size != self.store.image(self._name(inode)).size:
+        if fields.update_size and attr.st_size != self.chunk_store.image(self._name(inode)).size:
             # Volumes change size through ModifyVolume only.
             raise pyfuse3.FUSEError(errno.EPERM)
         return self._attributes(inode)
@@ -147,25 +147,25 @@ class BlockFilesystem(pyfuse3.Operations):
                 break
 
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
-        image = self.store.image(self._name(inode))
+        image = self.chunk_store.image(self._name(inode))
         if image.read_only and flags & (os.O_WRONLY | os.O_RDWR):
             raise pyfuse3.FUSEError(errno.EROFS)
         return pyfuse3.FileInfo(fh=inode, direct_io=True, keep_cache=False)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         name = self._name(fh)
-        return await self._run(lambda: self.store.read(name, off, size))
+        return await self._run(lambda: self.chunk_store.read(name, off, size))
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         name = self._name(fh)
         self.largest_write = max(self.largest_write, len(buf))
-        return await self._run(lambda: self.store.write(name, off, buf))
+        return await self._run(lambda: self.chunk_store.write(name, off, buf))
 
     async def flush(self, fh: int) -> None:
-        await self._run(self.store.flush)
+        await self._run(self.chunk_store.flush)
 
     async def fsync(self, fh: int, datasync: bool) -> None:
-        await self._run(self.store.flush)
+        await self._run(self.chunk_store.flush)
 
     async def release(self, fh: int) -> None:
         pass
@@ -175,7 +175,7 @@ class BlockFilesystem(pyfuse3.Operations):
 
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         data = pyfuse3.StatvfsData()
-        host = os.statvfs(self.store.root)
+        host = os.statvfs(self.chunk_store.root)
         data.f_bsize = data.f_frsize = host.f_frsize
         data.f_blocks, data.f_bfree, data.f_bavail = host.f_blocks, host.f_bfree, host.f_bavail
         data.f_files = data.f_ffree = data.f_favail = 0
@@ -186,10 +186,10 @@ class BlockFilesystem(pyfuse3.Operations):
 class MountedFilesystem:
     """The filesystem mounted at `mountpoint`, served by a trio loop in its own thread."""
 
-    def __init__(self, store: ChunkStore, mountpoint: Path) -> None:
-        self.store = store
+    def __init__(self, chunk_store: ChunkStore, mountpoint: Path) -> None:
+        self.chunk_store = chunk_store
         self.mountpoint = mountpoint
-        self.operations = BlockFilesystem(store)
+        self.operations = BlockFilesystem(chunk_store)
         self._thread: threading.Thread | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._started = threading.Event()

@@ -1,50 +1,33 @@
-"""The loopdev backend: a volume is a sparse image file, attached as a loop device.
-
-Layout under the data dir:
-
-    volumes/<vol-id>.img       a volume's data, created sparse at its full size
-    snapshots/<snap-id>.img    a snapshot's data (reflink clone or sparse copy)
-    *.partial / *.deleting     files mid-create / mid-delete, finished by `inventory`
-
-An attached volume appears as /dev/loopN, linked from
-/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol<hex> as udev links it on a
-Nitro instance, and from /dev/fakestor/<device name> (sdf and xvdf alike).
+"""The loopdev backend: each volume a sparse image file in the data dir, attached through
+the device layer (backends.devices); copy.py copies images at the cost of their data.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import logging
 import os
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from backends import (
     LARGEST_EBS_VOLUME_GIB,
     BackendError,
     BackingStoreMissing,
-    DeviceBusy,
     Inventory,
-    NoFreeDevice,
     OutOfSpace,
     ProgressCallback,
     SizeLimit,
 )
-from backends.loopdev import loop
+from backends.devices import LoopDevices
 from backends.loopdev.copy import copy_image
 from fakestor import failpoints
-from fakestor.device_names import by_id_name, device_aliases
+from fakestor.mounts import mount_table
 
 log = logging.getLogger(__name__)
 
 GIB = 1024**3
-FIFREEZE = 0xC0045877
-FITHAW = 0xC0045878
-RELEASE_TIMEOUT = 10.0
+IMAGE_SUFFIX = ".img"
 
 
 def _raise_backend_error(failure: OSError, what: str) -> None:
@@ -59,60 +42,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _unescape_mountinfo(field: str) -> str:
-    return field.encode().decode("unicode_escape") if "\\" in field else field
-
-
-def mount_points(device: str) -> list[str]:
-    """Where `device` is mounted, as this process's mount namespace sees it."""
-    rdev = os.stat(device).st_rdev
-    wanted = f"{os.major(rdev)}:{os.minor(rdev)}"
-    points = []
-    with open("/proc/self/mountinfo") as mountinfo:
-        for line in mountinfo:
-            fields = line.split()
-            if fields[2] == wanted:
-                points.append(_unescape_mountinfo(fields[4]))
-    return points
-
-
-@contextlib.contextmanager
-def frozen(device: str | None) -> Iterator[None]:
-    """Freeze the filesystem on `device` (if mounted here) for a consistent copy.
-
-    FIFREEZE flushes the filesystem and blocks writers until FITHAW, so the image
-    copied meanwhile is a consistent point in time.
-    """
-    points = mount_points(device) if device else []
-    fd = None
-    for point in points:
-        try:
-            fd = os.open(point, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            fcntl.ioctl(fd, FIFREEZE, 0)
-            break
-        except OSError as failure:
-            log.warning("cannot freeze %s on %s: %s", device, point, failure.strerror)
-            if fd is not None:
-                os.close(fd)
-            fd = None
-    try:
-        if fd is None and device:
-            # Not mounted here (or cannot freeze): flush what has been written.
-            with contextlib.suppress(OSError):
-                device_fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    os.fsync(device_fd)
-                finally:
-                    os.close(device_fd)
-        yield
-    finally:
-        if fd is not None:
-            try:
-                fcntl.ioctl(fd, FITHAW, 0)
-            finally:
-                os.close(fd)
 
 
 def largest_file_gib(directory: Path, ceiling: int = LARGEST_EBS_VOLUME_GIB) -> int | None:
@@ -151,11 +80,9 @@ def largest_file_gib(directory: Path, ceiling: int = LARGEST_EBS_VOLUME_GIB) -> 
 
 def filesystem_type(path: Path) -> str:
     """The type of the filesystem `path` is on (ext4, xfs, ...), from the mount table."""
-    from fakestor.mounts import read_mounts
-
     target = str(path.resolve())
     best = ("", "unknown")
-    for mount in read_mounts():
+    for mount in mount_table():
         inside = target == mount.target or target.startswith(mount.target.rstrip("/") + "/")
         if inside and len(mount.target) >= len(best[0]):
             best = (mount.target, mount.fstype)
@@ -163,7 +90,14 @@ def filesystem_type(path: Path) -> str:
 
 
 class LoopdevBackend:
-    """Volumes as sparse files under the data dir, attached with loop devices."""
+    """Volumes as sparse files under the data dir, attached with loop devices.
+
+    Layout under the data dir:
+
+        volumes/<vol-id>.img       a volume's data, created sparse at its full size
+        snapshots/<snap-id>.img    a snapshot's data (reflink clone or sparse copy)
+        *.partial / *.deleting     files mid-create / mid-delete, finished by `inventory`
+    """
 
     name = "loopdev"
     latency = 0.0
@@ -171,10 +105,7 @@ class LoopdevBackend:
     def __init__(self, data_dir: Path, dev_dir: Path = Path("/dev")) -> None:
         self.volumes_dir = data_dir / "volumes"
         self.snapshots_dir = data_dir / "snapshots"
-        self.by_id_dir = dev_dir / "disk" / "by-id"
-        self.alias_dir = dev_dir / "fakestor"
-        # Serialises attach and detach so two requests never bind one image twice.
-        self._devices_lock = threading.Lock()
+        self.devices = LoopDevices(self.volumes_dir, suffix=IMAGE_SUFFIX, dev_dir=dev_dir)
         self._size_limit: SizeLimit | None = None
 
     # ---- lifecycle ----------------------------------------------------------
@@ -216,15 +147,10 @@ class LoopdevBackend:
     # ---- paths --------------------------------------------------------------
 
     def volume_image(self, volume_id: str) -> Path:
-        return self.volumes_dir / f"{volume_id}.img"
+        return self.devices.file_of(volume_id)
 
     def snapshot_image(self, snapshot_id: str) -> Path:
-        return self.snapshots_dir / f"{snapshot_id}.img"
-
-    def _bound(self, volume_id: str) -> list[loop.BoundDevice]:
-        image = str(self.volume_image(volume_id))
-        # A backing file deleted while bound reads back as "<path> (deleted)".
-        return loop.backed_by({image, f"{image} (deleted)"})
+        return self.snapshots_dir / f"{snapshot_id}{IMAGE_SUFFIX}"
 
     # ---- volumes ------------------------------------------------------------
 
@@ -276,114 +202,33 @@ class LoopdevBackend:
             raise BackingStoreMissing(f"the data of {volume_id} is missing ({image})") from None
         except OSError as failure:
             _raise_backend_error(failure, f"resize {volume_id}")
-        for device in self._bound(volume_id):
-            loop.set_capacity(device.path)
+        self.devices.set_capacity(volume_id)
 
-    # ---- attach -------------------------------------------------------------
+    # ---- devices ------------------------------------------------------------
 
     def attach_volume(self, volume_id: str, device_name: str) -> str | None:
-        image = self.volume_image(volume_id)
-        if not image.exists():
-            raise BackingStoreMissing(f"the data of {volume_id} is missing ({image})")
-        with self._devices_lock:
-            bound = self._bound(volume_id)
-            if bound:
-                device = bound[0].path
-            else:
-                try:
-                    device = loop.attach(image)
-                except loop.LoopError as failure:
-                    raise NoFreeDevice(str(failure)) from failure
-            failpoints.hit("loopdev.attach.bound")
-            self._wait_usable(device, image)
-            self._link(volume_id, device_name, device)
-        return device
-
-    def _wait_usable(self, device: str, image: Path, timeout: float = 10.0) -> None:
-        """Wait until the device has the image's size and opens (udev-less machines too)."""
-        deadline = time.monotonic() + timeout
-        want = image.stat().st_size
-        while True:
-            try:
-                if loop.size_bytes(device) == want:
-                    os.close(os.open(device, os.O_RDONLY | os.O_CLOEXEC))
-                    return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise NoFreeDevice(f"{device} did not become usable within {timeout:.0f}s")
-            time.sleep(0.01)
-
-    def _replace_link(self, link: Path, target: str) -> None:
-        link.parent.mkdir(parents=True, exist_ok=True)
-        temporary = link.with_name(f".{link.name}.new")
-        temporary.unlink(missing_ok=True)
-        os.symlink(target, temporary)
-        os.rename(temporary, link)
-
-    def _link(self, volume_id: str, device_name: str, device: str) -> None:
-        self._replace_link(self.by_id_dir / by_id_name(volume_id), device)
-        for alias in device_aliases(device_name):
-            self._replace_link(self.alias_dir / alias, device)
-
-    def _unlink(self, volume_id: str, device_paths: set[str]) -> None:
-        (self.by_id_dir / by_id_name(volume_id)).unlink(missing_ok=True)
-        if self.alias_dir.is_dir():
-            for alias in self.alias_dir.iterdir():
-                if alias.is_symlink() and os.readlink(alias) in device_paths:
-                    alias.unlink(missing_ok=True)
-        for directory in (self.alias_dir, self.by_id_dir, self.by_id_dir.parent):
-            # Only directories fakestor made and left empty; udev's are never empty.
-            with contextlib.suppress(OSError):
-                directory.rmdir()
+        return self.devices.attach(volume_id, device_name)
 
     def detach_volume(self, volume_id: str, force: bool) -> None:
-        with self._devices_lock:
-            bound = self._bound(volume_id)
-            devices = {device.path for device in bound}
-            if not force:
-                for device in bound:
-                    if loop.is_busy(device.path):
-                        raise DeviceBusy(
-                            f"{device.path} ({volume_id}) is mounted or in use; unmount it, or "
-                            "detach with Force"
-                        )
-            for device in bound:
-                try:
-                    loop.detach(device.path, force=force)
-                except loop.LoopBusy as failure:
-                    raise DeviceBusy(str(failure)) from failure
-                except loop.LoopError as failure:
-                    raise BackendError(str(failure)) from failure
-            self._unlink(volume_id, devices | self._stale_link_targets(volume_id))
-            if not force:
-                self._wait_released(volume_id, bound)
-
-    def _stale_link_targets(self, volume_id: str) -> set[str]:
-        link = self.by_id_dir / by_id_name(volume_id)
-        try:
-            return {os.readlink(link)}
-        except OSError:
-            return set()
-
-    def _wait_released(self, volume_id: str, bound: list[loop.BoundDevice]) -> None:
-        """Wait until none of the devices just detached is bound to the volume any more."""
-        deadline = time.monotonic() + RELEASE_TIMEOUT
-        while any(loop.backing_file(device.path) == device.backing_file for device in bound):
-            if time.monotonic() > deadline:
-                raise DeviceBusy(f"the loop device of {volume_id} was not released in time")
-            time.sleep(0.01)
+        self.devices.detach(volume_id, force)
 
     # ---- snapshots ----------------------------------------------------------
 
     def _copy(
-        self, source: Path, target: Path, device: str | None, progress: ProgressCallback, what: str
+        self,
+        source: Path,
+        target: Path,
+        progress: ProgressCallback,
+        what: str,
+        *,
+        freezing: str | None = None,
     ) -> None:
+        """Copy `source` to `target` through a .partial file, the volume `freezing` frozen."""
         if target.exists():
             return
         partial = target.with_name(target.name + ".partial")
         try:
-            with frozen(device):
+            with self.devices.frozen(freezing) if freezing else contextlib.nullcontext():
                 method = copy_image(source, partial, progress)
             os.rename(partial, target)
             _fsync_dir(target.parent)
@@ -396,13 +241,12 @@ class LoopdevBackend:
         source = self.volume_image(volume_id)
         if not source.exists():
             raise BackingStoreMissing(f"the data of {volume_id} is missing ({source})")
-        bound = self._bound(volume_id)
         self._copy(
             source,
             self.snapshot_image(snapshot_id),
-            bound[0].path if bound else None,
             progress,
             f"snapshot {volume_id} as {snapshot_id}",
+            freezing=volume_id,
         )
 
     def copy_snapshot(
@@ -414,7 +258,7 @@ class LoopdevBackend:
                 f"the data of snapshot {source_snapshot_id} is missing ({source})"
             )
         self._copy(
-            source, self.snapshot_image(snapshot_id), None, progress,
+            source, self.snapshot_image(snapshot_id), progress,
             f"copy {source_snapshot_id} to {snapshot_id}",
         )  # fmt: skip
 
@@ -432,12 +276,7 @@ class LoopdevBackend:
             for leftover in [*directory.glob("*.deleting"), *directory.glob("*.partial")]:
                 log.info("removing interrupted %s", leftover)
                 leftover.unlink(missing_ok=True)
-        volumes = {path.stem for path in self.volumes_dir.glob("*.img")}
-        snapshots = {path.stem for path in self.snapshots_dir.glob("*.img")}
-        prefix = str(self.volumes_dir) + "/"
-        attached: dict[str, str] = {}
-        for device in loop.bound_devices():
-            backing = device.backing_file.removesuffix(" (deleted)")
-            if backing.startswith(prefix) and backing.endswith(".img"):
-                attached[backing.removeprefix(prefix).removesuffix(".img")] = device.path
+        volumes = {path.stem for path in self.volumes_dir.glob(f"*{IMAGE_SUFFIX}")}
+        snapshots = {path.stem for path in self.snapshots_dir.glob(f"*{IMAGE_SUFFIX}")}
+        attached = {volume_id: device.path for volume_id, device in self.devices.bound()}
         return Inventory(volumes=volumes, snapshots=snapshots, attached=attached)

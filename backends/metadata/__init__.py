@@ -1,7 +1,5 @@
-"""The metadata backend: the API without data, devices or root, as moto offers.
-
-Volumes and snapshots exist only as records. `latency` makes every data-plane
-operation take that long, so clients see the transitional states real EBS shows.
+"""The metadata backend: volumes and snapshots as records only, no data, devices or root
+(as moto offers); `latency` makes each data-plane step take that long, as on real EBS.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from typing import Any
 
 from fakestor.plugin import host
 from fakestor.plugin.ebs import InstanceVolumes
-from fakestor.plugin.metadata import Identity
+from fakestor.plugin.imds import Identity
 from fakestor.plugin.options import (
     NAME_TAG,
     VOLUME_NAME,

@@ -13,7 +13,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from fakestor.device_names import canonical_device
 from fakestor.plugin import host
-from fakestor.plugin.metadata import Identity
+from fakestor.plugin.imds import Identity
 from fakestor.plugin.options import NAME_TAG, PluginError
 
 log = logging.getLogger(__name__)

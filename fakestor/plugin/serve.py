@@ -17,7 +17,7 @@ from botocore.config import Config
 from fakestor.plugin.api import create_plugin_app
 from fakestor.plugin.driver import Defaults, PluginError, VolumeDriver
 from fakestor.plugin.host import is_mount_point
-from fakestor.plugin.metadata import Identity, MetadataError, read_identity
+from fakestor.plugin.imds import Identity, ImdsError, read_identity
 from fakestor.plugin.state import MountState
 from fakestor.serving import run_until_signalled
 
@@ -86,7 +86,7 @@ def _release_vanished_mounts(driver: VolumeDriver) -> None:
 def run_plugin(config: PluginConfig) -> None:
     try:
         identity: Identity = read_identity(config.imds_endpoint)
-    except MetadataError as failure:
+    except ImdsError as failure:
         raise PluginStartError(str(failure)) from None
     try:
         state = MountState(config.state_dir / "mounts.json")

@@ -1,8 +1,9 @@
 """Linux loop devices through the kernel's ioctls (loop(4)).
 
 `attach` binds a file to a free loop device with LOOP_CONFIGURE, creating one
-when all are in use; `detach` releases it; `bound_devices` rediscovers what is
-bound to which file from sysfs, so no record of our own is needed.
+when all are in use; `detach` releases it; `bound_devices`, `backed_by` and
+`bound_under` rediscover what is bound to which file from sysfs, so no record of
+our own is needed.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ _LOOP_INFO64 = struct.Struct("=5Q4I64s64s32s2Q")
 _LOOP_CONFIG = struct.Struct(f"=II{_LOOP_INFO64.size}s64x")
 
 SYS_BLOCK = Path("/sys/block")
+DELETED = " (deleted)"  # what sysfs appends to a backing file unlinked while bound
 
 
 class LoopError(Exception):
@@ -51,8 +53,13 @@ class LoopBusy(LoopError):
 class BoundDevice:
     path: str  # /dev/loopN
     number: int
-    backing_file: str
+    backing_file: str  # as sysfs shows it, DELETED appended once the file is unlinked
     autoclear: bool
+
+    @property
+    def file(self) -> str:
+        """The path of the backing file, deleted or not."""
+        return self.backing_file.removesuffix(DELETED)
 
 
 def _device_node(number: int) -> str:
@@ -177,6 +184,12 @@ def bound_devices() -> list[BoundDevice]:
 def backed_by(backing_files: Collection[str]) -> list[BoundDevice]:
     """The loop devices bound to any of `backing_files`, as sysfs names them."""
     return _scan(backing_files.__contains__)
+
+
+def bound_under(directory: Path) -> list[BoundDevice]:
+    """The loop devices bound to files under `directory` (deleted files too)."""
+    prefix = str(directory).rstrip("/") + "/"
+    return _scan(lambda backing: backing.startswith(prefix))
 
 
 def _scan(wanted: Callable[[str], bool]) -> list[BoundDevice]:

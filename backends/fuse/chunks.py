@@ -1,4 +1,4 @@
-"""A chunked copy-on-write block store: volumes and snapshots as maps over shared chunks.
+"""The chunk store: volumes and snapshots as maps over shared copy-on-write chunks.
 
 Each volume or snapshot (an "image") maps chunk index -> chunk id; a chunk is a
 512 KiB file under chunks/ with a reference count. Unwritten chunks read as
@@ -25,7 +25,6 @@ import os
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,19 +53,19 @@ CREATE TABLE IF NOT EXISTS chunks (
 """
 
 
-class StoreError(Exception):
-    """A store operation failed; the message says what and why."""
+class ChunkStoreError(Exception):
+    """A chunk store operation failed; the message says what and why."""
 
 
-class NoSuchImage(StoreError):
+class NoSuchImage(ChunkStoreError):
     pass
 
 
-class StoreFull(StoreError):
+class ChunkStoreFull(ChunkStoreError):
     pass
 
 
-class ChunkLost(StoreError):
+class ChunkLost(ChunkStoreError):
     """A chunk an image maps is missing from chunks/: that range of the image is lost."""
 
 
@@ -119,7 +118,7 @@ class ChunkStore:
     """Images (volumes, snapshots) over reference-counted chunk files, thread-safe."""
 
     def __init__(self, root: Path) -> None:
-        """Open the store at `root`; the caller must own the data dir (hold its lock)."""
+        """Open the chunk store at `root`; the caller must own the data dir (hold its lock)."""
         self.root = root
         self.chunks_dir = root / "chunks"
         self.chunks_dir.mkdir(parents=True, exist_ok=True)
@@ -220,7 +219,7 @@ class ChunkStore:
     def create(self, name: str, size: int, source: str | None = None) -> Image:
         """A new image of `size` bytes, sharing every chunk of `source` if given (O(chunks))."""
         origin = self.image(source) if source is not None else None
-        # Lock order everywhere: an image's lock before the store's.
+        # Lock order everywhere: an image's lock before the chunk store's.
         with origin.lock if origin is not None else contextlib.nullcontext(), self._lock:
             if name in self.images:
                 return self.images[name]
@@ -242,7 +241,7 @@ class ChunkStore:
         image = self.image(name)
         with image.lock, self._lock:
             if size < image.size:
-                raise StoreError(f"{name} cannot shrink from {image.size} to {size} bytes")
+                raise ChunkStoreError(f"{name} cannot shrink from {image.size} to {size} bytes")
             image.size = size
             self._image_changes[name] = image
         self.flush()
@@ -286,10 +285,10 @@ class ChunkStore:
     def write(self, name: str, offset: int, data: bytes) -> int:
         image = self.image(name)
         if image.read_only:
-            raise StoreError(f"{name} is read-only")
+            raise ChunkStoreError(f"{name} is read-only")
         with image.lock:
             if offset + len(data) > image.size:
-                raise StoreError(
+                raise ChunkStoreError(
                     f"write past the end of {name} ({offset + len(data)} > {image.size})"
                 )
             view = memoryview(data)
@@ -305,7 +304,7 @@ class ChunkStore:
                     position += take
             except OSError as failure:
                 if failure.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise StoreFull("no space left in the data dir") from failure
+                    raise ChunkStoreFull("no space left in the data dir") from failure
                 raise
             return len(data)
 
@@ -392,7 +391,7 @@ class ChunkStore:
 
 
 def check_store(root: Path, repair: bool = False) -> CheckReport:
-    """Compare reference counts and chunk files with the maps of the store at `root`.
+    """Compare reference counts and chunk files with the maps of the chunk store at `root`.
 
     Only the owner of the data dir may call this with `repair` (the server holding
     its lock, before it serves; `fakestor check --repair` on a stopped server): an
@@ -442,12 +441,3 @@ def check_store(root: Path, repair: bool = False) -> CheckReport:
     finally:
         db.close()
     return report
-
-
-@contextlib.contextmanager
-def opened(root: Path) -> Iterator[ChunkStore]:
-    store = ChunkStore(root)
-    try:
-        yield store
-    finally:
-        store.close()

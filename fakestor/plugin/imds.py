@@ -1,4 +1,4 @@
-"""A small IMDSv2 client: which instance and zone this plugin runs in."""
+"""The plugin's instance metadata (IMDSv2) client: which instance and zone it runs in."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ DEFAULT_ENDPOINT = "http://169.254.169.254/"
 TOKEN_TTL = "300"
 
 
-class MetadataError(Exception):
+class ImdsError(Exception):
     """Instance metadata could not be read; the message says from where and why."""
 
 
@@ -45,7 +45,7 @@ def read_identity(endpoint: str, timeout: float = 5.0) -> Identity:
         with urllib.request.urlopen(document_request, timeout=timeout) as reply:
             document = json.loads(reply.read())
     except (urllib.error.URLError, OSError, ValueError) as failure:
-        raise MetadataError(
+        raise ImdsError(
             f"cannot read instance metadata from {base}: {failure}; is the fakestor server "
             "running, and AWS_EC2_METADATA_SERVICE_ENDPOINT pointing at it?"
         ) from None
