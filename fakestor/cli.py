@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import socket
@@ -180,7 +181,10 @@ def _run_server(args: argparse.Namespace) -> None:
         raise CliError(f"--account-id must be 12 digits, not {args.account_id!r}")
     _check_listen(host, port)
     data_dir = args.data_dir or default_data_dir()
-    if data_dir.exists() and not data_dir.is_dir():
+    not_a_dir = False
+    with contextlib.suppress(OSError):  # unreadable: the server says what it lacks
+        not_a_dir = data_dir.exists() and not data_dir.is_dir()
+    if not_a_dir:
         raise CliError(
             f"--data-dir {data_dir} is not a directory; name a directory (or a new path)"
         )
