@@ -142,6 +142,35 @@ class InvalidInstanceIdMalformed(Ec2Error):
         super().__init__(f'Invalid id: "{instance_id}" (expecting "i-...")')
 
 
+class InvalidAmiIdMalformed(Ec2Error):
+    code = "InvalidAMIID.Malformed"
+
+    def __init__(self, image_id: str) -> None:
+        super().__init__(f'Invalid id: "{image_id}" (expecting "ami-...")')
+
+
+class InvalidAmiIdNotFound(Ec2Error):
+    code = "InvalidAMIID.NotFound"
+
+    def __init__(self, image_id: str) -> None:
+        super().__init__(f"The image id '[{image_id}]' does not exist")
+
+
+class InvalidAmiNameDuplicate(Ec2Error):
+    code = "InvalidAMIName.Duplicate"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"AMI name {name} is already in use by an image of this account.")
+
+
+class InvalidBlockDeviceMapping(Ec2Error):
+    code = "InvalidBlockDeviceMapping"
+
+
+class InvalidInstanceAttributeValue(Ec2Error):
+    code = "InvalidInstanceAttributeValue"
+
+
 class InvalidId(Ec2Error):
     code = "InvalidID"
 

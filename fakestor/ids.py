@@ -12,9 +12,10 @@ VOLUME = "vol"
 SNAPSHOT = "snap"
 INSTANCE = "i"
 RESERVATION = "r"
+IMAGE = "ami"
 
 # EC2 accepts the old 8-digit ids as well as the 17-digit ones.
-_ID_PATTERN = re.compile(r"(vol|snap|i|r)-(?:[0-9a-f]{8}|[0-9a-f]{17})")
+_ID_PATTERN = re.compile(r"(vol|snap|i|r|ami)-(?:[0-9a-f]{8}|[0-9a-f]{17})")
 
 _MALFORMED: dict[str, type[errors.Ec2Error]] = {
     VOLUME: errors.InvalidVolumeIdMalformed,

@@ -78,12 +78,15 @@ def imds_blueprint(ebs: Ebs, tokens_required: bool = False) -> Blueprint:
         }
 
     def block_device_mapping(item: Instance) -> dict[str, str]:
-        mapping = {"ami": "/dev/xvda", "root": "/dev/xvda"}
+        mapping = {"ami": item.root_device_name, "root": item.root_device_name}
+        data_volumes = [a for a in item.attachments if a.device != item.root_device_name]
         for index, attachment in enumerate(
-            sorted(item.attachments, key=lambda a: a.attach_time), start=1
+            sorted(data_volumes, key=lambda a: a.attach_time), start=1
         ):
             # IMDS names devices without /dev/, as EC2 does: ebs1 -> sdf.
             mapping[f"ebs{index}"] = attachment.device.removeprefix("/dev/")
+        for device, virtual_name in item.ephemeral:
+            mapping[virtual_name] = device.removeprefix("/dev/")
         return mapping
 
     def metadata(item: Instance) -> dict[str, str | dict[str, str]]:

@@ -105,7 +105,7 @@ def test_copy_snapshot(ec2: Any) -> None:
 
 
 def test_create_snapshots_of_an_instance(ec2: Any, server: Server) -> None:
-    reservation = ec2.run_instances(ImageId="ami-0123456789abcdef0", MinCount=1, MaxCount=1)
+    reservation = ec2.run_instances(ImageId="ami-00000000000000001", MinCount=1, MaxCount=1)
     instance = reservation["Instances"][0]["InstanceId"]
     fast_waiter(ec2, "instance_running")(InstanceIds=[instance])
     first = new_volume(
@@ -185,7 +185,7 @@ def test_snapshot_of_missing_volume(ec2: Any) -> None:
 
 
 def test_refused_create_snapshots_starts_nothing(ec2: Any) -> None:
-    instance = ec2.run_instances(ImageId="ami-0123456789abcdef0", MinCount=1, MaxCount=1)[
+    instance = ec2.run_instances(ImageId="ami-00000000000000001", MinCount=1, MaxCount=1)[
         "Instances"
     ][0]["InstanceId"]
     fast_waiter(ec2, "instance_running")(InstanceIds=[instance])

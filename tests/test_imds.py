@@ -111,7 +111,7 @@ def test_tokens_required(start_server: ServerFactory) -> None:
 def test_other_instances_have_their_own_metadata(server: Server) -> None:
     ec2 = server.client()
     instance = ec2.run_instances(
-        ImageId="ami-0123456789abcdef0",
+        ImageId="ami-00000000000000001",
         MinCount=1,
         MaxCount=1,
         Placement={"AvailabilityZone": "us-east-1c"},

@@ -26,7 +26,7 @@ def test_everything_is_still_there_after_a_restart(start_server: ServerFactory, 
         "SnapshotId"
     ]
     fast_waiter(ec2, "snapshot_completed")(SnapshotIds=[snapshot_id])
-    instance = ec2.run_instances(ImageId="ami-0123456789abcdef0", MinCount=1, MaxCount=1)[
+    instance = ec2.run_instances(ImageId="ami-00000000000000001", MinCount=1, MaxCount=1)[
         "Instances"
     ][0]["InstanceId"]
     ec2.enable_ebs_encryption_by_default()

@@ -364,7 +364,7 @@ def test_a_volume_attached_elsewhere_is_refused_clearly(stack: Stack) -> None:
     name = stack.volume_name()
     assert stack.create(name).returncode == 0
     volume_id = stack.ebs_volume(name)["VolumeId"]
-    other = stack.ec2.run_instances(ImageId="ami-0123456789abcdef0", MinCount=1, MaxCount=1)[
+    other = stack.ec2.run_instances(ImageId="ami-00000000000000001", MinCount=1, MaxCount=1)[
         "Instances"
     ][0]["InstanceId"]
     stack.ec2.get_waiter("instance_running").wait(

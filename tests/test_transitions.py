@@ -86,7 +86,7 @@ def test_snapshot_progress_and_modification_states(slow: Any) -> None:
 
 def test_instance_launch_and_terminate_states(slow: Any) -> None:
     ec2 = slow.client()
-    instance = ec2.run_instances(ImageId="ami-0123456789abcdef0", MinCount=1, MaxCount=1)[
+    instance = ec2.run_instances(ImageId="ami-00000000000000001", MinCount=1, MaxCount=1)[
         "Instances"
     ][0]
     assert instance["State"]["Name"] == "pending"

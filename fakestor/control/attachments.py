@@ -187,6 +187,17 @@ def detach_volume(
             )
         if attachment.state == AttachmentState.DETACHING and not force:
             raise errors.IncorrectState(f"Volume '{volume_id}' is already being detached.")
+        owner = get_instance(db, attachment.instance_id)
+        if (
+            not owner.is_host
+            and attachment.device == owner.root_device_name
+            and owner.state not in (InstanceState.STOPPED, InstanceState.TERMINATED)
+        ):
+            # EC2: "it can't be detached while the instance is running".
+            raise errors.IncorrectState(
+                f"Unable to detach root volume '{volume_id}' from instance "
+                f"'{owner.id}'; stop the instance first."
+            )
         check_dry_run(dry_run)
         db.execute(
             f"UPDATE attachments SET state='{AttachmentState.DETACHING}', force_detach=? "

@@ -7,15 +7,17 @@ from collections.abc import Sequence
 
 from fakestor import errors, ids
 from fakestor.control.account import check_zone
-from fakestor.control.attachments import drop_attachment
+from fakestor.control.attachments import drop_attachment, submit_attach
 from fakestor.control.context import HOST_INSTANCE_TYPE, Ebs, check_dry_run
 from fakestor.control.filter_values import (
     INSTANCE_FILTERS,
     instance_filter_values,
 )
 from fakestor.control.filters import Filter, check_filters, matches
+from fakestor.control.images import get_image
+from fakestor.control.launches import plan_launch, record_launch_volumes
 from fakestor.control.loaders import attachment_from_row, get_instance, load_instances
-from fakestor.control.requests import LaunchRequest
+from fakestor.control.requests import InstanceAttributeChange, LaunchRequest
 from fakestor.control.resources import (
     Instance,
     to_text,
@@ -26,7 +28,7 @@ from fakestor.control.states import (
     VolumeState,
 )
 from fakestor.control.tags import set_tags, tags_for
-from fakestor.control.volumes import submit_delete_volume
+from fakestor.control.volumes import submit_create_volume, submit_delete_volume
 
 log = logging.getLogger(__name__)
 
@@ -45,38 +47,52 @@ def run_instances(ebs: Ebs, request: LaunchRequest, *, dry_run: bool = False) ->
             "most 20 instances per request."
         )
     zone = check_zone(ebs, request.zone) if request.zone else ebs.region.zones[0]
-    tags = tags_for(request.tag_specs, "instance")
-    check_dry_run(dry_run)
-    launched = []
+    tags = tags_for(request.tag_specs, "instance", also=["volume"])
+    volume_tags = tags_for(request.tag_specs, "volume", also=["instance"])
+    image = get_image(ebs, image_id)
+    launched: list[tuple[str, list[tuple[str, str | None]]]] = []
     reservation_id = ids.new_id(ids.RESERVATION)
     with ebs.store.transaction() as db:
+        plan = plan_launch(ebs, db, image, request.mappings, zone)
+        check_dry_run(dry_run)
         for launch_index in range(max_count):
             instance_id = ids.new_id(ids.INSTANCE)
             db.execute(
-                "INSERT INTO instances(id, zone, state, instance_type, image_id, "
-                "launch_time, reservation_id, launch_index) "
-                f"VALUES (?, ?, '{InstanceState.PENDING}', ?, ?, ?, ?, ?)",
+                "INSERT INTO instances(id, zone, state, instance_type, image_id, launch_time, "
+                "reservation_id, launch_index, root_device_name, disable_api_termination) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     instance_id,
                     zone,
+                    InstanceState.PENDING,
                     request.instance_type or HOST_INSTANCE_TYPE,
                     image_id,
                     to_text(utcnow()),
                     reservation_id,
                     launch_index,
+                    image.root_device_name,
+                    int(request.disable_api_termination),
                 ),
             )
             set_tags(db, instance_id, "instance", tags)
-            launched.append(instance_id)
+            launched.append(
+                (instance_id, record_launch_volumes(db, instance_id, plan, volume_tags))
+            )
+        ids_launched = [instance_id for instance_id, _ in launched]
         instances = sorted(
-            (i for i in load_instances(db) if i.id in launched), key=lambda i: i.launch_index
+            (i for i in load_instances(db) if i.id in ids_launched),
+            key=lambda i: i.launch_index,
         )
-    for instance_id in launched:
-        submit_launch(ebs, instance_id)
+    for instance_id, volumes in launched:
+        for volume_id, snapshot_id in volumes:
+            submit_create_volume(ebs, volume_id, snapshot_id)
+            submit_attach(ebs, volume_id, instance_id)
+        # Running once its volumes are: the launch queues behind their tasks.
+        submit_launch(ebs, instance_id, [volume_id for volume_id, _ in volumes])
     return instances
 
 
-def submit_launch(ebs: Ebs, instance_id: str) -> None:
+def submit_launch(ebs: Ebs, instance_id: str, volume_ids: Sequence[str] = ()) -> None:
     def work() -> None:
         wait = ebs.backend.latency
         if wait and not ebs.tasks.sleep(wait):
@@ -96,7 +112,7 @@ def submit_launch(ebs: Ebs, instance_id: str) -> None:
                 (instance_id,),
             )
 
-    ebs.tasks.submit([instance_id], work, f"launch {instance_id}", on_failure=failed)
+    ebs.tasks.submit([instance_id, *volume_ids], work, f"launch {instance_id}", on_failure=failed)
 
 
 def describe_instances(
@@ -132,6 +148,11 @@ def terminate_instances(
                     f"The instance '{instance.id}' is the machine fakestor runs on and "
                     "cannot be terminated."
                 )
+            if instance.disable_api_termination:
+                raise errors.OperationNotPermitted(
+                    f"The instance '{instance.id}' may not be terminated. Modify its "
+                    "'disableApiTermination' instance attribute and try again."
+                )
         check_dry_run(dry_run)
         for instance in instances:
             previous = instance.state
@@ -144,11 +165,11 @@ def terminate_instances(
             changes.append((instance, previous))
     for instance, previous in changes:
         if previous != InstanceState.TERMINATED:
-            submit_terminate(ebs, instance.id)
+            submit_terminate(ebs, instance.id, [a.volume_id for a in instance.attachments])
     return changes
 
 
-def submit_terminate(ebs: Ebs, instance_id: str) -> None:
+def submit_terminate(ebs: Ebs, instance_id: str, volume_ids: Sequence[str] = ()) -> None:
     def work() -> None:
         with ebs.store.transaction() as db:
             attachments = [
@@ -174,4 +195,159 @@ def submit_terminate(ebs: Ebs, instance_id: str) -> None:
         for volume_id in doomed:
             submit_delete_volume(ebs, volume_id)
 
-    ebs.tasks.submit([instance_id], work, f"terminate {instance_id}")
+    # Behind the tasks of its volumes (a launch's creates and attaches) that came first.
+    ebs.tasks.submit([instance_id, *volume_ids], work, f"terminate {instance_id}")
+
+
+# ---- stop, start, reboot ------------------------------------------------------------
+
+_STOPPABLE = {InstanceState.RUNNING, InstanceState.PENDING, InstanceState.STOPPING}
+
+
+def _change_states(
+    ebs: Ebs,
+    instance_ids: Sequence[str],
+    allowed: set[InstanceState],
+    to: InstanceState,
+    verb: str,
+    dry_run: bool,
+) -> list[tuple[Instance, InstanceState]]:
+    if not instance_ids:
+        raise errors.MissingParameter("InstanceId")
+    changes = []
+    with ebs.store.transaction() as db:
+        instances = [get_instance(db, instance_id) for instance_id in instance_ids]
+        for instance in instances:
+            if instance.is_host:
+                raise errors.OperationNotPermitted(
+                    f"The instance '{instance.id}' is the machine fakestor runs on and "
+                    f"cannot be {verb}."
+                )
+            if instance.state not in allowed and instance.state != to:
+                raise errors.IncorrectInstanceState(
+                    f"The instance '{instance.id}' is not in a state from which it can be {verb}."
+                )
+        check_dry_run(dry_run)
+        for instance in instances:
+            previous = instance.state
+            if previous not in (to, _SETTLED[to]):
+                db.execute("UPDATE instances SET state=? WHERE id=?", (to, instance.id))
+                instance.state = to
+            changes.append((instance, previous))
+    return changes
+
+
+_SETTLED = {
+    InstanceState.STOPPING: InstanceState.STOPPED,
+    InstanceState.PENDING: InstanceState.RUNNING,
+}
+
+
+def stop_instances(
+    ebs: Ebs, instance_ids: Sequence[str], *, dry_run: bool = False
+) -> list[tuple[Instance, InstanceState]]:
+    """Stop: stopping, then stopped; the volumes stay attached, as on EC2."""
+    changes = _change_states(
+        ebs, instance_ids, _STOPPABLE, InstanceState.STOPPING, "stopped", dry_run
+    )
+    for instance, previous in changes:
+        if previous not in (InstanceState.STOPPING, InstanceState.STOPPED):
+            submit_settle(ebs, instance.id, InstanceState.STOPPING)
+    return changes
+
+
+def start_instances(
+    ebs: Ebs, instance_ids: Sequence[str], *, dry_run: bool = False
+) -> list[tuple[Instance, InstanceState]]:
+    """Start a stopped instance: pending, then running."""
+    changes = _change_states(
+        ebs, instance_ids, {InstanceState.STOPPED}, InstanceState.PENDING, "started", dry_run
+    )
+    for instance, previous in changes:
+        if previous == InstanceState.STOPPED:
+            submit_launch(ebs, instance.id)
+    return changes
+
+
+def reboot_instances(ebs: Ebs, instance_ids: Sequence[str], *, dry_run: bool = False) -> None:
+    """A reboot keeps the instance running and its volumes attached."""
+    if not instance_ids:
+        raise errors.MissingParameter("InstanceId")
+    with ebs.store.transaction() as db:
+        for instance_id in instance_ids:
+            get_instance(db, instance_id)
+    check_dry_run(dry_run)
+
+
+def submit_settle(ebs: Ebs, instance_id: str, state: InstanceState) -> None:
+    """Move an instance from `state` (stopping) to where it settles (stopped)."""
+
+    def work() -> None:
+        wait = ebs.backend.latency
+        if wait and not ebs.tasks.sleep(wait):
+            return
+        with ebs.store.transaction() as db:
+            db.execute(
+                "UPDATE instances SET state=? WHERE id=? AND state=?",
+                (_SETTLED[state], instance_id, state),
+            )
+
+    ebs.tasks.submit([instance_id], work, f"settle {instance_id} from {state}")
+
+
+# ---- attributes ----------------------------------------------------------------------
+
+INSTANCE_ATTRIBUTES = (
+    "blockDeviceMapping",
+    "disableApiTermination",
+    "instanceType",
+    "rootDeviceName",
+)
+
+
+def modify_instance_attribute(
+    ebs: Ebs, instance_id: str, change: InstanceAttributeChange, *, dry_run: bool = False
+) -> None:
+    with ebs.store.transaction() as db:
+        instance = get_instance(db, instance_id)
+        devices = {a.device: a for a in instance.attachments}
+        for device in change.delete_on_termination:
+            if device not in devices:
+                raise errors.InvalidInstanceAttributeValue(
+                    f"No device is currently mapped at {device}"
+                )
+        if change.instance_type is not None and instance.state != InstanceState.STOPPED:
+            raise errors.IncorrectInstanceState(
+                f"The instance '{instance_id}' is not in the 'stopped' state."
+            )
+        check_dry_run(dry_run)
+        for device, delete in change.delete_on_termination.items():
+            db.execute(
+                "UPDATE attachments SET delete_on_termination=? WHERE volume_id=? AND "
+                "instance_id=?",
+                (int(delete), devices[device].volume_id, instance_id),
+            )
+        if change.instance_type is not None:
+            db.execute(
+                "UPDATE instances SET instance_type=? WHERE id=?",
+                (change.instance_type, instance_id),
+            )
+        if change.disable_api_termination is not None:
+            db.execute(
+                "UPDATE instances SET disable_api_termination=? WHERE id=?",
+                (int(change.disable_api_termination), instance_id),
+            )
+
+
+def describe_instance_attribute(
+    ebs: Ebs, instance_id: str, attribute: str, *, dry_run: bool = False
+) -> Instance:
+    if attribute not in INSTANCE_ATTRIBUTES:
+        raise errors.InvalidParameterValue(
+            f"Value ({attribute}) for parameter attribute is invalid. fakestor serves "
+            f"{', '.join(INSTANCE_ATTRIBUTES)}."
+        )
+    with ebs.store.transaction() as db:
+        instance = get_instance(db, instance_id)
+    check_dry_run(dry_run)
+    return instance

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 
@@ -183,6 +184,9 @@ def load_instances(db: sqlite3.Connection) -> list[Instance]:
             launch_index=row["launch_index"],
             tags=tags.get(row["id"], {}),
             attachments=by_instance.get(row["id"], []),
+            root_device_name=row["root_device_name"],
+            disable_api_termination=bool(row["disable_api_termination"]),
+            ephemeral=[(device, name) for device, name in json.loads(row["ephemeral"])],
         )
         for row in db.execute("SELECT * FROM instances")
     ]

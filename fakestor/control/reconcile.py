@@ -10,7 +10,7 @@ from enum import StrEnum
 
 from fakestor.control.attachments import submit_attach, submit_detach, submit_release, submit_relink
 from fakestor.control.context import Ebs
-from fakestor.control.instances import submit_launch, submit_terminate
+from fakestor.control.instances import submit_launch, submit_settle, submit_terminate
 from fakestor.control.loaders import load_snapshots, load_volumes
 from fakestor.control.modifications import submit_modify
 from fakestor.control.snapshots import (
@@ -131,6 +131,11 @@ RESUMERS: list[tuple[str, StrEnum, Resumer]] = [
     ("modifications", ModificationState.OPTIMIZING, lambda e, r: submit_modify(e, r["volume_id"])),
     ("instances", InstanceState.PENDING, lambda e, r: submit_launch(e, r["id"])),
     ("instances", InstanceState.SHUTTING_DOWN, lambda e, r: submit_terminate(e, r["id"])),
+    (
+        "instances",
+        InstanceState.STOPPING,
+        lambda e, r: submit_settle(e, r["id"], InstanceState.STOPPING),
+    ),
 ]
 
 

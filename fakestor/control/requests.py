@@ -66,6 +66,34 @@ class SnapshotCopyRequest:
 
 
 @dataclass(frozen=True)
+class DeviceMapping:
+    """One block-device mapping of an image or a launch: an EBS volume, an instance-store
+    volume (`virtual_name` ephemeralN), or the removal of the image's mapping (`no_device`)."""
+
+    device_name: str
+    virtual_name: str | None = None
+    no_device: bool = False
+    ebs: bool = False  # an EBS volume, with the fields below (None: the image's or EBS's)
+    volume_size: int | None = None
+    volume_type: str | None = None
+    iops: int | None = None
+    throughput: int | None = None
+    snapshot_id: str | None = None
+    encrypted: bool | None = None
+    kms_key_id: str | None = None
+    delete_on_termination: bool | None = None
+
+
+@dataclass(frozen=True)
+class InstanceAttributeChange:
+    """ModifyInstanceAttribute's changes; None (or no entry) keeps the current value."""
+
+    delete_on_termination: Mapping[str, bool] = field(default_factory=dict)  # by device
+    instance_type: str | None = None
+    disable_api_termination: bool | None = None
+
+
+@dataclass(frozen=True)
 class LaunchRequest:
     """RunInstances' parameters."""
 
@@ -75,3 +103,5 @@ class LaunchRequest:
     instance_type: str | None = None
     zone: str | None = None
     tag_specs: Sequence[TagSpec] = field(default_factory=tuple)
+    mappings: Sequence[DeviceMapping] = ()
+    disable_api_termination: bool = False

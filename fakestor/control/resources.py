@@ -142,6 +142,9 @@ class Instance:
     launch_index: int = 0
     tags: dict[str, str] = field(default_factory=dict)
     attachments: list[Attachment] = field(default_factory=list)
+    root_device_name: str = "/dev/xvda"
+    disable_api_termination: bool = False
+    ephemeral: list[tuple[str, str]] = field(default_factory=list)  # device, ephemeralN
 
 
 @dataclass

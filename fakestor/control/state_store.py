@@ -99,6 +99,15 @@ CREATE TABLE IF NOT EXISTS modifications (
     status_message TEXT,
     PRIMARY KEY (volume_id, seq)
 );
+CREATE TABLE IF NOT EXISTS images (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    description TEXT NOT NULL,
+    root_device_name TEXT NOT NULL,
+    mappings TEXT NOT NULL,
+    owner_id TEXT NOT NULL,
+    create_time TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS trash (
     kind TEXT NOT NULL,
     resource_id TEXT NOT NULL,
@@ -121,6 +130,10 @@ ADDED_COLUMNS = [
     ("instances", "launch_index", "INTEGER NOT NULL DEFAULT 0"),
     # DeleteSnapshot on a pending snapshot: deleted as soon as it completes, as on EBS.
     ("snapshots", "delete_requested", "INTEGER NOT NULL DEFAULT 0"),
+    # Launches with block-device mappings: the root device, and TerminateInstances' guard.
+    ("instances", "root_device_name", "TEXT NOT NULL DEFAULT '/dev/xvda'"),
+    ("instances", "disable_api_termination", "INTEGER NOT NULL DEFAULT 0"),
+    ("instances", "ephemeral", "TEXT NOT NULL DEFAULT '[]'"),  # [[device, ephemeralN], ...]
 ]
 
 

@@ -54,7 +54,9 @@ TRANSITIONAL: dict[str, frozenset[StrEnum]] = {
     "attachments": frozenset({AttachmentState.ATTACHING, AttachmentState.DETACHING}),
     "snapshots": frozenset({SnapshotState.PENDING}),
     "modifications": frozenset({ModificationState.MODIFYING, ModificationState.OPTIMIZING}),
-    "instances": frozenset({InstanceState.PENDING, InstanceState.SHUTTING_DOWN}),
+    "instances": frozenset(
+        {InstanceState.PENDING, InstanceState.SHUTTING_DOWN, InstanceState.STOPPING}
+    ),
 }
 
 # Volumes whose data can be read, snapshotted, attached or modified.

@@ -33,15 +33,21 @@ def check_tags(tags: Mapping[str, str]) -> None:
             )
 
 
-def tags_for(specs: Sequence[TagSpec], resource_type: str) -> dict[str, str]:
+def tags_for(
+    specs: Sequence[TagSpec], resource_type: str, also: Sequence[str] = ()
+) -> dict[str, str]:
+    """The tags the specs give resources of `resource_type`; specs for the types in `also`
+    (the other resources the request creates) are allowed and left out."""
     tags: dict[str, str] = {}
     for spec in specs:
-        if spec.resource_type != resource_type:
+        if spec.resource_type != resource_type and spec.resource_type not in also:
+            valid = "', '".join([resource_type, *also])
             raise errors.InvalidParameterValue(
                 f"'{spec.resource_type}' is not a valid taggable resource type for this "
-                f"operation; use '{resource_type}'."
+                f"operation; use '{valid}'."
             )
-        tags.update(spec.tags)
+        if spec.resource_type == resource_type:
+            tags.update(spec.tags)
     check_tags(tags)
     if len(tags) > MAX_TAGS_PER_RESOURCE:
         raise errors.TagLimitExceeded(

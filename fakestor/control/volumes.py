@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from backends import BackendError
 from fakestor import errors, ids
@@ -88,29 +89,57 @@ def create_volume(ebs: Ebs, request: VolumeRequest, *, dry_run: bool = False) ->
         )
         check_capacity(ebs, size)
         check_dry_run(dry_run)
-        volume_id = ids.new_id(ids.VOLUME)
-        db.execute(
-            "INSERT INTO volumes(id, size, volume_type, iops, throughput, zone, state, "
-            "snapshot_id, encrypted, kms_key_id, multi_attach, create_time) "
-            f"VALUES (?, ?, ?, ?, ?, ?, '{VolumeState.CREATING}', ?, ?, ?, ?, ?)",
-            (
-                volume_id,
-                size,
-                volume_type,
-                performance.iops,
-                performance.throughput,
-                zone,
-                request.snapshot_id,
-                int(encrypted),
-                kms_key_id,
-                int(request.multi_attach),
-                to_text(utcnow()),
+        volume_id = insert_volume(
+            db,
+            NewVolume(
+                size, volume_type, performance, zone, request.snapshot_id, encrypted, kms_key_id,
+                request.multi_attach,
             ),
-        )
-        set_tags(db, volume_id, "volume", tags)
+            tags,
+        )  # fmt: skip
         volume = get_volume(db, volume_id)
     submit_create_volume(ebs, volume_id, request.snapshot_id)
     return volume
+
+
+@dataclass(frozen=True)
+class NewVolume:
+    """What a new volume's record starts with, once its request has been checked."""
+
+    size: int
+    volume_type: str
+    performance: rules.Performance
+    zone: str
+    snapshot_id: str | None
+    encrypted: bool
+    kms_key_id: str | None
+    multi_attach: bool = False
+
+
+def insert_volume(db: sqlite3.Connection, new: NewVolume, tags: Mapping[str, str]) -> str:
+    """Record a volume `creating`; the caller submits the task that creates its data."""
+    volume_id = ids.new_id(ids.VOLUME)
+    db.execute(
+        "INSERT INTO volumes(id, size, volume_type, iops, throughput, zone, state, "
+        "snapshot_id, encrypted, kms_key_id, multi_attach, create_time) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            volume_id,
+            new.size,
+            new.volume_type,
+            new.performance.iops,
+            new.performance.throughput,
+            new.zone,
+            VolumeState.CREATING,
+            new.snapshot_id,
+            int(new.encrypted),
+            new.kms_key_id,
+            int(new.multi_attach),
+            to_text(utcnow()),
+        ),
+    )
+    set_tags(db, volume_id, "volume", tags)
+    return volume_id
 
 
 def submit_create_volume(ebs: Ebs, volume_id: str, snapshot_id: str | None) -> None:
@@ -126,7 +155,13 @@ def submit_create_volume(ebs: Ebs, volume_id: str, snapshot_id: str | None) -> N
         except BackendError as failure:
             set_volume_state(ebs, volume_id, VolumeState.ERROR, reason=str(failure))
             return
-        set_volume_state(ebs, volume_id, VolumeState.AVAILABLE)
+        with ebs.store.transaction() as db:
+            # A volume a launch attaches is in use from the start.
+            attached = db.execute(
+                "SELECT 1 FROM attachments WHERE volume_id=?", (volume_id,)
+            ).fetchone()
+        state = VolumeState.IN_USE if attached else VolumeState.AVAILABLE
+        set_volume_state(ebs, volume_id, state)
 
     def failed(failure: Exception) -> None:
         set_volume_state(ebs, volume_id, VolumeState.ERROR, reason=f"create failed: {failure}")

@@ -169,6 +169,21 @@ def instance_state(state: str) -> Doc:
     return {"Code": INSTANCE_STATE_CODES[state], "Name": state}
 
 
+def instance_block_devices(item: Instance) -> list[Doc]:
+    return [
+        {
+            "DeviceName": a.device,
+            "Ebs": {
+                "AttachTime": a.attach_time,
+                "DeleteOnTermination": a.delete_on_termination,
+                "Status": a.state,
+                "VolumeId": a.volume_id,
+            },
+        }
+        for a in item.attachments
+    ]
+
+
 def instance(item: Instance, ebs: Ebs) -> Doc:
     return {
         "InstanceId": item.id,
@@ -178,23 +193,14 @@ def instance(item: Instance, ebs: Ebs) -> Doc:
         "State": instance_state(item.state),
         "Placement": {"AvailabilityZone": item.zone, "Tenancy": "default"},
         "Architecture": "x86_64",
-        "RootDeviceType": "ebs",
-        "RootDeviceName": "/dev/xvda",
+        "RootDeviceType": "instance-store"
+        if any(device == item.root_device_name for device, _ in item.ephemeral)
+        else "ebs",
+        "RootDeviceName": item.root_device_name,
         "Hypervisor": "xen",
         "VirtualizationType": "hvm",
         "AmiLaunchIndex": item.launch_index,
-        "BlockDeviceMappings": [
-            {
-                "DeviceName": a.device,
-                "Ebs": {
-                    "AttachTime": a.attach_time,
-                    "DeleteOnTermination": a.delete_on_termination,
-                    "Status": a.state,
-                    "VolumeId": a.volume_id,
-                },
-            }
-            for a in item.attachments
-        ],
+        "BlockDeviceMappings": instance_block_devices(item),
         "Tags": tag_list(item.tags),
         "PrivateDnsName": f"ip-127-0-0-1.{ebs.region.name}.compute.internal"
         if item.is_host

@@ -1,4 +1,4 @@
-"""EC2 actions on instances: RunInstances, DescribeInstances, TerminateInstances."""
+"""EC2 actions on instances: run, describe, stop, start, reboot, terminate, attributes."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from fakestor.control import (
     instances,
 )
 from fakestor.control.context import Ebs
-from fakestor.control.requests import (
-    LaunchRequest,
-)
+from fakestor.control.images import BUILTIN_IMAGE
+from fakestor.control.requests import DeviceMapping, InstanceAttributeChange, LaunchRequest
+from fakestor.control.resources import Instance
 from fakestor.ec2 import views
 from fakestor.ec2.actions.common import (
     Params,
@@ -35,20 +35,47 @@ def _reservation(ebs: Ebs, members: Sequence[Any], reservation_id: str) -> Resul
     }
 
 
+def device_mappings_of(items: Sequence[Params]) -> list[DeviceMapping]:
+    """BlockDeviceMapping.N of RunInstances and RegisterImage."""
+    mappings = []
+    for item in items:
+        if "DeviceName" not in item:
+            raise errors.MissingParameter("BlockDeviceMapping.N.DeviceName")
+        volume = item.get("Ebs")
+        if volume is not None and "NoDevice" in item:
+            raise errors.InvalidBlockDeviceMapping(
+                f"{item['DeviceName']}: give either Ebs or NoDevice, not both."
+            )
+        mappings.append(
+            DeviceMapping(
+                device_name=item["DeviceName"],
+                virtual_name=item.get("VirtualName"),
+                no_device="NoDevice" in item,
+                ebs=volume is not None,
+                volume_size=(volume or {}).get("VolumeSize"),
+                volume_type=(volume or {}).get("VolumeType"),
+                iops=(volume or {}).get("Iops"),
+                throughput=(volume or {}).get("Throughput"),
+                snapshot_id=(volume or {}).get("SnapshotId"),
+                encrypted=(volume or {}).get("Encrypted"),
+                kms_key_id=(volume or {}).get("KmsKeyId"),
+                delete_on_termination=(volume or {}).get("DeleteOnTermination"),
+            )
+        )
+    return mappings
+
+
 @action
 def run_instances(ebs: Ebs, params: Params) -> Result:
-    if params.get("BlockDeviceMappings"):
-        raise errors.InvalidParameterCombination(
-            "fakestor does not create volumes at launch: launch without BlockDeviceMappings, "
-            "then CreateVolume and AttachVolume."
-        )
     request = LaunchRequest(
-        image_id=params.get("ImageId", "ami-00000000000000000"),
+        image_id=params.get("ImageId", BUILTIN_IMAGE.id),
         min_count=params["MinCount"],
         max_count=params["MaxCount"],
         instance_type=params.get("InstanceType"),
         zone=params.get("Placement", {}).get("AvailabilityZone"),
         tag_specs=tag_specs_of(params),
+        mappings=device_mappings_of(params.get("BlockDeviceMappings", [])),
+        disable_api_termination=bool(params.get("DisableApiTermination", False)),
     )
     launched = instances.run_instances(ebs, request, dry_run=dry_run_of(params))
     return _reservation(ebs, launched, launched[0].reservation_id)
@@ -76,16 +103,77 @@ def describe_instances(ebs: Ebs, params: Params) -> Result:
     }
 
 
+def _state_changes(changes: Sequence[tuple[Instance, str]]) -> list[Params]:
+    return [
+        {
+            "InstanceId": instance.id,
+            "CurrentState": views.instance_state(instance.state),
+            "PreviousState": views.instance_state(previous),
+        }
+        for instance, previous in changes
+    ]
+
+
 @action
 def terminate_instances(ebs: Ebs, params: Params) -> Result:
     changes = instances.terminate_instances(ebs, params["InstanceIds"], dry_run=dry_run_of(params))
-    return {
-        "TerminatingInstances": [
-            {
-                "InstanceId": instance.id,
-                "CurrentState": views.instance_state(instance.state),
-                "PreviousState": views.instance_state(previous),
-            }
-            for instance, previous in changes
-        ]
-    }
+    return {"TerminatingInstances": _state_changes(changes)}
+
+
+@action
+def stop_instances(ebs: Ebs, params: Params) -> Result:
+    changes = instances.stop_instances(ebs, params["InstanceIds"], dry_run=dry_run_of(params))
+    return {"StoppingInstances": _state_changes(changes)}
+
+
+@action
+def start_instances(ebs: Ebs, params: Params) -> Result:
+    changes = instances.start_instances(ebs, params["InstanceIds"], dry_run=dry_run_of(params))
+    return {"StartingInstances": _state_changes(changes)}
+
+
+@action
+def reboot_instances(ebs: Ebs, params: Params) -> Result:
+    instances.reboot_instances(ebs, params["InstanceIds"], dry_run=dry_run_of(params))
+    return {}
+
+
+@action
+def modify_instance_attribute(ebs: Ebs, params: Params) -> Result:
+    delete_on_termination = {}
+    for item in params.get("BlockDeviceMappings", []):
+        if "DeviceName" not in item:
+            raise errors.MissingParameter("BlockDeviceMapping.N.DeviceName")
+        value = item.get("Ebs", {}).get("DeleteOnTermination")
+        if value is not None:
+            delete_on_termination[item["DeviceName"]] = bool(value)
+    attribute, value = params.get("Attribute"), params.get("Value")
+    instance_type = params.get("InstanceType", {}).get("Value")
+    disable_termination = params.get("DisableApiTermination", {}).get("Value")
+    if attribute == "instanceType" and value is not None:
+        instance_type = value
+    elif attribute == "disableApiTermination" and value is not None:
+        disable_termination = value.lower() == "true"
+    change = InstanceAttributeChange(delete_on_termination, instance_type, disable_termination)
+    instances.modify_instance_attribute(
+        ebs, params["InstanceId"], change, dry_run=dry_run_of(params)
+    )
+    return {}
+
+
+@action
+def describe_instance_attribute(ebs: Ebs, params: Params) -> Result:
+    attribute = params["Attribute"]
+    instance = instances.describe_instance_attribute(
+        ebs, params["InstanceId"], attribute, dry_run=dry_run_of(params)
+    )
+    result: Result = {"InstanceId": instance.id}
+    if attribute == "blockDeviceMapping":
+        result["BlockDeviceMappings"] = views.instance_block_devices(instance)
+    elif attribute == "instanceType":
+        result["InstanceType"] = {"Value": instance.instance_type}
+    elif attribute == "disableApiTermination":
+        result["DisableApiTermination"] = {"Value": instance.disable_api_termination}
+    else:
+        result["RootDeviceName"] = {"Value": instance.root_device_name}
+    return result
