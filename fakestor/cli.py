@@ -90,6 +90,15 @@ def _parser() -> argparse.ArgumentParser:
         default="optional",
         help="require IMDSv2 session tokens (default optional, as EC2's default)",
     )
+    server.add_argument(
+        "--imds-address",
+        nargs="?",
+        const="169.254.169.254",
+        default=None,
+        metavar="ADDRESS",
+        help="also serve instance metadata at ADDRESS:80 (default 169.254.169.254), added to "
+        "the loopback interface while the server runs (root); off unless given",
+    )
     server.add_argument("-v", "--verbose", action="store_true", help="log every request")
 
     mounts = commands.add_parser(
@@ -197,6 +206,7 @@ def _run_server(args: argparse.Namespace) -> None:
         latency=args.latency,
         deny=args.deny,
         imds_tokens_required=args.imds_tokens == "required",
+        imds_address=args.imds_address,
     )
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

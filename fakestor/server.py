@@ -21,7 +21,13 @@ from fakestor.app import MAX_REQUEST_BYTES, create_app
 from fakestor.control import Ebs, reconcile
 from fakestor.control.resources import Region
 from fakestor.control.state_store import StateStore
-from fakestor.serving import create_server, run_until_signalled
+from fakestor.imds_address import (
+    IMDS_PORT,
+    ImdsAddressError,
+    add_to_loopback,
+    remove_from_loopback,
+)
+from fakestor.serving import bound_port, create_server, run_until_signalled
 
 log = logging.getLogger("fakestor")
 
@@ -57,6 +63,7 @@ class ServerConfig:
     latency: float = 0.0
     deny: list[str] = field(default_factory=list)
     imds_tokens_required: bool = False
+    imds_address: str | None = None  # also serve on ADDRESS:80, added to lo (EC2's IMDS)
     threads: int = 8
 
 
@@ -85,20 +92,20 @@ def _take_data_dir(data_dir: Path) -> int:
     return fd
 
 
-def _create_server(app: Flask, config: ServerConfig) -> waitress.server.TcpWSGIServer:
+def _create_server(
+    app: Flask, config: ServerConfig
+) -> waitress.server.BaseWSGIServer | waitress.server.MultiSocketServer:
+    listen = [(config.host, config.port)]
+    if config.imds_address:
+        listen.append((config.imds_address, IMDS_PORT))
     try:
         # Flask answers bodies over MAX_REQUEST_BYTES with EC2's XML error; far larger
         # ones waitress refuses before reading them, instead of buffering up to 1 GiB.
-        server = create_server(
-            app, config.host, config.port, config.threads, max_body=8 * MAX_REQUEST_BYTES
-        )
+        return create_server(app, listen, config.threads, max_body=8 * MAX_REQUEST_BYTES)
     except (OSError, ValueError) as failure:
         reason = failure.strerror if isinstance(failure, OSError) else None
-        raise ServeError(
-            f"cannot serve on {config.host}:{config.port}: {reason or failure}"
-        ) from None
-    assert isinstance(server, waitress.server.TcpWSGIServer)  # one host, one port
-    return server
+        where = " and ".join(f"{host}:{port}" for host, port in listen)
+        raise ServeError(f"cannot serve on {where}: {reason or failure}") from None
 
 
 def serve(config: ServerConfig) -> None:
@@ -121,8 +128,14 @@ def serve(config: ServerConfig) -> None:
         ebs = Ebs(store, backend, config.region, host_instance_id())
         opened.callback(ebs.close)
         app = create_app(ebs, deny=config.deny, imds_tokens_required=config.imds_tokens_required)
+        if config.imds_address:
+            try:
+                if add_to_loopback(config.imds_address):
+                    opened.callback(remove_from_loopback, config.imds_address)
+            except ImdsAddressError as failure:
+                raise ServeError(str(failure)) from None
         server = _create_server(app, config)
-        port = server.socket.getsockname()[1] if server.socket else config.port
+        port = bound_port(server)
         # Only now, with the port ours, resume what a previous run left unfinished.
         reconcile.resume(ebs)
         print(
@@ -132,6 +145,12 @@ def serve(config: ServerConfig) -> None:
             f"{config.region.zones[0]})",
             flush=True,
         )
+        if config.imds_address:
+            print(
+                f"fakestor: instance metadata of {ebs.host_instance_id} also at "
+                f"http://{config.imds_address}/latest/meta-data/",
+                flush=True,
+            )
         try:
             run_until_signalled(server)
         finally:

@@ -54,24 +54,32 @@ class _Ec2Channel(HTTPChannel):
 
 
 def create_server(
-    app: Any, host: str, port: int, threads: int, max_body: int
+    app: Any, listen: list[tuple[str, int]], threads: int, max_body: int
 ) -> BaseWSGIServer | MultiSocketServer:
-    """A waitress server for `app` on host:port whose own error pages are EC2 errors.
+    """A waitress server for `app` on each host:port whose own error pages are EC2 errors.
 
-    Raises OSError if the address cannot be bound, ValueError if it is not one.
+    Raises OSError if an address cannot be bound, ValueError if it is not one.
     """
     server = waitress.server.create_server(
         app,
-        host=host,
-        port=port,
+        listen=" ".join(f"{host}:{port}" for host, port in listen),
         threads=threads,
         ident="fakestor",
         max_request_body_size=max_body,
         max_request_header_size=MAX_REQUEST_HEADER_BYTES,
     )
-    if isinstance(server, BaseWSGIServer):
-        server.channel_class = _Ec2Channel
+    listeners = (server.map or {}).values() if isinstance(server, MultiSocketServer) else [server]
+    for listener in listeners:
+        if isinstance(listener, BaseWSGIServer):
+            listener.channel_class = _Ec2Channel
     return server
+
+
+def bound_port(server: BaseWSGIServer | MultiSocketServer) -> int:
+    """The port the server's first address is bound to (the one port 0 chose)."""
+    if isinstance(server, MultiSocketServer):
+        return int(server.effective_listen[0][1])
+    return int(server.socket.getsockname()[1]) if server.socket else 0
 
 
 class _Shutdown(ExitNow):
