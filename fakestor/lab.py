@@ -20,9 +20,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from fakestor.mounts import is_mounted, mount_table
+from fakestor.mounts import (
+    Mount,
+    covered_by,
+    is_mounted,
+    link,
+    mount_table,
+    parse_mountinfo,
+    same_filesystem,
+    why_same_filesystem,
+)
 
 IMAGE = "fakestor/busybox:latest"
+FINDMNT = ["findmnt", "-o", "ID,PARENT,SOURCE,TARGET,PROPAGATION", "-R"]
 
 
 class LabFailure(Exception):
@@ -59,23 +69,57 @@ class Lab:
         return result
 
     def findmnt(self, label: str, target: Path) -> None:
-        result = subprocess.run(
-            ["findmnt", "-o", "SOURCE,TARGET,PROPAGATION", "-R", "--", str(target)],
-            capture_output=True, text=True,
-        )  # fmt: skip
+        result = subprocess.run([*FINDMNT, "--", str(target)], capture_output=True, text=True)
         self.say(f"  findmnt {label}:")
         for line in (result.stdout.strip() or "(no mount at or under it)").splitlines():
             self.say(f"    {line}")
+        self.explain_seen_twice(mount_table(), target)
 
     def findmnt_in(self, pid: int, label: str, target: Path) -> None:
         result = subprocess.run(
-            ["nsenter", "-t", str(pid), "-m", "findmnt", "-o", "SOURCE,TARGET,PROPAGATION",
-             "-R", "--", str(target)],
+            ["nsenter", "-t", str(pid), "-m", *FINDMNT, "--", str(target)],
             capture_output=True, text=True,
         )  # fmt: skip
         self.say(f"  findmnt {label} (nsenter -t {pid} -m findmnt ...):")
         for line in (result.stdout.strip() or "(no mount at or under it)").splitlines():
             self.say(f"    {line}")
+        self.explain_seen_twice(mount_table(pid), target)
+
+    def explain_seen_twice(self, table: list[Mount], target: Path) -> None:
+        """findmnt lists a filesystem mounted at two places as two alike lines: say which
+        mounts they are, why there are two, and which one no path reaches."""
+        link(table)
+        top = str(target)
+        told: set[frozenset[int]] = set()
+        for mount in table:
+            if mount.target != top and not mount.target.startswith(top.rstrip("/") + "/"):
+                continue
+            for other in same_filesystem(mount, table):
+                if {mount.mount_id, other.mount_id} in told:
+                    continue
+                told.add(frozenset((mount.mount_id, other.mount_id)))
+                where = (
+                    f"both at {mount.target}"
+                    if mount.target == other.target
+                    else f"at {mount.target} and {other.target}"
+                )
+                self.say(
+                    f"    mounts {mount.mount_id} and {other.mount_id} are the same filesystem "
+                    f"({mount.source}, device {mount.device}, root {mount.root}), {where}: "
+                    f"{why_same_filesystem(mount, other, table)}"
+                )
+                for copy in (mount, other):
+                    cover = covered_by(copy, table)
+                    if cover is not None:
+                        self.say(
+                            f"    mount {copy.mount_id} is hidden: mount {cover.mount_id} is "
+                            f"mounted over {cover.target}, so no path leads to it"
+                        )
+
+    def saw(self, who: str, command: str, output: str) -> None:
+        """What a container (or the host) saw, printed next to the check made of it."""
+        seen = ", ".join(output.strip().splitlines()) or "(nothing)"
+        self.say(f"    {who} sees: {command} -> {seen}")
 
     def expect(self, condition: bool, what: str) -> None:
         if not condition:
@@ -206,11 +250,14 @@ class Lab:
         with self.container(*plugin_args, IMAGE, "sh", "-c", self._plugin_script()) as plugin:
             time.sleep(1)
             self.findmnt("on the host", area)
-            listing = self.docker("run", "--rm", "--network", "none", "-v",
-                                  f"{area}/vol:/data", IMAGE, "ls", "/data").stdout  # fmt: skip
-            self.say(f"    ls /data in the application container: {listing.strip() or '(empty)'}")
+            on_host = self.run("ls", "-A", str(area / "vol"), check=False)
+            self.saw("the host", f"ls -A {area / 'vol'}", on_host.stdout or on_host.stderr)
+            app = ["run", "--rm", "--network", "none", "-v", f"{area}/vol:/data", IMAGE]
+            listing = self.docker(*app, "ls", "-A", "/data").stdout
+            self.saw("the application container", "ls -A /data", listing)
             self.expect(listing.strip() == "", "the application container sees an empty directory")
             inside = self.docker("exec", plugin, "cat", "/mnt/volumes/vol/file").stdout
+            self.saw("the plugin container", "cat /mnt/volumes/vol/file", inside)
             self.expect(inside.strip() == "data", "while the plugin container sees its volume")
 
     def step_shared_bind(self) -> None:
@@ -238,8 +285,13 @@ class Lab:
                 self.expect(self._wait_for_file(area / "vol" / "file"),
                             "the plugin's mount reached the host")  # fmt: skip
                 self.findmnt("on the host", area)
-                seen = self.docker("run", "--rm", "--network", "none", "-v", f"{area}/vol:/data",
-                                   IMAGE, "cat", "/data/file").stdout  # fmt: skip
+                on_host = self.run("cat", str(area / "vol" / "file")).stdout
+                self.saw("the host", f"cat {area / 'vol' / 'file'}", on_host)
+                app = ["run", "--rm", "--network", "none", "-v", f"{area}/vol:/data", IMAGE]
+                listing = self.docker(*app, "ls", "-A", "/data").stdout
+                self.saw("the application container", "ls -A /data", listing)
+                seen = self.docker(*app, "cat", "/data/file").stdout
+                self.saw("the application container", "cat /data/file", seen)
                 self.expect(seen.strip() == "data", "the application container sees the volume")
         finally:
             self.run("umount", "-R", str(area), show=False, check=False)
@@ -270,10 +322,35 @@ class Lab:
                     "findmnt", "-n", "-o", "PROPAGATION", "--mountpoint", str(target)
                 ).stdout
                 self.expect(shown.strip().startswith("shared"), "and that mount is shared")
-                written = self.docker("exec", app, "cat", "/data/file").stdout.strip()
-                self.expect(written == "from-the-app", "the application container writes to it")
+                written = self.docker("exec", app, "cat", "/data/file").stdout
+                self.saw("the application container", "cat /data/file", written)
+                on_host = self.run("cat", str(target / "data" / "file")).stdout
+                self.saw("the host", f"cat {target / 'data' / 'file'}", on_host)
+                self.expect(
+                    written.strip() == on_host.strip() == "from-the-app",
+                    "the application container writes to it, the host reads it",
+                )
+                self.container_view(app, target)
         finally:
             self.docker("volume", "rm", volume, check=False)
+
+    def container_view(self, app: str, target: Path) -> None:
+        """The application container's /data, from its own mount table: the volume's
+        filesystem, the one the host has at `target`, shown from its data directory."""
+        table = self.docker("exec", app, "cat", "/proc/self/mountinfo").stdout
+        data = next((mount for mount in parse_mountinfo(table) if mount.target == "/data"), None)
+        if data is None:
+            raise LabFailure("expected: a mount at /data in the application container")
+        self.saw(
+            "the application container",
+            "its /data in /proc/self/mountinfo",
+            f"{data.source} {data.fstype}, device {data.device}, root {data.root}",
+        )
+        on_host = [mount for mount in mount_table() if mount.target == str(target)]
+        self.expect(
+            any(mount.device == data.device for mount in on_host),
+            f"that is the filesystem the host has at {target}",
+        )
 
 
 STEPS = [

@@ -27,7 +27,12 @@ PAGE = """<!doctype html>
   td.state-available { color: #1e7e34; } td.state-in-use { color: #0b5ed7; }
   td.state-error { color: #c0392b; font-weight: bold; }
   code { font-size: 0.9em; }
+  /* Ids and states stay on one line; the long device path is the column that wraps. */
+  #volumes td { white-space: nowrap; }
+  #volumes td:last-child { white-space: normal; overflow-wrap: anywhere; min-width: 16em; }
   #mounts { border: 1px solid #ddd; padding: 0.5em; overflow: auto; }
+  /* The picture is drawn at most 1280 px wide; scaled down to the window if narrower. */
+  #mounts svg { display: block; max-width: 100%; height: auto; }
 </style>
 </head>
 <body>
@@ -40,8 +45,9 @@ PAGE = """<!doctype html>
   <tbody></tbody>
 </table>
 <h2>Mount tree</h2>
-<p>Peer groups are colours; arrows show where a new mount propagates; red outlines are
-fakestor's own mounts.</p>
+<p>Peer groups are colours; arrows show where a new mount under a mount also appears; red
+outlines are fakestor's own mounts; faded ones are hidden under another mount. Hover a mount
+for its full path and why its filesystem may be seen twice.</p>
 <div id="mounts"></div>
 <script>
 async function refresh() {
@@ -77,7 +83,7 @@ setInterval(refresh, 2000);
 def _device_of(volume_id: str, recorded: str | None) -> str:
     link = str(by_id_path(volume_id))
     if os.path.islink(link):
-        return f"{link} -> {os.path.realpath(link)}"
+        return f"{link} → {os.path.realpath(link)}"
     return recorded or ""
 
 

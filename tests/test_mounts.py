@@ -126,7 +126,7 @@ def test_cli_text_json_and_svg(lab: Path, tmp_path: Path) -> None:
     )
     text, as_json, svg_note = in_namespace(lab, script).split("====\n")
     assert f"{lab}/a  a tmpfs  shared:" in text
-    assert "-> propagates to 2" in text
+    assert "a new mount under it also appears under 2 other mount points: mount " in text
     assert "master:" in text and "private" in text
     assert "shared:N - mounts and unmounts" in text
     tree = json.loads(as_json)
@@ -146,6 +146,104 @@ def test_cli_text_json_and_svg(lab: Path, tmp_path: Path) -> None:
     picture = svg.read_text()
     assert picture.startswith("<svg") and picture.count('class="propagation"') >= 2
     assert f'data-target="{lab}/a"' in picture
+
+
+def _by_id(nodes: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    found: dict[int, dict[str, Any]] = {}
+    for node in nodes:
+        found[node["id"]] = node
+        found.update(_by_id(node["children"]))
+    return found
+
+
+def test_a_filesystem_seen_twice_is_explained(lab: Path) -> None:
+    """What Docker does with a plugin's propagated mount, in miniature: a directory of a
+    shared mount bound onto itself joins that mount's peer group, so a volume mounted under
+    the bind is copied under the shared mount too, at the same path, hidden by the bind."""
+    bind, volume = lab / "propagated-mount", lab / "propagated-mount" / "vol"
+    out = in_namespace(
+        lab,
+        f"""
+        mount --make-shared {lab}
+        mkdir {bind}
+        mount --bind {bind} {bind}
+        mkdir {volume}
+        mount -t tmpfs vol {volume}
+        echo seen > {volume}/file
+        findmnt -rn -o ID,TARGET -R {lab}; echo ====
+        cat /proc/self/mountinfo; echo ====
+        cat {volume}/file; echo ====
+        {sys.executable} -m fakestor mounts {bind}; echo ====
+        {sys.executable} -m fakestor mounts --json {bind}
+        """,
+    )
+    listed, mountinfo, content, text, as_json = out.split("====\n")
+    table = {m.mount_id: m for m in mounts.parse_mountinfo(mountinfo)}
+    shared = next(m for m in table.values() if m.target == str(lab))
+    bound = next(m for m in table.values() if m.target == str(bind))
+    copies = [m for m in table.values() if m.target == str(volume)]
+    # The kernel lists the volume twice at one path: under the bind and under the shared mount.
+    assert [line.split()[1] for line in listed.splitlines()].count(str(volume)) == 2
+    assert {m.parent_id for m in copies} == {shared.mount_id, bound.mount_id}
+    seen = next(m for m in copies if m.parent_id == bound.mount_id)
+    hidden = next(m for m in copies if m.parent_id == shared.mount_id)
+    assert content == "seen\n"  # the path leads to the copy under the bind
+    group = shared.shared
+    assert group is not None and bound.shared == group
+
+    why = (
+        f"the same mount copied by propagation: their parent mounts {bound.mount_id} ({bind}) "
+        f"and {shared.mount_id} ({lab}) are peers in group {group}, so a mount made under "
+        "either appears under both"
+    )
+    assert f"{volume}  vol tmpfs  shared:{seen.shared}  [mount {seen.mount_id}]" in text
+    assert (
+        f"same filesystem (vol, device {seen.device}, root /) as mount {hidden.mount_id} at "
+        f"{volume} (hidden): {why}"
+    ) in text
+    assert (
+        f"hidden: mount {bound.mount_id} is mounted over {bind}, so no path leads to this mount"
+    ) in text
+    assert (
+        "a new mount under it also appears under 1 other mount point: "
+        f"mount {hidden.mount_id} at {volume} (peer, hidden)"
+    ) in text
+    assert f"{bind}  {shared.source}[/propagated-mount] tmpfs  shared:{group}" in text
+
+    nodes = _by_id(json.loads(as_json))
+    assert nodes[seen.mount_id]["hidden_by"] is None
+    assert nodes[hidden.mount_id]["hidden_by"] == bound.mount_id
+    assert nodes[seen.mount_id]["same_filesystem_as"] == [
+        {"id": hidden.mount_id, "target": str(volume), "hidden": True, "why": why}
+    ]
+    assert nodes[hidden.mount_id]["same_filesystem_as"][0]["id"] == seen.mount_id
+    assert (nodes[seen.mount_id]["device"], nodes[seen.mount_id]["root"]) == (seen.device, "/")
+    # The older key stays: the targets a new mount reaches.
+    assert nodes[seen.mount_id]["propagates_to"] == [str(volume)]
+    assert nodes[seen.mount_id]["new_mounts_also_appear_under"] == [
+        {"id": hidden.mount_id, "target": str(volume), "as": "peer"}
+    ]
+    assert {"id": bound.mount_id, "target": str(bind), "as": "peer"} in (
+        nodes[shared.mount_id]["new_mounts_also_appear_under"]
+    )
+
+
+def test_a_bind_and_its_slave_are_explained(lab: Path) -> None:
+    """SETUP's b is a shared bind of a (peers) and c a slave bind: one filesystem, three mounts."""
+    out = in_namespace(lab, f"{sys.executable} -m fakestor mounts --json {lab}")
+    nodes = {node["target"]: node for node in _by_id(json.loads(out)).values()}
+    a, b, c = (nodes[str(lab / name)] for name in "abc")
+    whys = {twin["id"]: twin["why"] for twin in a["same_filesystem_as"]}
+    assert whys[b["id"]] == (
+        f"a bind mount: mounts {a['id']} ({lab / 'a'}) and {b['id']} ({lab / 'b'}) are peers in "
+        f"group {a['peer_group']}, so a mount made under either appears under both"
+    )
+    assert whys[c["id"]] == (
+        f"a bind mount: mounts {a['id']} ({lab / 'a'}, shared:{a['peer_group']}) and {c['id']} "
+        f"({lab / 'c'}, master:{a['peer_group']}) both receive the new mounts of peer group "
+        f"{a['peer_group']}"
+    )
+    assert nodes[str(lab / "p")]["same_filesystem_as"] == []
 
 
 def test_cli_refuses_bad_input() -> None:
