@@ -9,6 +9,7 @@ from typing import Any
 from fakestor import errors
 from fakestor.control.context import Ebs
 from fakestor.control.filters import Filter
+from fakestor.control.idempotency import ClientToken, fingerprint
 from fakestor.control.requests import (
     TagSpec,
 )
@@ -60,6 +61,15 @@ def tags_of(items: Sequence[Params]) -> dict[str, str]:
 
 def dry_run_of(params: Params) -> bool:
     return bool(params.get("DryRun", False))
+
+
+def client_token_of(params: Params) -> ClientToken | None:
+    """The request's ClientToken, with a fingerprint of every parameter but it and DryRun."""
+    value = params.get("ClientToken")
+    if not value:
+        return None
+    compared = {name: v for name, v in params.items() if name not in ("ClientToken", "DryRun")}
+    return ClientToken(value, fingerprint(compared))
 
 
 def check_paging(
