@@ -63,13 +63,14 @@ def dry_run_of(params: Params) -> bool:
     return bool(params.get("DryRun", False))
 
 
-def client_token_of(params: Params) -> ClientToken | None:
-    """The request's ClientToken, with a fingerprint of every parameter but it and DryRun."""
+def client_token_of(params: Params, *, zone_params: Sequence[str] = ()) -> ClientToken | None:
+    """The request's ClientToken, with a fingerprint of every other parameter but DryRun and
+    those naming the zone (a zonal token is scoped by its zone, however it is named)."""
     value = params.get("ClientToken")
     if not value:
         return None
-    compared = {name: v for name, v in params.items() if name not in ("ClientToken", "DryRun")}
-    return ClientToken(value, fingerprint(compared))
+    ignored = {"ClientToken", "DryRun", *zone_params}
+    return ClientToken(value, fingerprint({k: v for k, v in params.items() if k not in ignored}))
 
 
 def check_paging(
