@@ -10,7 +10,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from contextlib import closing
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -22,10 +22,15 @@ VOLUME_MISMATCH = (
     "Parameters on this idempotent request are inconsistent with parameters used in "
     "previous request(s)"
 )
+INSTANCES_MISMATCH = (
+    "Arguments on this idempotent request are inconsistent with arguments used in "
+    "previous request(s)."
+)
 SPENT = (
     "The client token you have provided is associated with a resource that is already "
     "deleted. Please use a different client token."
 )
+IMAGE = "ami-0123456789abcdef0"
 
 
 def _error(excinfo: pytest.ExceptionInfo[ClientError]) -> tuple[str, str]:
@@ -201,6 +206,97 @@ def test_a_volume_token_outlives_a_restart_for_12_hours(start_server: ServerFact
     again = ec2.create_volume(ClientToken=token, AvailabilityZone=ZONE, Size=2)["VolumeId"]
     assert again != first
     assert ec2.create_volume(ClientToken=token, AvailabilityZone=ZONE, Size=2)["VolumeId"] == again
+
+
+# ---- RunInstances ------------------------------------------------------------------
+
+
+def _launch(ec2: Any, token: str, **extra: Any) -> dict[str, Any]:
+    reservation: dict[str, Any] = ec2.run_instances(
+        ClientToken=token, ImageId=IMAGE, MinCount=2, MaxCount=2, **extra
+    )
+    return reservation
+
+
+def _instance_ids(reservation: dict[str, Any]) -> list[str]:
+    return [instance["InstanceId"] for instance in reservation["Instances"]]
+
+
+def test_a_launch_retry_gets_the_first_reservation(ec2: Any) -> None:
+    token, name = _token(), _token()
+    first = _launch(ec2, token, TagSpecifications=_named(name, "instance"))
+    fast_waiter(ec2, "instance_running")(InstanceIds=_instance_ids(first))
+    again = _launch(ec2, token, TagSpecifications=_named(name, "instance"))
+    assert again["ReservationId"] == first["ReservationId"]
+    assert _instance_ids(again) == _instance_ids(first)
+    assert [i["AmiLaunchIndex"] for i in again["Instances"]] == [0, 1]
+    assert {i["State"]["Name"] for i in again["Instances"]} == {"running"}
+    found = ec2.describe_instances(Filters=[{"Name": "tag:Name", "Values": [name]}])
+    assert [r["ReservationId"] for r in found["Reservations"]] == [first["ReservationId"]]
+
+    with pytest.raises(ClientError) as excinfo:
+        _launch(ec2, token, TagSpecifications=_named(name, "instance"), InstanceType="t3.micro")
+    assert _error(excinfo) == ("IdempotentParameterMismatch", INSTANCES_MISMATCH)
+    with pytest.raises(ClientError) as excinfo:
+        _launch(ec2, token, TagSpecifications=_named(name, "instance"), DryRun=True)
+    assert _error(excinfo)[0] == "DryRunOperation"
+    found = ec2.describe_instances(Filters=[{"Name": "tag:Name", "Values": [name]}])
+    assert len(found["Reservations"]) == 1
+
+
+def test_a_launch_token_is_regional_without_a_zone_and_zonal_with_one(ec2: Any) -> None:
+    token = _token()
+    regional = _launch(ec2, token)["ReservationId"]
+    zonal = _launch(ec2, token, Placement={"AvailabilityZone": ZONE})["ReservationId"]
+    elsewhere = _launch(ec2, token, Placement={"AvailabilityZone": OTHER_ZONE})["ReservationId"]
+    assert len({regional, zonal, elsewhere}) == 3
+    assert _launch(ec2, token)["ReservationId"] == regional
+    assert _launch(ec2, token, Placement={"AvailabilityZone": ZONE})["ReservationId"] == zonal
+
+
+def test_a_launch_token_of_more_than_64_characters_is_refused(ec2: Any) -> None:
+    with pytest.raises(ClientError) as excinfo:
+        _launch(ec2, "t" * 65)
+    assert _error(excinfo) == (
+        "InvalidParameterValue",
+        "Client token must be less than or equal to 64 characters",
+    )
+
+
+def test_launches_without_a_token_each_launch(ec2: Any, server: Server) -> None:
+    # boto3 fills in a token of its own for each call, as the API asks.
+    first, second = (ec2.run_instances(ImageId=IMAGE, MinCount=1, MaxCount=1) for _ in "ab")
+    assert first["ReservationId"] != second["ReservationId"]
+    answers = [
+        _query(server, Action="RunInstances", ImageId=IMAGE, MinCount="1", MaxCount="1")
+        for _ in "ab"
+    ]
+    made = {re.findall(r"<reservationId>(r-[0-9a-f]+)</reservationId>", a)[0] for a in answers}
+    assert len(made) == 2
+
+
+def test_a_launch_token_lasts_24_hours_after_its_instances_end(start_server: ServerFactory) -> None:
+    server = start_server()
+    ec2 = server.client()
+    token = _token()
+    first = _launch(ec2, token)
+    assert server.stop() == 0
+    assert _window(server, token)[1] is None  # no end in sight while an instance lives
+    server.start()
+    ec2 = server.client()
+    assert _instance_ids(_launch(ec2, token)) == _instance_ids(first)
+    ec2.terminate_instances(InstanceIds=_instance_ids(first))
+    fast_waiter(ec2, "instance_terminated")(InstanceIds=_instance_ids(first))
+    again = _launch(ec2, token)
+    assert again["ReservationId"] == first["ReservationId"]
+    assert {i["State"]["Name"] for i in again["Instances"]} == {"terminated"}
+
+    assert server.stop() == 0
+    _, expires = _window(server, token)
+    assert expires is not None and expires - datetime.now(UTC) > timedelta(hours=23)
+    _let_time_pass(server, token, hours=24)
+    server.start()
+    assert _launch(server.client(), token)["ReservationId"] != first["ReservationId"]
 
 
 def test_copy_snapshot_and_create_snapshots_take_no_token(server: Server) -> None:

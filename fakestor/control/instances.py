@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Sequence
 
 from fakestor import errors, ids
+from fakestor.control import idempotency
 from fakestor.control.account import check_zone
 from fakestor.control.attachments import drop_attachment
 from fakestor.control.context import HOST_INSTANCE_TYPE, Ebs, check_dry_run
@@ -31,7 +33,13 @@ from fakestor.control.volumes import submit_delete_volume
 log = logging.getLogger(__name__)
 
 
-def run_instances(ebs: Ebs, request: LaunchRequest, *, dry_run: bool = False) -> list[Instance]:
+def run_instances(
+    ebs: Ebs,
+    request: LaunchRequest,
+    *,
+    client_token: idempotency.ClientToken | None = None,
+    dry_run: bool = False,
+) -> list[Instance]:
     image_id, min_count, max_count = request.image_id, request.min_count, request.max_count
     if not image_id.startswith("ami-"):
         raise errors.InvalidParameterValue(f'Invalid id: "{image_id}" (expecting "ami-...")')
@@ -49,7 +57,13 @@ def run_instances(ebs: Ebs, request: LaunchRequest, *, dry_run: bool = False) ->
     check_dry_run(dry_run)
     launched = []
     reservation_id = ids.new_id(ids.RESERVATION)
+    # Zonal idempotency with an explicit zone, regional without one.
+    scope = zone if request.zone else ""
     with ebs.store.transaction() as db:
+        earlier = idempotency.replay(db, idempotency.RUN_INSTANCES, client_token, scope)
+        if earlier is not None:
+            return list(idempotency.still_there(reservation_instances(db, earlier)))
+        idempotency.record(db, idempotency.RUN_INSTANCES, client_token, scope, reservation_id)
         for launch_index in range(max_count):
             instance_id = ids.new_id(ids.INSTANCE)
             db.execute(
@@ -74,6 +88,11 @@ def run_instances(ebs: Ebs, request: LaunchRequest, *, dry_run: bool = False) ->
     for instance_id in launched:
         submit_launch(ebs, instance_id)
     return instances
+
+
+def reservation_instances(db: sqlite3.Connection, reservation_id: str) -> list[Instance]:
+    found = [i for i in load_instances(db) if i.reservation_id == reservation_id]
+    return sorted(found, key=lambda i: i.launch_index)
 
 
 def submit_launch(ebs: Ebs, instance_id: str) -> None:

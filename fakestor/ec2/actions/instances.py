@@ -19,6 +19,7 @@ from fakestor.ec2.actions.common import (
     Result,
     action,
     check_paging,
+    client_token_of,
     dry_run_of,
     filters_of,
     page_of,
@@ -50,7 +51,9 @@ def run_instances(ebs: Ebs, params: Params) -> Result:
         zone=params.get("Placement", {}).get("AvailabilityZone"),
         tag_specs=tag_specs_of(params),
     )
-    launched = instances.run_instances(ebs, request, dry_run=dry_run_of(params))
+    launched = instances.run_instances(
+        ebs, request, client_token=client_token_of(params), dry_run=dry_run_of(params)
+    )
     return _reservation(ebs, launched, launched[0].reservation_id)
 
 
