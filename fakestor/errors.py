@@ -69,6 +69,10 @@ class InvalidParameterDependency(Ec2Error):
         super().__init__(f"The parameter {parameter} requires the parameter {requires} to be set.")
 
 
+class IdempotentParameterMismatch(Ec2Error):
+    code = "IdempotentParameterMismatch"
+
+
 class InvalidFilter(Ec2Error):
     code = "InvalidFilter"
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Sequence
 
 from fakestor import errors, ids
+from fakestor.control import idempotency
 from fakestor.control.account import check_zone
 from fakestor.control.attachments import drop_attachment, submit_attach
 from fakestor.control.context import HOST_INSTANCE_TYPE, Ebs, check_dry_run
@@ -33,7 +35,13 @@ from fakestor.control.volumes import submit_create_volume, submit_delete_volume
 log = logging.getLogger(__name__)
 
 
-def run_instances(ebs: Ebs, request: LaunchRequest, *, dry_run: bool = False) -> list[Instance]:
+def run_instances(
+    ebs: Ebs,
+    request: LaunchRequest,
+    *,
+    client_token: idempotency.ClientToken | None = None,
+    dry_run: bool = False,
+) -> list[Instance]:
     image_id, min_count, max_count = request.image_id, request.min_count, request.max_count
     if not image_id.startswith("ami-"):
         raise errors.InvalidParameterValue(f'Invalid id: "{image_id}" (expecting "ami-...")')
@@ -52,9 +60,15 @@ def run_instances(ebs: Ebs, request: LaunchRequest, *, dry_run: bool = False) ->
     image = get_image(ebs, image_id)
     launched: list[tuple[str, list[tuple[str, str | None]]]] = []
     reservation_id = ids.new_id(ids.RESERVATION)
+    # Zonal idempotency with an explicit zone, regional without one.
+    scope = zone if request.zone else ""
     with ebs.store.transaction() as db:
         plan = plan_launch(ebs, db, image, request.mappings, zone)
         check_dry_run(dry_run)
+        earlier = idempotency.replay(db, idempotency.RUN_INSTANCES, client_token, scope)
+        if earlier is not None:
+            return list(idempotency.still_there(reservation_instances(db, earlier)))
+        idempotency.record(db, idempotency.RUN_INSTANCES, client_token, scope, reservation_id)
         for launch_index in range(max_count):
             instance_id = ids.new_id(ids.INSTANCE)
             db.execute(
@@ -90,6 +104,11 @@ def run_instances(ebs: Ebs, request: LaunchRequest, *, dry_run: bool = False) ->
         # Running once its volumes are: the launch queues behind their tasks.
         submit_launch(ebs, instance_id, [volume_id for volume_id, _ in volumes])
     return instances
+
+
+def reservation_instances(db: sqlite3.Connection, reservation_id: str) -> list[Instance]:
+    found = [i for i in load_instances(db) if i.reservation_id == reservation_id]
+    return sorted(found, key=lambda i: i.launch_index)
 
 
 def submit_launch(ebs: Ebs, instance_id: str, volume_ids: Sequence[str] = ()) -> None:

@@ -113,6 +113,18 @@ CREATE TABLE IF NOT EXISTS trash (
     resource_id TEXT NOT NULL,
     PRIMARY KEY (kind, resource_id)
 );
+-- ClientTokens of idempotent requests (control/idempotency.py): scope is the zone of a
+-- zonal request or '' for a regional one, expires_at NULL until the resource has ended.
+CREATE TABLE IF NOT EXISTS client_tokens (
+    action TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    token TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    resource_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT,
+    PRIMARY KEY (action, scope, token)
+);
 CREATE TABLE IF NOT EXISTS tags (
     resource_id TEXT NOT NULL,
     resource_type TEXT NOT NULL,

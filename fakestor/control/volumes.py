@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from backends import BackendError
 from fakestor import errors, ids
-from fakestor.control import rules
+from fakestor.control import idempotency, rules
 from fakestor.control.account import check_zone, resolve_encryption
 from fakestor.control.context import Ebs, check_dry_run
 from fakestor.control.filter_values import (
@@ -57,13 +57,25 @@ def check_capacity(ebs: Ebs, size_gib: int) -> None:
         )
 
 
-def create_volume(ebs: Ebs, request: VolumeRequest, *, dry_run: bool = False) -> Volume:
+def create_volume(
+    ebs: Ebs,
+    request: VolumeRequest,
+    *,
+    client_token: idempotency.ClientToken | None = None,
+    dry_run: bool = False,
+) -> Volume:
     if request.zone is None:
         raise errors.MissingParameter("AvailabilityZone or AvailabilityZoneId")
     zone = check_zone(ebs, request.zone)
     tags = tags_for(request.tag_specs, "volume")
     volume_type = request.volume_type or rules.DEFAULT_VOLUME_TYPE
     with ebs.store.transaction() as db:
+        # Zonal idempotency: the same token in another zone is another request.
+        earlier = idempotency.replay(
+            db, idempotency.CREATE_VOLUME, client_token, zone, dry_run=dry_run
+        )
+        if earlier is not None:
+            return idempotency.still_there(load_volumes(db, [earlier]))[0]
         size = request.size
         snapshot = None
         if request.snapshot_id is not None:
@@ -97,6 +109,7 @@ def create_volume(ebs: Ebs, request: VolumeRequest, *, dry_run: bool = False) ->
             ),
             tags,
         )  # fmt: skip
+        idempotency.record(db, idempotency.CREATE_VOLUME, client_token, zone, volume_id)
         volume = get_volume(db, volume_id)
     submit_create_volume(ebs, volume_id, request.snapshot_id)
     return volume

@@ -9,6 +9,7 @@ from typing import Any
 from fakestor import errors
 from fakestor.control.context import Ebs
 from fakestor.control.filters import Filter
+from fakestor.control.idempotency import ClientToken, fingerprint
 from fakestor.control.requests import (
     TagSpec,
 )
@@ -60,6 +61,16 @@ def tags_of(items: Sequence[Params]) -> dict[str, str]:
 
 def dry_run_of(params: Params) -> bool:
     return bool(params.get("DryRun", False))
+
+
+def client_token_of(params: Params, *, zone_params: Sequence[str] = ()) -> ClientToken | None:
+    """The request's ClientToken, with a fingerprint of every other parameter but DryRun and
+    those naming the zone (a zonal token is scoped by its zone, however it is named)."""
+    value = params.get("ClientToken")
+    if not value:
+        return None
+    ignored = {"ClientToken", "DryRun", *zone_params}
+    return ClientToken(value, fingerprint({k: v for k, v in params.items() if k not in ignored}))
 
 
 def check_paging(

@@ -19,6 +19,7 @@ from fakestor.ec2.actions.common import (
     Result,
     action,
     check_paging,
+    client_token_of,
     dry_run_of,
     filters_of,
     page_of,
@@ -77,7 +78,9 @@ def run_instances(ebs: Ebs, params: Params) -> Result:
         mappings=device_mappings_of(params.get("BlockDeviceMappings", [])),
         disable_api_termination=bool(params.get("DisableApiTermination", False)),
     )
-    launched = instances.run_instances(ebs, request, dry_run=dry_run_of(params))
+    launched = instances.run_instances(
+        ebs, request, client_token=client_token_of(params), dry_run=dry_run_of(params)
+    )
     return _reservation(ebs, launched, launched[0].reservation_id)
 
 

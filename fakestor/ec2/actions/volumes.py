@@ -20,6 +20,7 @@ from fakestor.ec2.actions.common import (
     Result,
     action,
     check_paging,
+    client_token_of,
     dry_run_of,
     filters_of,
     page_of,
@@ -29,6 +30,7 @@ from fakestor.ec2.actions.common import (
 
 @action
 def create_volume(ebs: Ebs, params: Params) -> Result:
+    client_token = client_token_of(params, zone_params=("AvailabilityZone", "AvailabilityZoneId"))
     if params.get("AvailabilityZoneId") and params.get("AvailabilityZone"):
         raise errors.InvalidParameterCombination(
             "Either AvailabilityZone or AvailabilityZoneId must be specified, but not both."
@@ -47,7 +49,9 @@ def create_volume(ebs: Ebs, params: Params) -> Result:
         multi_attach=bool(params.get("MultiAttachEnabled", False)),
         tag_specs=tag_specs_of(params),
     )
-    volume = volumes.create_volume(ebs, request, dry_run=dry_run_of(params))
+    volume = volumes.create_volume(
+        ebs, request, client_token=client_token, dry_run=dry_run_of(params)
+    )
     return views.volume(volume, ebs.region.zone_id(volume.zone))
 
 
