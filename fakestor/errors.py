@@ -142,6 +142,15 @@ class InvalidInstanceIdMalformed(Ec2Error):
         super().__init__(f'Invalid id: "{instance_id}" (expecting "i-...")')
 
 
+class InvalidInstanceType(Ec2Error):
+    code = "InvalidInstanceType"
+
+    def __init__(self, instance_types: list[str]) -> None:
+        super().__init__(
+            f"The following supplied instance types do not exist: [{', '.join(instance_types)}]"
+        )
+
+
 class InvalidId(Ec2Error):
     code = "InvalidID"
 

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from fakestor import errors
-from fakestor.control import filter_values, rules
+from fakestor.control import filter_values, instance_types, rules
 from fakestor.ec2 import wire
 
 
@@ -133,6 +133,7 @@ def test_messages_use_ec2_wording(
         ("DescribeVolumes", filter_values.VOLUME_FILTERS),
         ("DescribeVolumeStatus", filter_values.VOLUME_STATUS_FILTERS),
         ("DescribeSnapshots", filter_values.SNAPSHOT_FILTERS),
+        ("DescribeInstanceTypes", instance_types.INSTANCE_TYPE_FILTERS),
     ],
 )
 def test_filter_names_match_botocore_documentation(operation: str, ours: tuple[str, ...]) -> None:

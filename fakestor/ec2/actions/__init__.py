@@ -5,7 +5,7 @@ names as keys) and returns the output as a dict of the same kind; importing the
 modules below registers them in ACTIONS.
 """
 
-from fakestor.ec2.actions import account, instances, snapshots, volumes
+from fakestor.ec2.actions import account, instance_types, instances, snapshots, volumes
 from fakestor.ec2.actions.common import ACTIONS, Handler
 
-__all__ = ["ACTIONS", "Handler", "account", "instances", "snapshots", "volumes"]
+__all__ = ["ACTIONS", "Handler", "account", "instance_types", "instances", "snapshots", "volumes"]
