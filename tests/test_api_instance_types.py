@@ -155,3 +155,23 @@ def test_dry_run(ec2: Any) -> None:
     with pytest.raises(ClientError) as excinfo:
         ec2.describe_instance_types(DryRun=True)
     assert _error(excinfo)[0] == "DryRunOperation"
+
+
+def test_run_instances_keeps_its_type_and_refuses_one_ec2_does_not_offer(ec2: Any) -> None:
+    reservation = ec2.run_instances(
+        ImageId="ami-0123456789abcdef0", MinCount=1, MaxCount=1, InstanceType="t3.nano"
+    )
+    instance_id = reservation["Instances"][0]["InstanceId"]
+    assert reservation["Instances"][0]["InstanceType"] == "t3.nano"
+    described = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]
+    assert described["Instances"][0]["InstanceType"] == "t3.nano"
+    ec2.terminate_instances(InstanceIds=[instance_id])
+    for bad in ("t3.gigantic", "m5.large "):
+        with pytest.raises(ClientError) as excinfo:
+            ec2.run_instances(
+                ImageId="ami-0123456789abcdef0", MinCount=1, MaxCount=1, InstanceType=bad
+            )
+        assert _error(excinfo) == (
+            "InvalidParameterValue",
+            f"Invalid value '{bad}' for InstanceType.",
+        )

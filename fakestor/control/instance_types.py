@@ -196,7 +196,11 @@ INSTANCE_TYPES: dict[str, InstanceType] = {row[0]: _instance_type(*row) for row 
 
 
 def check_launchable(name: str) -> InstanceType:
-    """The type RunInstances asked for, or EC2's error for one it does not offer."""
+    """The type RunInstances asked for, or EC2's error for one it does not offer.
+
+    EC2 answers InvalidParameterValue here, not InvalidInstanceType (that code is
+    DescribeInstanceTypes'), in the words a user quoted from it in getmoto/moto#1695.
+    """
     try:
         return INSTANCE_TYPES[name]
     except KeyError:

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 
 from fakestor import errors, ids
+from fakestor.control import instance_types
 from fakestor.control.account import check_zone
 from fakestor.control.attachments import drop_attachment
 from fakestor.control.context import HOST_INSTANCE_TYPE, Ebs, check_dry_run
@@ -44,6 +45,7 @@ def run_instances(ebs: Ebs, request: LaunchRequest, *, dry_run: bool = False) ->
             f"Value ({max_count}) for parameter maxCount is invalid: fakestor launches at "
             "most 20 instances per request."
         )
+    instance_types.check_launchable(request.instance_type or HOST_INSTANCE_TYPE)
     zone = check_zone(ebs, request.zone) if request.zone else ebs.region.zones[0]
     tags = tags_for(request.tag_specs, "instance")
     check_dry_run(dry_run)
