@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
+from fakestor import errors
 from fakestor.control import instance_types
+from fakestor.control.resources import Attachment, Instance
+from fakestor.control.states import AttachmentState, InstanceState
+from tests.conftest import ZONE, fast_waiter
 
 # Spot checks against AWS's "Amazon EBS-optimized instance types" table (ebs-optimized.md,
 # 2023-05-11): baseline/maximum Mbps, MB/s and IOPS as printed there, and the hardware
@@ -175,3 +180,79 @@ def test_run_instances_keeps_its_type_and_refuses_one_ec2_does_not_offer(ec2: An
             "InvalidParameterValue",
             f"Invalid value '{bad}' for InstanceType.",
         )
+
+
+def test_attach_volume_stops_at_the_instance_types_limit(ec2: Any) -> None:
+    """A t3.nano takes 27 EBS volumes: 28 shared attachments less its network interface."""
+    reservation = ec2.run_instances(
+        ImageId="ami-0123456789abcdef0",
+        MinCount=1,
+        MaxCount=1,
+        InstanceType="t3.nano",
+        Placement={"AvailabilityZone": ZONE},
+    )
+    instance_id = reservation["Instances"][0]["InstanceId"]
+    fast_waiter(ec2, "instance_running")(InstanceIds=[instance_id])
+    limit = ec2.describe_instance_types(InstanceTypes=["t3.nano"])["InstanceTypes"][0]["EbsInfo"][
+        "MaximumEbsAttachments"
+    ]
+    assert limit == 27
+    volumes = [
+        ec2.create_volume(AvailabilityZone=ZONE, Size=1)["VolumeId"] for _ in range(limit + 1)
+    ]
+    fast_waiter(ec2, "volume_available")(VolumeIds=volumes)
+    # /dev/xvdba ... /dev/xvdcb: enough distinct device names.
+    devices = [f"/dev/xvd{a}{b}" for a in "bc" for b in "abcdefghijklmnopqrstuvwxyz"]
+    for volume_id, device in zip(volumes[:limit], devices, strict=False):
+        ec2.attach_volume(VolumeId=volume_id, InstanceId=instance_id, Device=device)
+
+    extra = volumes[limit]
+    with pytest.raises(ClientError) as excinfo:
+        ec2.attach_volume(VolumeId=extra, InstanceId=instance_id, Device=devices[limit])
+    code, message = _error(excinfo)
+    assert code == "AttachmentLimitExceeded"
+    assert message.startswith(
+        "You may attach up to 27 devices for this instance type. Please use a larger "
+        "instance size to attach more volumes."
+    )
+    assert ec2.describe_volumes(VolumeIds=[extra])["Volumes"][0]["State"] == "available"
+    assert ec2.describe_volumes(VolumeIds=[extra])["Volumes"][0]["Attachments"] == []
+
+    # Once a volume is detached, its slot is free again.
+    ec2.detach_volume(VolumeId=volumes[0])
+    fast_waiter(ec2, "volume_available")(VolumeIds=[volumes[0]])
+    ec2.attach_volume(VolumeId=extra, InstanceId=instance_id, Device=devices[limit])
+    fast_waiter(ec2, "volume_in_use")(VolumeIds=[extra])
+    ec2.terminate_instances(InstanceIds=[instance_id])
+    fast_waiter(ec2, "volume_available")(VolumeIds=volumes[1:])
+    for volume_id in volumes:
+        ec2.delete_volume(VolumeId=volume_id)
+
+
+def _instance_with(instance_type: str, states: list[AttachmentState]) -> Instance:
+    now = datetime.now(UTC)
+    return Instance(
+        id="i-00000000000000001",
+        zone=ZONE,
+        state=InstanceState.RUNNING,
+        instance_type=instance_type,
+        image_id="ami-0123456789abcdef0",
+        launch_time=now,
+        is_host=False,
+        attachments=[
+            Attachment(f"vol-{n:017x}", "i-00000000000000001", f"/dev/xvdb{n}", state, now)
+            for n, state in enumerate(states)
+        ],
+    )
+
+
+def test_attachments_in_every_state_hold_their_slot() -> None:
+    states = [AttachmentState.ATTACHING, AttachmentState.DETACHING] + [
+        AttachmentState.ATTACHED
+    ] * 25
+    instance_types.check_attachment_limit(_instance_with("m5.large", states[:-1]))
+    with pytest.raises(errors.AttachmentLimitExceeded):
+        instance_types.check_attachment_limit(_instance_with("m5.large", states))
+    # Bare metal takes 31; a type recorded before types were checked has no limit.
+    instance_types.check_attachment_limit(_instance_with("m5.metal", states + states[:3]))
+    instance_types.check_attachment_limit(_instance_with("t2.micro", states * 2))
