@@ -3,28 +3,26 @@ and DescribeInstanceTypes, RunInstances' type check and AttachVolume's attachmen
 
 Every figure comes from AWS's own documentation, read from its source repository
 (github.com/awsdocs/amazon-ec2-user-guide, doc_source/, commit d289961 of 2023-05-11,
-the last change to these pages before the repository was archived in June 2023):
+the last change to these pages before the repository was archived in June 2023; the
+pages were published under https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/):
 
-- EBS bandwidth, throughput and IOPS: "Amazon EBS-optimized instance types", "EBS optimized
-  by default" tables (ebs-optimized.md; https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/
-  ebs-optimized.html). Types the table marks with an asterisk burst to the maximum; for the
-  others it gives one figure, reported here as both baseline and maximum, as EC2 does.
-  Throughput is as printed there, rounded to two decimals (t3.nano: 5.38 MB/s).
-- vCPUs, memory, network performance and EFA: the "Hardware specifications" and "Network
-  performance" tables of general-purpose-instances.md, compute-optimized-instances.md and
-  memory-optimized-instances.md (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/
-  general-purpose-instances.html and its siblings); processors from their "Processors" lists
-  (Intel Xeon, AWS Graviton3 for M7g).
-- Nitro, bare metal: instance-types.md, "Instances built on the Nitro System"; Nitro
-  instances need NVMe drivers for EBS (NvmeSupport "required") and HVM AMIs.
-- Attachment limits: volume_limits.md ("Instance volume limits", 2023-01-19;
-  https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/volume_limits.html): Nitro instances
-  share 28 attachments between network interfaces, EBS volumes and NVMe instance store
-  volumes, and every instance has at least one network interface, so an EBS-only instance
-  takes 27 EBS volumes; most bare metal instances take 31. DescribeInstanceTypes reports
-  exactly these (MaximumEbsAttachments 27 or 31, AttachmentLimitType "shared"), as the
-  table kubernetes-sigs/aws-ebs-csi-driver generates from it in every region shows
-  (pkg/cloud/limits/volume_limits_table.go, 2026-07).
+- ebs-optimized.html, "Amazon EBS-optimized instance types", "EBS optimized by default":
+  EBS bandwidth, throughput and IOPS. Types the table marks with an asterisk burst to the
+  maximum; for the others it gives one figure, reported here as both baseline and
+  maximum, as EC2 does. Throughput is as printed, to two decimals (t3.nano: 5.38 MB/s).
+- general-purpose-instances.html, compute-optimized-instances.html,
+  memory-optimized-instances.html: vCPUs and memory ("Hardware specifications"), network
+  performance and EFA ("Network performance"), processors (Intel Xeon; AWS Graviton3
+  for M7g).
+- instance-types.html, "Instances built on the Nitro System": all these types are Nitro
+  (virtualized or bare metal), which needs NVMe drivers for EBS and HVM AMIs.
+- volume_limits.html, "Instance volume limits" (2023-01-19): Nitro instances share 28
+  attachments between network interfaces, EBS volumes and NVMe instance store volumes,
+  and every instance has at least one network interface, so an EBS-only instance takes
+  27 EBS volumes; most bare metal instances take 31. DescribeInstanceTypes reports just
+  these (MaximumEbsAttachments 27 or 31, AttachmentLimitType "shared") for these types,
+  as the table kubernetes-sigs/aws-ebs-csi-driver generates from it in every region
+  shows (pkg/cloud/limits/volume_limits_table.go, 2026-07).
 
 Not published in those tables, so left out rather than invented: clock speeds, cores and
 threads per core, network interface and address counts, and the dedicated-limit types
@@ -41,8 +39,7 @@ from fakestor.control.context import check_dry_run
 from fakestor.control.filters import Filter, check_filters, matches
 from fakestor.control.resources import Instance
 
-SHARED = "shared"
-DEDICATED = "dedicated"
+SHARED = "shared"  # the attachment limit type of every type offered here
 
 
 @dataclass(frozen=True)
