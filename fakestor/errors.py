@@ -175,6 +175,15 @@ class InvalidInstanceAttributeValue(Ec2Error):
     code = "InvalidInstanceAttributeValue"
 
 
+class InvalidInstanceType(Ec2Error):
+    code = "InvalidInstanceType"
+
+    def __init__(self, instance_types: list[str]) -> None:
+        super().__init__(
+            f"The following supplied instance types do not exist: [{', '.join(instance_types)}]"
+        )
+
+
 class InvalidId(Ec2Error):
     code = "InvalidID"
 

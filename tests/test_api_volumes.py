@@ -168,11 +168,11 @@ def test_describe_bad_input(ec2: Any, kwargs: dict[str, Any], code: str) -> None
 @pytest.mark.parametrize(
     ("kwargs", "code", "words"),
     [
-        ({"Size": 0}, "InvalidParameterValue", "between 1 and 16384"),
+        ({"Size": 0}, "InvalidParameterValue", "at least 1 GiB"),
         ({"Size": 70000, "VolumeType": "gp3"}, "InvalidParameterValue", "65536"),
         ({"Size": 100, "VolumeType": "st1"}, "InvalidParameterValue", "125"),
         ({"Size": 2000, "VolumeType": "standard"}, "InvalidParameterValue", "1024"),
-        ({"Size": 10, "VolumeType": "io1", "Iops": 1000}, "InvalidParameterValue", "50 IOPS"),
+        ({"Size": 10, "VolumeType": "io1", "Iops": 1000}, "InvalidParameterValue", "maximum is 50"),
         ({"Size": 10, "VolumeType": "io1"}, "MissingParameter", "iops"),
         ({"Size": 10, "VolumeType": "gp3", "Iops": 90000}, "InvalidParameterValue", "80000"),
         ({"Size": 10, "VolumeType": "gp2", "Iops": 300}, "InvalidParameterCombination", "gp2"),

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from fakestor import errors
-from fakestor.control import filter_values, rules
+from fakestor.control import filter_values, instance_types, rules
 from fakestor.ec2 import wire
 
 
@@ -59,7 +59,9 @@ def test_throughput_range_matches_botocore_documentation() -> None:
 
 def test_io1_allows_at_most_50_iops_per_gib() -> None:
     assert rules.check_volume_config("io1", 100, 5000, None).iops == 5000
-    with pytest.raises(errors.InvalidParameterValue, match="50 IOPS per GiB"):
+    with pytest.raises(
+        errors.InvalidParameterValue, match=r"ratio of 50\.010000 .* maximum is 50$"
+    ):
         rules.check_volume_config("io1", 100, 5001, None)
 
 
@@ -89,11 +91,49 @@ def test_invalid_configurations_are_refused(
 
 
 @pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("gp2", 0, None, None),
+            "The volume size is invalid for gp2 volumes: 0 GiB. gp2 volumes must be at least "
+            "1 GiB in size. Please specify a volume size above the minimum limit.",
+        ),
+        (
+            ("standard", 2000, None, None),
+            "Volume of 2000GiB is too large for volume type standard; maximum is 1024GiB",
+        ),
+        (("gp3", 4, 200000, None), "Volume iops of 200000 is too high; maximum is 80000."),
+        (("io1", 4, 200000, None), "Volume iops of 200000 is too high; maximum is 64000."),
+        (("io2", 4, 300000, None), "Volume iops of 300000 is too high; maximum is 256000."),
+        (
+            ("gp3", 20, 15000, None),
+            "Iops to volume size ratio of 750.000000 is too high; maximum is 500",
+        ),
+        (("gp2", 10, 3000, None), "The parameter iops is not supported for gp2 volumes."),
+        (("gp2", 10, None, 300), "The throughput parameter is not supported for gp2 volumes."),
+        (
+            ("gp3", 100, 3000, 1000),
+            "Throughput (MiBps) to iops ratio of 0.333333 is too high; maximum is 0.250000 "
+            "MiBps per iops",
+        ),
+    ],
+)
+def test_messages_use_ec2_wording(
+    args: tuple[str, int, int | None, int | None], message: str
+) -> None:
+    """EC2's own texts, as quoted from real responses (sources in rules.py)."""
+    with pytest.raises(errors.Ec2Error) as excinfo:
+        rules.check_volume_config(*args)
+    assert excinfo.value.message == message
+
+
+@pytest.mark.parametrize(
     ("operation", "ours"),
     [
         ("DescribeVolumes", filter_values.VOLUME_FILTERS),
         ("DescribeVolumeStatus", filter_values.VOLUME_STATUS_FILTERS),
         ("DescribeSnapshots", filter_values.SNAPSHOT_FILTERS),
+        ("DescribeInstanceTypes", instance_types.INSTANCE_TYPE_FILTERS),
     ],
 )
 def test_filter_names_match_botocore_documentation(operation: str, ours: tuple[str, ...]) -> None:

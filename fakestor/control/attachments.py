@@ -7,7 +7,7 @@ import sqlite3
 
 from backends import BackendError, DeviceBusy
 from fakestor import device_names, errors, failpoints
-from fakestor.control import rules
+from fakestor.control import instance_types, rules
 from fakestor.control.context import Ebs, check_dry_run
 from fakestor.control.loaders import get_instance, get_volume
 from fakestor.control.resources import (
@@ -72,6 +72,7 @@ def attach_volume(
                 f"Invalid value '{device}' for unixDevice. Attachment point {device} is "
                 "already in use"
             )
+        instance_types.check_attachment_limit(instance)
         check_dry_run(dry_run)
         now = utcnow()
         db.execute(

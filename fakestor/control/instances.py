@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from fakestor import errors, ids
-from fakestor.control import idempotency
+from fakestor.control import idempotency, instance_types
 from fakestor.control.account import check_zone
 from fakestor.control.attachments import drop_attachment, submit_attach
 from fakestor.control.context import HOST_INSTANCE_TYPE, Ebs, check_dry_run
@@ -54,6 +54,7 @@ def run_instances(
             f"Value ({max_count}) for parameter maxCount is invalid: fakestor launches at "
             "most 20 instances per request."
         )
+    instance_types.check_launchable(request.instance_type or HOST_INSTANCE_TYPE)
     zone = check_zone(ebs, request.zone) if request.zone else ebs.region.zones[0]
     tags = tags_for(request.tag_specs, "instance", also=["volume"])
     volume_tags = tags_for(request.tag_specs, "volume", also=["instance"])

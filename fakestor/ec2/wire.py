@@ -106,7 +106,8 @@ def _scalar(shape: Shape, value: str, path: str) -> Any:
         )
     if kind == "string":
         enum = shape.metadata.get("enum")
-        if enum and value not in enum and path.split(".")[-1] not in _OPEN_ENUMS:
+        open_enum = path.split(".")[-1] in _OPEN_ENUMS or shape.name in _OPEN_ENUMS
+        if enum and value not in enum and not open_enum:
             raise errors.InvalidParameterValue(
                 f"Value ({value}) for parameter {path} is invalid. Valid values: {', '.join(enum)}."
             )
@@ -140,9 +141,10 @@ def _scalar(shape: Shape, value: str, path: str) -> Any:
     return value
 
 
-# String parameters whose enum in the model is advisory: we check them ourselves with
-# a better message (VolumeType names the valid types and is checked by the rules).
-_OPEN_ENUMS = frozenset({"VolumeType", "Attribute"})
+# String parameters (or enum shapes) whose enum in the model is advisory: we check them
+# ourselves with a better message (VolumeType names the valid types and is checked by the
+# rules; an InstanceType gets EC2's own error from the instance type table).
+_OPEN_ENUMS = frozenset({"VolumeType", "Attribute", "InstanceType"})
 
 
 def _value(shape: Shape, node: _Tree | str, path: str) -> Any:

@@ -5,7 +5,23 @@ names as keys) and returns the output as a dict of the same kind; importing the
 modules below registers them in ACTIONS.
 """
 
-from fakestor.ec2.actions import account, images, instances, snapshots, volumes
+from fakestor.ec2.actions import (
+    account,
+    images,
+    instance_types,
+    instances,
+    snapshots,
+    volumes,
+)
 from fakestor.ec2.actions.common import ACTIONS, Handler
 
-__all__ = ["ACTIONS", "Handler", "account", "images", "instances", "snapshots", "volumes"]
+__all__ = [
+    "ACTIONS",
+    "Handler",
+    "account",
+    "images",
+    "instance_types",
+    "instances",
+    "snapshots",
+    "volumes",
+]
