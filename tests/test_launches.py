@@ -211,3 +211,11 @@ def test_a_launch_on_loopdev_creates_real_volume_data(start_server: ServerFactor
     ec2.terminate_instances(InstanceIds=[instance_id])
     fast_waiter(ec2, "volume_deleted")(VolumeIds=list(images))
     wait_for(lambda: not any(image.exists() for image in images.values()))
+
+
+def test_an_instance_reports_its_types_architecture(ec2: Any) -> None:
+    graviton = _launch(ec2, ImageId="ami-00000000000000001", InstanceType="m7g.large")
+    assert graviton["Architecture"] == "arm64"
+    intel = _launch(ec2, ImageId="ami-00000000000000001", InstanceType="m5.large")
+    assert intel["Architecture"] == "x86_64"
+    ec2.terminate_instances(InstanceIds=[graviton["InstanceId"], intel["InstanceId"]])

@@ -6,6 +6,7 @@ from typing import Any
 
 from fakestor.control import Ebs
 from fakestor.control.filter_values import io_performance, volume_status
+from fakestor.control.instance_types import INSTANCE_TYPES
 from fakestor.control.resources import (
     INSTANCE_STATE_CODES,
     Attachment,
@@ -184,6 +185,11 @@ def instance_block_devices(item: Instance) -> list[Doc]:
     ]
 
 
+def _architecture(instance_type: str) -> str:
+    known = INSTANCE_TYPES.get(instance_type)
+    return known.architecture if known is not None else "x86_64"
+
+
 def instance(item: Instance, ebs: Ebs) -> Doc:
     return {
         "InstanceId": item.id,
@@ -192,7 +198,7 @@ def instance(item: Instance, ebs: Ebs) -> Doc:
         "LaunchTime": item.launch_time,
         "State": instance_state(item.state),
         "Placement": {"AvailabilityZone": item.zone, "Tenancy": "default"},
-        "Architecture": "x86_64",
+        "Architecture": _architecture(item.instance_type),
         "RootDeviceType": "instance-store"
         if any(device == item.root_device_name for device, _ in item.ephemeral)
         else "ebs",
