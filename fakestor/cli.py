@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from backends import BACKEND_NAMES, BackendError
+from fakestor.control.lifecycle_clock import DEFAULT_TIME_SCALE
 from fakestor.control.resources import Region
 from fakestor.server import DEFAULT_PORT, ServerConfig, default_data_dir
 
@@ -75,6 +76,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="metadata backend: how long each data-plane step takes, so clients see the "
         "creating/attaching/pending states (default 0)",
+    )
+    server.add_argument(
+        "--time-scale",
+        type=float,
+        default=DEFAULT_TIME_SCALE,
+        metavar="FACTOR",
+        help="divide EC2's snapshot lifecycle durations (archival, restores, fast snapshot "
+        "restore, lock periods) by FACTOR (default 3600: an hour takes a second)",
     )
     server.add_argument(
         "--deny",
@@ -184,6 +193,8 @@ def _run_server(args: argparse.Namespace) -> None:
     host, port = args.listen
     if not args.zones.isalpha() or not args.zones.islower():
         raise CliError(f"--zones takes lowercase zone letters such as 'abc', not {args.zones!r}")
+    if args.time_scale <= 0:
+        raise CliError("--time-scale must be positive")
     if args.latency < 0:
         raise CliError("--latency must not be negative")
     if len(args.account_id) != 12 or not args.account_id.isdigit():
@@ -204,6 +215,7 @@ def _run_server(args: argparse.Namespace) -> None:
         backend=args.backend,
         region=Region(args.region, args.zones, args.account_id),
         latency=args.latency,
+        time_scale=args.time_scale,
         deny=args.deny,
         imds_tokens_required=args.imds_tokens == "required",
         imds_address=args.imds_address,

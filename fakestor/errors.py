@@ -230,6 +230,10 @@ class InvalidZoneNotFound(Ec2Error):
         super().__init__(f"The zone '{zone}' does not exist.")
 
 
+class SnapshotLocked(Ec2Error):
+    code = "SnapshotLocked"
+
+
 class OperationNotPermitted(Ec2Error):
     code = "OperationNotPermitted"
 

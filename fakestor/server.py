@@ -19,6 +19,7 @@ from backends import load_backend
 from fakestor import ids
 from fakestor.app import MAX_REQUEST_BYTES, create_app
 from fakestor.control import Ebs, reconcile
+from fakestor.control.lifecycle_clock import DEFAULT_TIME_SCALE
 from fakestor.control.resources import Region
 from fakestor.control.state_store import StateStore
 from fakestor.imds_address import (
@@ -61,6 +62,7 @@ class ServerConfig:
     backend: str = "auto"
     region: Region = field(default_factory=Region)
     latency: float = 0.0
+    time_scale: float = DEFAULT_TIME_SCALE
     deny: list[str] = field(default_factory=list)
     imds_tokens_required: bool = False
     imds_address: str | None = None  # also serve on ADDRESS:80, added to lo (EC2's IMDS)
@@ -125,7 +127,7 @@ def serve(config: ServerConfig) -> None:
         opened.callback(store.close)
         opened.callback(backend.close)  # close() also undoes a start() that failed half-way
         backend.start()
-        ebs = Ebs(store, backend, config.region, host_instance_id())
+        ebs = Ebs(store, backend, config.region, host_instance_id(), time_scale=config.time_scale)
         opened.callback(ebs.close)
         app = create_app(ebs, deny=config.deny, imds_tokens_required=config.imds_tokens_required)
         if config.imds_address:

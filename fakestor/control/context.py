@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from backends import Backend
 from fakestor import errors
+from fakestor.control.lifecycle_clock import DEFAULT_TIME_SCALE
 from fakestor.control.resources import Region, to_text, utcnow
 from fakestor.control.state_store import StateStore
 from fakestor.control.states import InstanceState
@@ -27,12 +28,14 @@ class Ebs:
         region: Region,
         host_instance_id: str,
         tasks: TaskRunner | None = None,
+        time_scale: float = DEFAULT_TIME_SCALE,
     ) -> None:
         self.store = store
         self.backend = backend
         self.region = region
         self.host_instance_id = host_instance_id
         self.tasks = tasks or TaskRunner()
+        self.time_scale = time_scale  # EC2 durations are divided by this (lifecycle_clock)
         self._register_host()
 
     @property

@@ -129,9 +129,11 @@ def load_snapshots(
         grants.setdefault(grant["snapshot_id"], []).append(
             (grant["grantee_kind"], grant["grantee"])
         )
+    tiers = {t["snapshot_id"]: t for t in db.execute("SELECT * FROM snapshot_tiers")}
     snapshots = []
     for row in rows:
         granted = grants.get(row["id"], [])
+        tier = tiers.get(row["id"])
         snapshots.append(
             Snapshot(
                 id=row["id"],
@@ -152,6 +154,10 @@ def load_snapshots(
                 tags=tags.get(row["id"], {}),
                 public=("group", "all") in granted,
                 shared_with=sorted(grantee for kind, grantee in granted if kind == "user"),
+                storage_tier=tier["storage_tier"] if tier else "standard",
+                restore_expiry_time=(
+                    from_text(tier["restore_expiry"]) if tier and tier["restore_expiry"] else None
+                ),
             )
         )
     return snapshots

@@ -10,9 +10,11 @@ from enum import StrEnum
 
 from fakestor.control.attachments import submit_attach, submit_detach, submit_release, submit_relink
 from fakestor.control.context import Ebs
+from fakestor.control.fast_snapshot_restores import submit_fast_restore
 from fakestor.control.instances import submit_launch, submit_settle, submit_terminate
 from fakestor.control.loaders import load_snapshots, load_volumes
 from fakestor.control.modifications import submit_modify
+from fakestor.control.snapshot_tiers import submit_tiering
 from fakestor.control.snapshots import (
     submit_copy_snapshot,
     submit_create_snapshot,
@@ -22,9 +24,11 @@ from fakestor.control.states import (
     TRANSITIONAL,
     USABLE_VOLUME,
     AttachmentState,
+    FastRestoreState,
     InstanceState,
     ModificationState,
     SnapshotState,
+    TieringState,
     VolumeState,
 )
 from fakestor.control.volumes import submit_create_volume, submit_delete_volume
@@ -129,6 +133,27 @@ RESUMERS: list[tuple[str, StrEnum, Resumer]] = [
     ("volumes", VolumeState.DELETING, lambda e, r: submit_delete_volume(e, r["id"])),
     ("modifications", ModificationState.MODIFYING, lambda e, r: submit_modify(e, r["volume_id"])),
     ("modifications", ModificationState.OPTIMIZING, lambda e, r: submit_modify(e, r["volume_id"])),
+    *[
+        ("snapshot_tiers", state, lambda e, r: submit_tiering(e, r["snapshot_id"]))
+        for state in (
+            TieringState.ARCHIVAL_IN_PROGRESS,
+            TieringState.TEMPORARY_RESTORE_IN_PROGRESS,
+            TieringState.TEMPORARY_RESTORE_COMPLETED,
+            TieringState.PERMANENT_RESTORE_IN_PROGRESS,
+        )
+    ],
+    *[
+        (
+            "fast_snapshot_restores",
+            state,
+            lambda e, r: submit_fast_restore(e, r["snapshot_id"], r["zone"]),
+        )
+        for state in (
+            FastRestoreState.ENABLING,
+            FastRestoreState.OPTIMIZING,
+            FastRestoreState.DISABLING,
+        )
+    ],
     ("instances", InstanceState.PENDING, lambda e, r: submit_launch(e, r["id"])),
     ("instances", InstanceState.SHUTTING_DOWN, lambda e, r: submit_terminate(e, r["id"])),
     (

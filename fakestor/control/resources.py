@@ -107,6 +107,8 @@ class Snapshot:
     tags: dict[str, str] = field(default_factory=dict)
     public: bool = False
     shared_with: list[str] = field(default_factory=list)
+    storage_tier: str = "standard"
+    restore_expiry_time: datetime | None = None
 
 
 @dataclass

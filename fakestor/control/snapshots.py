@@ -33,6 +33,8 @@ from fakestor.control.resources import (
     to_text,
     utcnow,
 )
+from fakestor.control.snapshot_locks import check_unlocked
+from fakestor.control.snapshot_tiers import check_in_standard_tier
 from fakestor.control.states import (
     USABLE_VOLUME,
     SnapshotState,
@@ -234,6 +236,7 @@ def copy_snapshot(ebs: Ebs, request: SnapshotCopyRequest, *, dry_run: bool = Fal
             raise errors.IncorrectState(
                 f"Snapshot '{source.id}' is in invalid state - {source.state}"
             )
+        check_in_standard_tier(db, source.id)
         encrypted, kms_key_id = resolve_encryption(
             ebs, request.encrypted, request.kms_key_id, source, "its copy"
         )
@@ -296,6 +299,7 @@ def describe_snapshots(
 def delete_snapshot(ebs: Ebs, snapshot_id: str, *, dry_run: bool = False) -> None:
     with ebs.store.transaction() as db:
         snapshot = get_snapshot(db, ebs.account_id, snapshot_id)
+        check_unlocked(db, ebs.account_id, snapshot_id, "deleted")
         check_dry_run(dry_run)
         if snapshot.state == SnapshotState.PENDING:
             # EBS accepts the delete and carries it out once the snapshot completes;
@@ -309,6 +313,8 @@ def delete_snapshot(ebs: Ebs, snapshot_id: str, *, dry_run: bool = False) -> Non
 def remove_snapshot(db: sqlite3.Connection, snapshot_id: str) -> None:
     db.execute("DELETE FROM snapshot_permissions WHERE snapshot_id=?", (snapshot_id,))
     db.execute("DELETE FROM tags WHERE resource_id=?", (snapshot_id,))
+    for lifecycle in ("snapshot_locks", "snapshot_tiers", "fast_snapshot_restores"):
+        db.execute(f"DELETE FROM {lifecycle} WHERE snapshot_id=?", (snapshot_id,))
     db.execute("DELETE FROM snapshots WHERE id=?", (snapshot_id,))
     # The data goes in the background; the trash row carries that across a crash.
     db.execute("INSERT OR IGNORE INTO trash VALUES ('snapshot', ?)", (snapshot_id,))

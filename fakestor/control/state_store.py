@@ -133,6 +133,41 @@ CREATE TABLE IF NOT EXISTS tags (
     PRIMARY KEY (resource_id, key)
 );
 CREATE INDEX IF NOT EXISTS tags_by_type ON tags(resource_type);
+-- Snapshot lifecycle (snapshot_locks.py, snapshot_tiers.py, fast_snapshot_restores.py):
+-- times are when things happen here, EC2's durations divided by the server's time scale.
+CREATE TABLE IF NOT EXISTS snapshot_locks (
+    snapshot_id TEXT PRIMARY KEY,
+    mode TEXT NOT NULL,
+    created_on TEXT NOT NULL,
+    duration_start TEXT NOT NULL,
+    expires_on TEXT NOT NULL,
+    duration_days INTEGER,
+    cool_off_hours INTEGER,
+    cool_off_expires TEXT
+);
+CREATE TABLE IF NOT EXISTS snapshot_tiers (
+    snapshot_id TEXT PRIMARY KEY,
+    storage_tier TEXT NOT NULL,
+    state TEXT NOT NULL,
+    started TEXT NOT NULL,
+    due TEXT,
+    progress INTEGER NOT NULL,
+    archival_complete_time TEXT,
+    restore_days INTEGER,
+    restore_expiry TEXT
+);
+CREATE TABLE IF NOT EXISTS fast_snapshot_restores (
+    snapshot_id TEXT NOT NULL,
+    zone TEXT NOT NULL,
+    state TEXT NOT NULL,
+    due TEXT,
+    enabling_time TEXT,
+    optimizing_time TEXT,
+    enabled_time TEXT,
+    disabling_time TEXT,
+    disabled_time TEXT,
+    PRIMARY KEY (snapshot_id, zone)
+);
 """
 
 

@@ -32,6 +32,35 @@ class SnapshotState(StrEnum):
     ERROR = "error"
 
 
+class LockState(StrEnum):
+    COMPLIANCE_COOLOFF = "compliance-cooloff"
+    GOVERNANCE = "governance"
+    COMPLIANCE = "compliance"
+    EXPIRED = "expired"
+
+
+class TieringState(StrEnum):
+    """A snapshot's last tiering operation (TieringOperationStatus)."""
+
+    ARCHIVAL_IN_PROGRESS = "archival-in-progress"
+    ARCHIVAL_COMPLETED = "archival-completed"
+    ARCHIVAL_FAILED = "archival-failed"
+    TEMPORARY_RESTORE_IN_PROGRESS = "temporary-restore-in-progress"
+    TEMPORARY_RESTORE_COMPLETED = "temporary-restore-completed"
+    TEMPORARY_RESTORE_FAILED = "temporary-restore-failed"
+    PERMANENT_RESTORE_IN_PROGRESS = "permanent-restore-in-progress"
+    PERMANENT_RESTORE_COMPLETED = "permanent-restore-completed"
+    PERMANENT_RESTORE_FAILED = "permanent-restore-failed"
+
+
+class FastRestoreState(StrEnum):
+    ENABLING = "enabling"
+    OPTIMIZING = "optimizing"
+    ENABLED = "enabled"
+    DISABLING = "disabling"
+    DISABLED = "disabled"
+
+
 class ModificationState(StrEnum):
     MODIFYING = "modifying"
     OPTIMIZING = "optimizing"
@@ -54,6 +83,18 @@ TRANSITIONAL: dict[str, frozenset[StrEnum]] = {
     "attachments": frozenset({AttachmentState.ATTACHING, AttachmentState.DETACHING}),
     "snapshots": frozenset({SnapshotState.PENDING}),
     "modifications": frozenset({ModificationState.MODIFYING, ModificationState.OPTIMIZING}),
+    # A temporary restore is left by the task that archives the snapshot again at expiry.
+    "snapshot_tiers": frozenset(
+        {
+            TieringState.ARCHIVAL_IN_PROGRESS,
+            TieringState.TEMPORARY_RESTORE_IN_PROGRESS,
+            TieringState.TEMPORARY_RESTORE_COMPLETED,
+            TieringState.PERMANENT_RESTORE_IN_PROGRESS,
+        }
+    ),
+    "fast_snapshot_restores": frozenset(
+        {FastRestoreState.ENABLING, FastRestoreState.OPTIMIZING, FastRestoreState.DISABLING}
+    ),
     "instances": frozenset(
         {InstanceState.PENDING, InstanceState.SHUTTING_DOWN, InstanceState.STOPPING}
     ),

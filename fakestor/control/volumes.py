@@ -29,6 +29,7 @@ from fakestor.control.resources import (
     to_text,
     utcnow,
 )
+from fakestor.control.snapshot_tiers import check_in_standard_tier
 from fakestor.control.states import (
     SnapshotState,
     VolumeState,
@@ -84,6 +85,7 @@ def create_volume(
                 raise errors.IncorrectState(
                     f"Snapshot '{snapshot.id}' is in invalid state - {snapshot.state}"
                 )
+            check_in_standard_tier(db, snapshot.id)
             if size is None:
                 size = snapshot.volume_size
             elif size < snapshot.volume_size:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fakestor.control import Ebs
+from fakestor.control.fast_snapshot_restores import USER_INITIATED, FastRestore, FastRestoreError
 from fakestor.control.filter_values import io_performance, volume_status
 from fakestor.control.instance_types import INSTANCE_TYPES
 from fakestor.control.resources import (
@@ -16,6 +17,8 @@ from fakestor.control.resources import (
     Tag,
     Volume,
 )
+from fakestor.control.snapshot_locks import SnapshotLock
+from fakestor.control.snapshot_tiers import TierStatus
 
 Doc = dict[str, Any]
 
@@ -72,7 +75,8 @@ def snapshot(item: Snapshot) -> Doc:
         "VolumeSize": item.volume_size,
         "Encrypted": item.encrypted,
         "KmsKeyId": item.kms_key_id,
-        "StorageTier": "standard",
+        "StorageTier": item.storage_tier,
+        "RestoreExpiryTime": item.restore_expiry_time,
         "Tags": tag_list(item.tags),
     }
 
@@ -212,3 +216,64 @@ def instance(item: Instance, ebs: Ebs) -> Doc:
         if item.is_host
         else "",
     }
+
+
+def snapshot_lock(item: SnapshotLock) -> Doc:
+    return {
+        "OwnerId": item.owner_id,
+        "SnapshotId": item.snapshot_id,
+        "LockState": item.state(),
+        "LockDuration": item.duration_days,
+        "CoolOffPeriod": item.cool_off_hours,
+        "CoolOffPeriodExpiresOn": item.cool_off_expires,
+        "LockCreatedOn": item.created_on,
+        "LockDurationStartTime": item.duration_start,
+        "LockExpiresOn": item.expires_on,
+    }
+
+
+def snapshot_tier_status(item: TierStatus) -> Doc:
+    return {
+        "SnapshotId": item.snapshot.id,
+        "VolumeId": item.snapshot.volume_id,
+        "Status": item.snapshot.state,
+        "OwnerId": item.snapshot.owner_id,
+        "Tags": tag_list(item.snapshot.tags),
+        "StorageTier": item.storage_tier,
+        "LastTieringStartTime": item.started,
+        "LastTieringProgress": item.progress,
+        "LastTieringOperationStatus": item.state,
+        "ArchivalCompleteTime": item.archival_complete_time,
+        "RestoreExpiryTime": item.restore_expiry,
+    }
+
+
+def fast_restore(item: FastRestore) -> Doc:
+    return {
+        "SnapshotId": item.snapshot_id,
+        "AvailabilityZone": item.zone,
+        "State": item.state,
+        "StateTransitionReason": USER_INITIATED,
+        "OwnerId": item.owner_id,
+        "EnablingTime": item.times.get("enabling"),
+        "OptimizingTime": item.times.get("optimizing"),
+        "EnabledTime": item.times.get("enabled"),
+        "DisablingTime": item.times.get("disabling"),
+        "DisabledTime": item.times.get("disabled"),
+    }
+
+
+def fast_restore_errors(refused: list[FastRestoreError]) -> list[Doc]:
+    """Refusals grouped per snapshot, as the Unsuccessful list of Enable/Disable returns them."""
+    by_snapshot: dict[str, list[Doc]] = {}
+    for error in refused:
+        by_snapshot.setdefault(error.snapshot_id, []).append(
+            {
+                "AvailabilityZone": error.zone,
+                "Error": {"Code": error.code, "Message": error.message},
+            }
+        )
+    return [
+        {"SnapshotId": snapshot_id, "FastSnapshotRestoreStateErrors": items}
+        for snapshot_id, items in by_snapshot.items()
+    ]

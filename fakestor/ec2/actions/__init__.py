@@ -7,9 +7,12 @@ modules below registers them in ACTIONS.
 
 from fakestor.ec2.actions import (
     account,
+    fast_snapshot_restores,
     images,
     instance_types,
     instances,
+    snapshot_locks,
+    snapshot_tiers,
     snapshots,
     volumes,
 )
@@ -19,9 +22,12 @@ __all__ = [
     "ACTIONS",
     "Handler",
     "account",
+    "fast_snapshot_restores",
     "images",
     "instance_types",
     "instances",
+    "snapshot_locks",
+    "snapshot_tiers",
     "snapshots",
     "volumes",
 ]
