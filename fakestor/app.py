@@ -1,4 +1,5 @@
-"""The Flask application: the EC2 API and instance metadata on one endpoint."""
+"""The Flask application: the EC2 API of every region and the host's instance metadata on
+one endpoint."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Sequence
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from fakestor.control import Ebs
+from fakestor.control.regions import Regions
 from fakestor.ec2.api import ec2_blueprint
 from fakestor.imds import IMDS_PREFIXES, imds_blueprint
 from fakestor.services import not_implemented
@@ -17,7 +18,7 @@ MAX_REQUEST_BYTES = 1024 * 1024
 
 
 def create_app(
-    ebs: Ebs,
+    regions: Regions,
     *,
     deny: Sequence[str] = (),
     imds_tokens_required: bool = False,
@@ -26,9 +27,10 @@ def create_app(
     app = Flask("fakestor")
     app.config["MAX_CONTENT_LENGTH"] = max_request_bytes
     app.config["MAX_FORM_MEMORY_SIZE"] = max_request_bytes
-    app.register_blueprint(imds_blueprint(ebs, imds_tokens_required))
-    app.register_blueprint(ui_blueprint(ebs))
-    app.register_blueprint(ec2_blueprint(ebs, deny))
+    # Instance metadata and the UI are the host's, so its region's.
+    app.register_blueprint(imds_blueprint(regions.home, imds_tokens_required))
+    app.register_blueprint(ui_blueprint(regions.home))
+    app.register_blueprint(ec2_blueprint(regions, deny))
 
     def unknown_path(failure: HTTPException) -> Response | HTTPException:
         # Instance metadata answers like EC2's (plain 404s); API paths in their protocol.

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from backends import BACKEND_NAMES, BackendError
 from fakestor.control.lifecycle_clock import DEFAULT_TIME_SCALE
+from fakestor.control.regions import zone_letters
 from fakestor.control.resources import Region
 from fakestor.server import DEFAULT_PORT, ServerConfig, default_data_dir
 
@@ -62,9 +63,16 @@ def _parser() -> argparse.ArgumentParser:
         "fuse (a copy-on-write block store served with FUSE, attached the same way; needs "
         "root), metadata (records only), or auto: loopdev as root, else metadata",
     )
-    server.add_argument("--region", default="us-east-1", help="region name (default us-east-1)")
     server.add_argument(
-        "--zones", default="abc", help="zone letters of the region (default abc: three zones)"
+        "--region",
+        default="us-east-1",
+        help="the host instance's region, and that of unsigned requests (default us-east-1); "
+        "a signed request acts in the region of its signature",
+    )
+    server.add_argument(
+        "--zones",
+        default=None,
+        help="zone letters of --region (default EC2's own: abcdef in us-east-1, abc in most)",
     )
     server.add_argument(
         "--account-id", default="123456789012", help="the account that owns everything"
@@ -191,6 +199,8 @@ def _run_server(args: argparse.Namespace) -> None:
     from fakestor.server import ServeError, serve
 
     host, port = args.listen
+    if args.zones is None:
+        args.zones = zone_letters(args.region)
     if not args.zones.isalpha() or not args.zones.islower():
         raise CliError(f"--zones takes lowercase zone letters such as 'abc', not {args.zones!r}")
     if args.time_scale <= 0:

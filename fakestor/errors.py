@@ -258,6 +258,13 @@ class UnauthorizedOperation(Ec2Error):
         super().__init__("You are not authorized to perform this operation.")
 
 
+class AuthFailure(Ec2Error):
+    """EC2's answer to a request signed for a region it does not have."""
+
+    code = "AuthFailure"
+    http_status = 401
+
+
 class RequestEntityTooLarge(Ec2Error):
     code = "RequestEntityTooLarge"
     http_status = 413

@@ -18,10 +18,10 @@ from flask import Flask
 from backends import load_backend
 from fakestor import ids
 from fakestor.app import MAX_REQUEST_BYTES, create_app
-from fakestor.control import Ebs, reconcile
+from fakestor.control import reconcile
 from fakestor.control.lifecycle_clock import DEFAULT_TIME_SCALE
+from fakestor.control.regions import Regions
 from fakestor.control.resources import Region
-from fakestor.control.state_store import StateStore
 from fakestor.imds_address import (
     IMDS_PORT,
     ImdsAddressError,
@@ -121,15 +121,24 @@ def serve(config: ServerConfig) -> None:
     with contextlib.ExitStack() as opened:
         opened.callback(os.close, _take_data_dir(config.data_dir))
         try:
-            store = StateStore(config.data_dir / "state.db")
+            regions = Regions(
+                config.data_dir,
+                backend,
+                config.region,
+                host_instance_id(),
+                time_scale=config.time_scale,
+            )
+            opened.callback(regions.close)
+            contexts = regions.with_records()
         except (OSError, sqlite3.Error) as failure:
             raise ServeError(f"cannot use data dir {config.data_dir}: {failure}") from None
-        opened.callback(store.close)
+        ebs = regions.home
         opened.callback(backend.close)  # close() also undoes a start() that failed half-way
         backend.start()
-        ebs = Ebs(store, backend, config.region, host_instance_id(), time_scale=config.time_scale)
-        opened.callback(ebs.close)
-        app = create_app(ebs, deny=config.deny, imds_tokens_required=config.imds_tokens_required)
+        opened.callback(regions.tasks.shutdown)  # before the backend closes
+        app = create_app(
+            regions, deny=config.deny, imds_tokens_required=config.imds_tokens_required
+        )
         if config.imds_address:
             try:
                 if add_to_loopback(config.imds_address):
@@ -139,7 +148,7 @@ def serve(config: ServerConfig) -> None:
         server = _create_server(app, config)
         port = bound_port(server)
         # Only now, with the port ours, resume what a previous run left unfinished.
-        reconcile.resume(ebs)
+        reconcile.resume(*contexts)
         print(
             f"fakestor: serving EC2 and instance metadata on http://{config.host}:"
             f"{port} (backend {backend.name}, data dir "

@@ -27,10 +27,21 @@ PROTOCOLS = {
 
 def service_of(request: Request) -> str | None:
     """The service named in the request's SigV4 credential scope; None if unsigned."""
+    match = _scope_of(request)
+    return match.group(2) if match else None
+
+
+def region_of(request: Request) -> str | None:
+    """The region named in the request's SigV4 credential scope; None if unsigned."""
+    match = _scope_of(request)
+    return match.group(1) if match else None
+
+
+def _scope_of(request: Request) -> re.Match[str] | None:
     match = _SCOPE.search(request.headers.get("Authorization", ""))
     if match is None:
         match = _SCOPE.search("Credential=" + request.args.get("X-Amz-Credential", "x"))
-    return match.group(2) if match else None
+    return match
 
 
 def not_implemented(request: Request) -> Response:

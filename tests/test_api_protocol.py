@@ -84,8 +84,9 @@ def test_bad_tags(ec2: Any, resources: Any, tags: list[dict[str, str]], code: st
 
 def test_zones_and_regions(ec2: Any) -> None:
     zones = ec2.describe_availability_zones()["AvailabilityZones"]
-    assert [z["ZoneName"] for z in zones] == ["us-east-1a", "us-east-1b", "us-east-1c"]
-    assert [z["ZoneId"] for z in zones] == ["use1-az1", "use1-az2", "use1-az3"]
+    # EC2's own: us-east-1 has six zones.
+    assert [z["ZoneName"] for z in zones] == [f"us-east-1{letter}" for letter in "abcdef"]
+    assert [z["ZoneId"] for z in zones] == [f"use1-az{n}" for n in range(1, 7)]
     assert all(z["State"] == "available" and z["RegionName"] == REGION for z in zones)
     one = ec2.describe_availability_zones(Filters=[{"Name": "zone-id", "Values": ["use1-az2"]}])
     assert [z["ZoneName"] for z in one["AvailabilityZones"]] == ["us-east-1b"]
@@ -96,8 +97,8 @@ def test_zones_and_regions(ec2: Any) -> None:
         ec2.describe_availability_zones(ZoneIds=["use1-az9"])
     assert _code(excinfo) == "InvalidParameterValue"
     regions = ec2.describe_regions()["Regions"]
-    assert [r["RegionName"] for r in regions] == [REGION]
-    other = ec2.describe_regions(Filters=[{"Name": "region-name", "Values": ["eu-*"]}])
+    assert REGION in [r["RegionName"] for r in regions]
+    other = ec2.describe_regions(Filters=[{"Name": "region-name", "Values": ["xx-*"]}])
     assert other["Regions"] == []
 
 

@@ -99,8 +99,12 @@ def test_copy_snapshot(ec2: Any) -> None:
     assert ec2.describe_snapshots(SnapshotIds=[encrypted["SnapshotId"]])["Snapshots"][0][
         "Encrypted"
     ]
+    # The source is looked for in SourceRegion's records only.
     with pytest.raises(ClientError) as excinfo:
         ec2.copy_snapshot(SourceSnapshotId=source, SourceRegion="eu-west-1")
+    assert _code(excinfo) == "InvalidSnapshot.NotFound"
+    with pytest.raises(ClientError) as excinfo:
+        ec2.copy_snapshot(SourceSnapshotId=source, SourceRegion="xx-west-9")
     assert _code(excinfo) == "InvalidParameterValue"
 
 

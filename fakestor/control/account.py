@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from fakestor import errors
 from fakestor.control.context import Ebs, check_dry_run
 from fakestor.control.filters import Filter, check_filters, matches
+from fakestor.control.regions import opt_in_status
 from fakestor.control.resources import Snapshot
 
 
@@ -120,21 +121,26 @@ def describe_regions(
     *,
     dry_run: bool = False,
 ) -> list[str]:
-    """This fakestor's one region, if named and matching `filters`."""
+    """The regions served that are named and match `filters`; every one is enabled, so
+    AllRegions changes nothing."""
     check_dry_run(dry_run)
-    name = ebs.region.name
-    unknown = [region for region in region_names if region != name]
+    served = ebs.regions.names if ebs.regions else (ebs.region.name,)
+    unknown = [region for region in region_names if region not in served]
     if unknown:
-        raise errors.InvalidParameterValue(
-            f"Invalid region: {unknown[0]}; this fakestor serves only {name}."
-        )
-    values = {
-        "region-name": [name],
-        "endpoint": [region_endpoint(name)],
-        "opt-in-status": ["opt-in-not-required"],
-    }
-    check_filters(filters, values)
-    return [name] if matches(values, filters) else []
+        raise errors.InvalidParameterValue(f"Invalid region: {unknown[0]}")
+    selected = []
+    for name in served:
+        if region_names and name not in region_names:
+            continue
+        values = {
+            "region-name": [name],
+            "endpoint": [region_endpoint(name)],
+            "opt-in-status": [opt_in_status(name)],
+        }
+        check_filters(filters, values)
+        if matches(values, filters):
+            selected.append(name)
+    return selected
 
 
 def region_endpoint(name: str) -> str:

@@ -3,6 +3,8 @@ the host instance and the task runner, held by `Ebs`; and the one DryRun check."
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from backends import Backend
 from fakestor import errors
 from fakestor.control.lifecycle_clock import DEFAULT_TIME_SCALE
@@ -11,6 +13,9 @@ from fakestor.control.state_store import StateStore
 from fakestor.control.states import InstanceState
 from fakestor.control.tasks import TaskRunner
 
+if TYPE_CHECKING:
+    from fakestor.control.regions import Regions
+
 HOST_INSTANCE_TYPE = "m5.large"
 HOST_IMAGE_ID = "ami-00000000000f4e570"  # fakestor's own, never launched from
 
@@ -18,7 +23,8 @@ HOST_IMAGE_ID = "ami-00000000000f4e570"  # fakestor's own, never launched from
 class Ebs:
     """The control plane's shared context; the resource modules' functions take it first.
 
-    Constructing it registers the machine fakestor runs on as a running instance.
+    Constructing it registers the machine fakestor runs on as a running instance, in
+    the region that is the host's (`host`). `regions` gives the other regions' contexts.
     """
 
     def __init__(
@@ -28,7 +34,9 @@ class Ebs:
         region: Region,
         host_instance_id: str,
         tasks: TaskRunner | None = None,
+        *,
         time_scale: float = DEFAULT_TIME_SCALE,
+        host: bool = True,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -36,7 +44,9 @@ class Ebs:
         self.host_instance_id = host_instance_id
         self.tasks = tasks or TaskRunner()
         self.time_scale = time_scale  # EC2 durations are divided by this (lifecycle_clock)
-        self._register_host()
+        self.regions: Regions | None = None
+        if host:
+            self._register_host()
 
     @property
     def account_id(self) -> str:

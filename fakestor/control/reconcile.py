@@ -1,5 +1,5 @@
-"""After a start: reconcile the records with what the backend finds, then resume every
-resource left in a transitional state."""
+"""After a start: reconcile the records of every region with what the backend finds, then
+resume every resource left in a transitional state."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sqlite3
 from collections.abc import Callable
 from enum import StrEnum
 
+from backends import Inventory
 from fakestor.control.attachments import submit_attach, submit_detach, submit_release, submit_relink
 from fakestor.control.context import Ebs
 from fakestor.control.fast_snapshot_restores import submit_fast_restore
@@ -36,15 +37,44 @@ from fakestor.control.volumes import submit_create_volume, submit_delete_volume
 log = logging.getLogger(__name__)
 
 
-def reconcile(ebs: Ebs) -> list[str]:
-    """Compare the records with what the backend finds; repair, and report what is not.
+def reconcile(*contexts: Ebs) -> list[str]:
+    """Compare the records of every region with what the backend finds; repair, and
+    report what is not.
 
-    Returns one line per finding, for the log.
+    The backend is shared by the regions: data is without a record only if no region
+    has one. Returns one line per finding, for the log.
     """
-    inventory = ebs.backend.inventory()
+    backend = contexts[0].backend
+    inventory = backend.inventory()
     if inventory is None:
         return []
     notes: list[str] = []
+    recorded_volumes: set[str] = set()
+    recorded_snapshots: set[str] = set()
+    host_attached: dict[str, str] = {}
+    for ebs in contexts:
+        volumes, snapshots = _reconcile_region(ebs, inventory, notes)
+        recorded_volumes |= volumes
+        recorded_snapshots |= snapshots
+        host_attached |= _host_attached(ebs, inventory)
+    for volume_id, device in inventory.attached.items():
+        if volume_id not in host_attached:
+            notes.append(f"{volume_id}: {device} bound with no attachment; detaching")
+            submit_release(contexts[0], volume_id)
+    for volume_id in sorted(inventory.volumes - recorded_volumes):
+        notes.append(f"{volume_id}: data without a record; kept, not served")
+    for snapshot_id in sorted(inventory.snapshots - recorded_snapshots):
+        notes.append(f"{snapshot_id}: snapshot data without a record; kept, not served")
+    for note in notes:
+        log.warning("reconcile: %s", note)
+    return notes
+
+
+def _reconcile_region(
+    ebs: Ebs, inventory: Inventory, notes: list[str]
+) -> tuple[set[str], set[str]]:
+    """Mark one region's resources whose data is missing or damaged; returns the ids of
+    the volumes and snapshots (trash included) it has records of."""
     with ebs.store.transaction() as db:
         volumes = {volume.id: volume for volume in load_volumes(db)}
         snapshots = {snapshot.id: snapshot for snapshot in load_snapshots(db, ebs.account_id)}
@@ -79,8 +109,15 @@ def reconcile(ebs: Ebs) -> list[str]:
                     (damage, resource_id),
                 )
                 notes.append(f"{resource_id}: {damage}; marked 'error'")
+    return set(volumes), set(snapshots) | trash
+
+
+def _host_attached(ebs: Ebs, inventory: Inventory) -> dict[str, str]:
+    """The region's volumes attached to the host, by state; relinks the attached ones."""
+    with ebs.store.transaction() as db:
+        volumes = load_volumes(db)
     host_attached: dict[str, str] = {}
-    for volume in volumes.values():
+    for volume in volumes:
         for attachment in volume.attachments:
             if attachment.instance_id == ebs.host_instance_id:
                 host_attached[volume.id] = attachment.state
@@ -88,17 +125,7 @@ def reconcile(ebs: Ebs) -> list[str]:
         if state == AttachmentState.ATTACHED and volume_id in inventory.volumes:
             # Devices and links do not survive a reboot; bind and link again if needed.
             submit_relink(ebs, volume_id)
-    for volume_id, device in inventory.attached.items():
-        if volume_id not in host_attached:
-            notes.append(f"{volume_id}: {device} bound with no attachment; detaching")
-            submit_release(ebs, volume_id)
-    for volume_id in sorted(inventory.volumes - set(volumes)):
-        notes.append(f"{volume_id}: data without a record; kept, not served")
-    for snapshot_id in sorted(inventory.snapshots - set(snapshots) - trash):
-        notes.append(f"{snapshot_id}: snapshot data without a record; kept, not served")
-    for note in notes:
-        log.warning("reconcile: %s", note)
-    return notes
+    return host_attached
 
 
 Resumer = Callable[[Ebs, sqlite3.Row], None]
@@ -174,17 +201,21 @@ if uncovered_states():  # a state added without a resumer would hang after a cra
     raise RuntimeError(f"transitional states and resumers differ: {uncovered_states()}")
 
 
-def resume(ebs: Ebs) -> None:
-    """Reconcile with the backend, then restart every transition left unfinished."""
-    reconcile(ebs)
-    with ebs.store.transaction() as db:
-        found = [
-            (resumer, row)
-            for table, state, resumer in RESUMERS
-            for row in db.execute(f"SELECT * FROM {table} WHERE state=?", (state,)).fetchall()
-        ]
-        trash = [r["resource_id"] for r in db.execute("SELECT resource_id FROM trash")]
-    for resumer, row in found:
-        resumer(ebs, row)
-    for snapshot_id in trash:  # after the restores that read them, queued on the same ids
+def resume(*contexts: Ebs) -> None:
+    """Reconcile every region with the backend, then restart every transition left
+    unfinished: all regions' work before any trash is emptied, since a copy in one
+    region may read a snapshot deleted in another."""
+    reconcile(*contexts)
+    trash: list[tuple[Ebs, str]] = []
+    for ebs in contexts:
+        with ebs.store.transaction() as db:
+            found = [
+                (resumer, row)
+                for table, state, resumer in RESUMERS
+                for row in db.execute(f"SELECT * FROM {table} WHERE state=?", (state,)).fetchall()
+            ]
+            trash += [(ebs, r["resource_id"]) for r in db.execute("SELECT resource_id FROM trash")]
+        for resumer, row in found:
+            resumer(ebs, row)
+    for ebs, snapshot_id in trash:  # after the restores that read them, queued on the same ids
         submit_empty_trash(ebs, snapshot_id)

@@ -224,21 +224,22 @@ def create_snapshots(
 
 
 def copy_snapshot(ebs: Ebs, request: SnapshotCopyRequest, *, dry_run: bool = False) -> Snapshot:
+    """Copy a completed snapshot of `request.source_region` (this region or another) into
+    this region; the copy is `pending` until the backend has copied its data."""
     tags = tags_for(request.tag_specs, "snapshot")
-    if request.source_region != ebs.region.name:
-        raise errors.InvalidParameterValue(
-            f"Value ({request.source_region}) for parameter SourceRegion is invalid: this "
-            f"fakestor serves only {ebs.region.name}."
-        )
-    with ebs.store.transaction() as db:
+    source_ebs = _source_region(ebs, request.source_region)
+    with source_ebs.store.transaction() as db:
         source = get_snapshot(db, ebs.account_id, request.source_snapshot_id)
-        if source.state != SnapshotState.COMPLETED:
-            raise errors.IncorrectState(
-                f"Snapshot '{source.id}' is in invalid state - {source.state}"
-            )
         check_in_standard_tier(db, source.id)
+    if source.state != SnapshotState.COMPLETED:
+        raise errors.IncorrectState(f"Snapshot '{source.id}' is in invalid state - {source.state}")
+    kms_key_id = request.kms_key_id
+    if source_ebs is not ebs and source.encrypted and kms_key_id is None:
+        # A KMS key is regional: an encrypted copy in another region takes this one's.
+        kms_key_id = ebs.region.default_kms_key_id
+    with ebs.store.transaction() as db:
         encrypted, kms_key_id = resolve_encryption(
-            ebs, request.encrypted, request.kms_key_id, source, "its copy"
+            ebs, request.encrypted, kms_key_id, source, "its copy"
         )
         check_dry_run(dry_run)
         description = request.description
@@ -250,6 +251,18 @@ def copy_snapshot(ebs: Ebs, request: SnapshotCopyRequest, *, dry_run: bool = Fal
         snapshot = insert_snapshot(ebs, db, new, tags)
     submit_copy_snapshot(ebs, source.id, snapshot.id)
     return snapshot
+
+
+def _source_region(ebs: Ebs, name: str) -> Ebs:
+    if name == ebs.region.name:
+        return ebs
+    served = ebs.regions.names if ebs.regions else ()
+    if ebs.regions is None or name not in served:
+        raise errors.InvalidParameterValue(
+            f"Value ({name}) for parameter SourceRegion is invalid. Expected a region "
+            "that DescribeRegions lists."
+        )
+    return ebs.regions.get(name)
 
 
 def submit_copy_snapshot(ebs: Ebs, source_snapshot_id: str, snapshot_id: str) -> None:

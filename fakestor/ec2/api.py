@@ -12,9 +12,10 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from fakestor import errors
-from fakestor.control import Ebs
+from fakestor.control.regions import Regions
 from fakestor.ec2 import wire
 from fakestor.ec2.actions import ACTIONS
+from fakestor.services import region_of
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,9 @@ def _out_of_space(failure: sqlite3.OperationalError) -> bool:
     return "disk is full" in str(failure) or "disk I/O error" in str(failure)
 
 
-def ec2_blueprint(ebs: Ebs, deny: Sequence[str] = ()) -> Blueprint:
-    """The EC2 endpoint; actions matching a `deny` glob answer UnauthorizedOperation."""
+def ec2_blueprint(regions: Regions, deny: Sequence[str] = ()) -> Blueprint:
+    """The EC2 endpoint of every region: a request acts in the region of its signature
+    (unsigned: the server's). Actions matching a `deny` glob answer UnauthorizedOperation."""
     blueprint = Blueprint("ec2", __name__)
 
     @blueprint.route("/", methods=["GET", "POST"])
@@ -57,6 +59,8 @@ def ec2_blueprint(ebs: Ebs, deny: Sequence[str] = ()) -> Blueprint:
                 raise errors.InvalidAction(action)
             if any(fnmatch.fnmatchcase(action, pattern) for pattern in deny):
                 raise errors.UnauthorizedOperation()
+            region = region_of(request)
+            ebs = regions.get(region) if region else regions.home
             result = handler(ebs, wire.parse_request(operation, params))
             body = wire.serialize_response(operation, result, request_id)
             return Response(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fakestor import errors
 from fakestor.control import (
     account,
+    regions,
     tags,
 )
 from fakestor.control.context import Ebs
@@ -92,7 +93,7 @@ def describe_regions(ebs: Ebs, params: Params) -> Result:
             {
                 "RegionName": name,
                 "Endpoint": account.region_endpoint(name),
-                "OptInStatus": "opt-in-not-required",
+                "OptInStatus": regions.opt_in_status(name),
             }
             for name in names
         ]
