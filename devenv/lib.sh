@@ -56,6 +56,22 @@ make_venv() {
     fi
 }
 
+# start_daemon LOG PID_FILE COMMAND...: COMMAND in the background, its output appended to LOG,
+# its pid in PID_FILE. It keeps none of this shell's other open files: a lock that the caller
+# of devenv/up holds (flock LOCK devenv/up) must not stay held by the daemons it leaves.
+start_daemon() {
+    local log=$1 pid_file=$2 fd_path fd
+    shift 2
+    (
+        for fd_path in /proc/"$BASHPID"/fd/*; do
+            fd=${fd_path##*/}
+            if [ "$fd" -gt 2 ]; then { exec {fd}>&-; } 2>/dev/null || true; fi
+        done
+        exec nohup "$@" </dev/null >>"$log" 2>&1
+    ) &
+    echo $! >"$pid_file"
+}
+
 # The docker CLI that matches Debian's dockerd, when both are installed.
 docker() {
     if [ -x /usr/bin/docker ]; then /usr/bin/docker "$@"; else command docker "$@"; fi
