@@ -73,6 +73,8 @@ start_daemon() {
 }
 
 # The docker CLI that matches Debian's dockerd, when both are installed.
+DOCKER_CLI=docker
+[ -x /usr/bin/docker ] && DOCKER_CLI=/usr/bin/docker
 docker() {
-    if [ -x /usr/bin/docker ]; then /usr/bin/docker "$@"; else command docker "$@"; fi
+    command "$DOCKER_CLI" "$@"
 }
