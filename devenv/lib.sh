@@ -12,6 +12,13 @@ else
 fi
 LISTEN=${FAKESTOR_LISTEN:-127.0.0.1:8773}
 ENDPOINT=http://$LISTEN
+# The paths a dockerd started by devenv/up created (devenv/down removes them with it).
+DOCKERD_CREATED=$DATA_DIR/dockerd.created
+
+if [ -n "${FAKESTOR_DOCKERD_ROOT:-}" ]; then
+    FAKESTOR_DOCKERD_ROOT=$(realpath -m "$FAKESTOR_DOCKERD_ROOT")
+    export DOCKER_HOST=${DOCKER_HOST:-unix://$FAKESTOR_DOCKERD_ROOT/docker.sock}
+fi
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'fakestor devenv: %s\n' "$*" >&2; exit 1; }
