@@ -12,6 +12,9 @@ else
 fi
 LISTEN=${FAKESTOR_LISTEN:-127.0.0.1:8773}
 ENDPOINT=http://$LISTEN
+REGION=us-east-1
+# What a shell sources to reach this stack: the aws CLI's and boto3's settings, PATH, DOCKER_HOST.
+ENV_FILE=$DATA_DIR/env
 # The paths a dockerd started by devenv/up created (devenv/down removes them with it).
 DOCKERD_CREATED=$DATA_DIR/dockerd.created
 
