@@ -12,6 +12,16 @@ else
 fi
 LISTEN=${FAKESTOR_LISTEN:-127.0.0.1:8773}
 ENDPOINT=http://$LISTEN
+REGION=us-east-1
+# What a shell sources to reach this stack: the aws CLI's and boto3's settings, PATH, DOCKER_HOST.
+ENV_FILE=$DATA_DIR/env
+# The paths a dockerd started by devenv/up created (devenv/down removes them with it).
+DOCKERD_CREATED=$DATA_DIR/dockerd.created
+
+if [ -n "${FAKESTOR_DOCKERD_ROOT:-}" ]; then
+    FAKESTOR_DOCKERD_ROOT=$(realpath -m "$FAKESTOR_DOCKERD_ROOT")
+    export DOCKER_HOST=${DOCKER_HOST:-unix://$FAKESTOR_DOCKERD_ROOT/docker.sock}
+fi
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'fakestor devenv: %s\n' "$*" >&2; exit 1; }
@@ -56,7 +66,25 @@ make_venv() {
     fi
 }
 
+# start_daemon LOG PID_FILE COMMAND...: COMMAND in the background, its output appended to LOG,
+# its pid in PID_FILE. It keeps none of this shell's other open files: a lock that the caller
+# of devenv/up holds (flock LOCK devenv/up) must not stay held by the daemons it leaves.
+start_daemon() {
+    local log=$1 pid_file=$2 fd_path fd
+    shift 2
+    (
+        for fd_path in /proc/"$BASHPID"/fd/*; do
+            fd=${fd_path##*/}
+            if [ "$fd" -gt 2 ]; then { exec {fd}>&-; } 2>/dev/null || true; fi
+        done
+        exec nohup "$@" </dev/null >>"$log" 2>&1
+    ) &
+    echo $! >"$pid_file"
+}
+
 # The docker CLI that matches Debian's dockerd, when both are installed.
+DOCKER_CLI=docker
+[ -x /usr/bin/docker ] && DOCKER_CLI=/usr/bin/docker
 docker() {
-    if [ -x /usr/bin/docker ]; then /usr/bin/docker "$@"; else command docker "$@"; fi
+    command "$DOCKER_CLI" "$@"
 }
