@@ -1,4 +1,5 @@
-"""The Flask application: the EC2 API and instance metadata on one endpoint."""
+"""The Flask application: the EC2 API, the EBS direct APIs and instance metadata on one
+endpoint."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from fakestor.control import Ebs
+from fakestor.ebs.api import ebs_blueprint
 from fakestor.ec2.api import ec2_blueprint
 from fakestor.imds import IMDS_PREFIXES, imds_blueprint
 from fakestor.services import not_implemented
@@ -29,6 +31,7 @@ def create_app(
     app.register_blueprint(imds_blueprint(ebs, imds_tokens_required))
     app.register_blueprint(ui_blueprint(ebs))
     app.register_blueprint(ec2_blueprint(ebs, deny))
+    app.register_blueprint(ebs_blueprint(ebs))
 
     def unknown_path(failure: HTTPException) -> Response | HTTPException:
         # Instance metadata answers like EC2's (plain 404s); API paths in their protocol.
