@@ -136,3 +136,19 @@ def test_paging_over_more_than_a_hundred_blocks(host: Host) -> None:
     assert [b["BlockIndex"] for b in blocks_of(ebs, snapshot_id, StartingBlockIndex=250)] == [
         index * 2 for index in range(125, 150)
     ]
+
+
+def test_a_pending_written_snapshot_survives_a_restart(host: Host) -> None:
+    ebs = ebs_client(host.server.url)
+    snapshot_id = ebs.start_snapshot(VolumeSize=1)["SnapshotId"]
+    before, after = os.urandom(BLOCK), os.urandom(BLOCK)
+    put(ebs, snapshot_id, 3, before)
+    assert host.server.stop() == 0
+    host.server.start()
+    ebs = ebs_client(host.server.url)
+    host.ec2 = host.server.client()
+    put(ebs, snapshot_id, 4, after)
+    ebs.complete_snapshot(SnapshotId=snapshot_id, ChangedBlocksCount=2)
+    fast_waiter(host.ec2, "snapshot_completed")(SnapshotIds=[snapshot_id])
+    blocks = blocks_of(ebs, snapshot_id)
+    assert [read_block(ebs, snapshot_id, block) for block in blocks] == [before, after]
