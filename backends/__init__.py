@@ -15,6 +15,7 @@ ProgressCallback = Callable[[int], None]
 
 
 LARGEST_EBS_VOLUME_GIB = 64 * 1024  # gp3, io2: 64 TiB
+SNAPSHOT_BLOCK_SIZE = 512 * 1024  # the EBS direct APIs' block
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,40 @@ class Backend(Protocol):
 
     def delete_snapshot(self, snapshot_id: str) -> None:
         """Delete the snapshot's data; nothing to delete is not an error. Raises BackendError."""
+
+    # ---- the EBS direct APIs: blocks of SNAPSHOT_BLOCK_SIZE by index -------------------
+
+    def snapshot_blocks(self, snapshot_id: str) -> list[int]:
+        """The indexes of the snapshot's blocks that hold data, ascending (never-written
+        blocks are left out). Raises BackingStoreMissing, BackendError."""
+
+    def read_snapshot_block(self, snapshot_id: str, index: int) -> bytes:
+        """The SNAPSHOT_BLOCK_SIZE bytes of block `index` (zeros where never written).
+
+        Raises BackingStoreMissing, BackendError.
+        """
+
+    def changed_blocks(self, first_snapshot_id: str, second_snapshot_id: str) -> list[int]:
+        """Indexes of the blocks whose data differs between the two snapshots, ascending;
+        a block written in only one of them counts. Raises BackingStoreMissing, BackendError.
+        """
+
+    def start_snapshot_data(self, snapshot_id: str, size_gib: int, parent: str | None) -> None:
+        """Begin a snapshot written block by block: `parent`'s data, or zeros, at `size_gib`.
+
+        Until `complete_snapshot_data` it is not a snapshot `inventory` reports. Raises
+        OutOfSpace, BackingStoreMissing (the parent's data is gone), BackendError.
+        """
+
+    def write_snapshot_block(self, snapshot_id: str, index: int, data: bytes) -> None:
+        """Write SNAPSHOT_BLOCK_SIZE bytes at block `index` of a snapshot being written;
+        durable once `complete_snapshot_data` returns. Raises OutOfSpace, BackendError."""
+
+    def complete_snapshot_data(self, snapshot_id: str) -> None:
+        """Make the written snapshot durable and a snapshot like any other (idempotent).
+
+        Raises OutOfSpace, BackingStoreMissing, BackendError.
+        """
 
     def inventory(self) -> Inventory | None:
         """What exists: data and bound devices. None for a backend that keeps no data.

@@ -28,7 +28,7 @@ def _aws_command() -> list[str]:
     return [found]
 
 
-def _run_aws(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
+def _run_aws(server: Server, *args: str, service: str = "ec2") -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "AWS_ACCESS_KEY_ID": "AKIDFAKESTOR",
@@ -38,7 +38,7 @@ def _run_aws(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
         "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
     }
     return subprocess.run(
-        [*_aws_command(), "--endpoint-url", server.url, "--output", "json", "ec2", *args],
+        [*_aws_command(), "--endpoint-url", server.url, "--output", "json", service, *args],
         capture_output=True,
         text=True,
         env=env,
@@ -46,8 +46,8 @@ def _run_aws(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def aws(server: Server, *args: str) -> Any:
-    result = _run_aws(server, *args)
+def aws(server: Server, *args: str, service: str = "ec2") -> Any:
+    result = _run_aws(server, *args, service=service)
     if result.returncode != 0:
         raise AssertionError(f"aws {' '.join(args)} failed: {result.stderr}")
     return json.loads(result.stdout) if result.stdout.strip() else None
@@ -106,6 +106,21 @@ def _fakestor(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "fakestor", *args], capture_output=True, text=True, timeout=30
     )
+
+
+def test_aws_cli_ebs_direct_lists_snapshot_blocks(server: Server) -> None:
+    started = aws(server, "start-snapshot", "--volume-size", "1", service="ebs")
+    snapshot_id = started["SnapshotId"]
+    aws(server, "complete-snapshot", "--snapshot-id", snapshot_id,
+        "--changed-blocks-count", "0", service="ebs")  # fmt: skip
+    aws(server, "wait", "snapshot-completed", "--snapshot-ids", snapshot_id)
+    listed = aws(server, "list-snapshot-blocks", "--snapshot-id", snapshot_id, service="ebs")
+    assert listed["BlockSize"] == 524288 and listed["VolumeSize"] == 1
+    assert listed["Blocks"] == []  # the metadata backend keeps no data
+    missing = _run_aws(
+        server, "list-snapshot-blocks", "--snapshot-id", "snap-0123456789abcdef0", service="ebs"
+    )
+    assert missing.returncode != 0 and "ResourceNotFoundException" in missing.stderr
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 from backends import (
+    SNAPSHOT_BLOCK_SIZE,
     BackendError,
     BackingStoreMissing,
     Inventory,
@@ -20,6 +21,7 @@ from backends import (
 )
 from backends.devices import LoopDevices
 from backends.fuse.chunks import (
+    CHUNK_SIZE,
     ChunkStore,
     ChunkStoreError,
     ChunkStoreFull,
@@ -42,6 +44,8 @@ class FuseBackend:
     its volumes from loopdev's. Snapshots share every unchanged chunk, and restores
     are instant. Layout under the data dir: fuse/blocks.db and fuse/chunks/ (the chunk
     store), fuse/mnt/ (the mount point: mnt/volumes/<vol-id>, mnt/snapshots/<snap-id>).
+    A snapshot written through the EBS direct APIs is the writable image
+    writing-<snap-id> until it completes; its blocks are the store's chunks.
     """
 
     name = "fuse"
@@ -208,9 +212,69 @@ class FuseBackend:
 
     def delete_snapshot(self, snapshot_id: str) -> None:
         try:
+            self._chunk_store().delete(_writing(snapshot_id))
             self._chunk_store().delete(snapshot_id)
         except (ChunkStoreError, OSError) as failure:
             raise BackendError(f"cannot delete {snapshot_id}: {failure}") from None
+
+    # ---- the EBS direct APIs: a block is a chunk -------------------------------------
+
+    def _snapshot_chunks(self, snapshot_id: str) -> dict[int, int]:
+        try:
+            image = self._chunk_store().image(snapshot_id)
+        except ChunkStoreError as failure:
+            raise self._translate(failure, f"read {snapshot_id}") from None
+        with image.lock:
+            return dict(image.chunks)
+
+    def snapshot_blocks(self, snapshot_id: str) -> list[int]:
+        return sorted(self._snapshot_chunks(snapshot_id))
+
+    def read_snapshot_block(self, snapshot_id: str, index: int) -> bytes:
+        try:
+            data = self._chunk_store().read(
+                snapshot_id, index * SNAPSHOT_BLOCK_SIZE, SNAPSHOT_BLOCK_SIZE
+            )
+        except ChunkStoreError as failure:
+            raise self._translate(failure, f"read {snapshot_id}") from None
+        return data + bytes(SNAPSHOT_BLOCK_SIZE - len(data))
+
+    def changed_blocks(self, first_snapshot_id: str, second_snapshot_id: str) -> list[int]:
+        # Shared chunks are unchanged data; a chunk written since is a new chunk id.
+        first = self._snapshot_chunks(first_snapshot_id)
+        second = self._snapshot_chunks(second_snapshot_id)
+        return sorted(i for i in first.keys() | second.keys() if first.get(i) != second.get(i))
+
+    def start_snapshot_data(self, snapshot_id: str, size_gib: int, parent: str | None) -> None:
+        chunks = self._chunk_store()
+        if snapshot_id in chunks.images:
+            return
+        try:
+            if parent is not None and parent not in chunks.images:
+                raise BackingStoreMissing(f"the data of snapshot {parent} is missing")
+            chunks.create(_writing(snapshot_id), size_gib * GIB, source=parent)
+        except ChunkStoreError as failure:
+            raise self._translate(failure, f"start {snapshot_id}") from None
+
+    def write_snapshot_block(self, snapshot_id: str, index: int, data: bytes) -> None:
+        try:
+            self._chunk_store().write(_writing(snapshot_id), index * SNAPSHOT_BLOCK_SIZE, data)
+        except ChunkStoreError as failure:
+            raise self._translate(failure, f"write block {index} of {snapshot_id}") from None
+        except OSError as failure:
+            raise BackendError(f"cannot write {snapshot_id}: {failure}") from None
+
+    def complete_snapshot_data(self, snapshot_id: str) -> None:
+        chunks = self._chunk_store()
+        writing = _writing(snapshot_id)
+        try:
+            if snapshot_id not in chunks.images:
+                source = chunks.image(writing)
+                chunks.flush()
+                chunks.create(snapshot_id, source.size, source=writing)
+            chunks.delete(writing)
+        except ChunkStoreError as failure:
+            raise self._translate(failure, f"complete {snapshot_id}") from None
 
     def inventory(self) -> Inventory:
         chunks = self._chunk_store()
@@ -227,3 +291,11 @@ class FuseBackend:
                 if name in names
             },
         )
+
+
+def _writing(snapshot_id: str) -> str:
+    """The writable image of a snapshot being written through the EBS direct APIs."""
+    return f"writing-{snapshot_id}"
+
+
+assert CHUNK_SIZE == SNAPSHOT_BLOCK_SIZE, "an EBS direct block is one chunk"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from backends import (
     LARGEST_EBS_VOLUME_GIB,
+    SNAPSHOT_BLOCK_SIZE,
     BackendError,
     BackingStoreMissing,
     Inventory,
@@ -20,7 +21,7 @@ from backends import (
     SizeLimit,
 )
 from backends.devices import LoopDevices
-from backends.loopdev.copy import copy_image
+from backends.loopdev.copy import copy_image, data_extents
 from fakestor import failpoints
 from fakestor.mounts import mount_table
 
@@ -96,6 +97,8 @@ class LoopdevBackend:
 
         volumes/<vol-id>.img       a volume's data, created sparse at its full size
         snapshots/<snap-id>.img    a snapshot's data (reflink clone or sparse copy)
+        snapshots/<snap-id>.img.writing  a snapshot being written through the EBS direct
+                                   APIs, renamed to .img when completed
         *.partial / *.deleting     files mid-create / mid-delete, finished by `inventory`
     """
 
@@ -265,8 +268,117 @@ class LoopdevBackend:
     def delete_snapshot(self, snapshot_id: str) -> None:
         image = self.snapshot_image(snapshot_id)
         image.unlink(missing_ok=True)
+        self._writing(snapshot_id).unlink(missing_ok=True)
         image.with_name(image.name + ".partial").unlink(missing_ok=True)
         _fsync_dir(self.snapshots_dir)
+
+    # ---- the EBS direct APIs ------------------------------------------------------
+
+    def _writing(self, snapshot_id: str) -> Path:
+        return self.snapshots_dir / f"{snapshot_id}{IMAGE_SUFFIX}.writing"
+
+    def _existing_image(self, snapshot_id: str) -> Path:
+        image = self.snapshot_image(snapshot_id)
+        if not image.exists():
+            raise BackingStoreMissing(f"the data of snapshot {snapshot_id} is missing ({image})")
+        return image
+
+    def _allocated_blocks(self, image: Path) -> set[int]:
+        """Blocks holding an allocated extent, found with SEEK_DATA/SEEK_HOLE."""
+        fd = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            blocks: set[int] = set()
+            for offset, length in data_extents(fd):
+                first = offset // SNAPSHOT_BLOCK_SIZE
+                last = (offset + length - 1) // SNAPSHOT_BLOCK_SIZE
+                blocks.update(range(first, last + 1))
+            return blocks
+        finally:
+            os.close(fd)
+
+    def _read_block(self, image: Path, index: int) -> bytes:
+        with image.open("rb") as data:
+            data.seek(index * SNAPSHOT_BLOCK_SIZE)
+            block = data.read(SNAPSHOT_BLOCK_SIZE)
+        return block + bytes(SNAPSHOT_BLOCK_SIZE - len(block))
+
+    def snapshot_blocks(self, snapshot_id: str) -> list[int]:
+        try:
+            return sorted(self._allocated_blocks(self._existing_image(snapshot_id)))
+        except OSError as failure:
+            raise BackendError(f"cannot list the blocks of {snapshot_id}: {failure}") from None
+
+    def read_snapshot_block(self, snapshot_id: str, index: int) -> bytes:
+        try:
+            return self._read_block(self._existing_image(snapshot_id), index)
+        except OSError as failure:
+            raise BackendError(f"cannot read {snapshot_id}: {failure}") from None
+
+    def changed_blocks(self, first_snapshot_id: str, second_snapshot_id: str) -> list[int]:
+        first = self._existing_image(first_snapshot_id)
+        second = self._existing_image(second_snapshot_id)
+        try:
+            in_first = self._allocated_blocks(first)
+            in_second = self._allocated_blocks(second)
+            # Allocated in one only: changed. Allocated in both: changed if the bytes differ.
+            changed = in_first ^ in_second
+            changed.update(
+                index
+                for index in in_first & in_second
+                if self._read_block(first, index) != self._read_block(second, index)
+            )
+            return sorted(changed)
+        except OSError as failure:
+            raise BackendError(f"cannot compare {first_snapshot_id} and "
+                               f"{second_snapshot_id}: {failure}") from None  # fmt: skip
+
+    def start_snapshot_data(self, snapshot_id: str, size_gib: int, parent: str | None) -> None:
+        writing = self._writing(snapshot_id)
+        if writing.exists() or self.snapshot_image(snapshot_id).exists():
+            return
+        partial = self.snapshot_image(snapshot_id).with_name(f"{snapshot_id}.writing.partial")
+        try:
+            if parent is not None:
+                copy_image(self._existing_image(parent), partial)
+            else:
+                partial.touch(0o600)
+            if partial.stat().st_size < size_gib * GIB:
+                os.truncate(partial, size_gib * GIB)
+            os.rename(partial, writing)
+            _fsync_dir(self.snapshots_dir)
+        except OSError as failure:
+            partial.unlink(missing_ok=True)
+            _raise_backend_error(failure, f"start {snapshot_id}")
+
+    def write_snapshot_block(self, snapshot_id: str, index: int, data: bytes) -> None:
+        writing = self._writing(snapshot_id)
+        try:
+            fd = os.open(writing, os.O_WRONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise BackingStoreMissing(f"{snapshot_id} is not being written ({writing})") from None
+        try:
+            os.pwrite(fd, data, index * SNAPSHOT_BLOCK_SIZE)
+        except OSError as failure:
+            _raise_backend_error(failure, f"write block {index} of {snapshot_id}")
+        finally:
+            os.close(fd)
+
+    def complete_snapshot_data(self, snapshot_id: str) -> None:
+        writing = self._writing(snapshot_id)
+        if self.snapshot_image(snapshot_id).exists() and not writing.exists():
+            return
+        try:
+            fd = os.open(writing, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(writing, self.snapshot_image(snapshot_id))
+            _fsync_dir(self.snapshots_dir)
+        except FileNotFoundError:
+            raise BackingStoreMissing(f"{snapshot_id} is not being written ({writing})") from None
+        except OSError as failure:
+            _raise_backend_error(failure, f"complete {snapshot_id}")
 
     # ---- reconcile ----------------------------------------------------------
 

@@ -1,12 +1,13 @@
 """The metadata backend: volumes and snapshots as records only, no data, devices or root
 (as moto offers); `latency` makes each data-plane step take that long, as on real EBS.
+Through the EBS direct APIs its snapshots list no blocks, read as zeros and drop writes.
 """
 
 from __future__ import annotations
 
 import time
 
-from backends import Inventory, ProgressCallback, SizeLimit
+from backends import SNAPSHOT_BLOCK_SIZE, Inventory, ProgressCallback, SizeLimit
 
 
 class MetadataBackend:
@@ -63,6 +64,24 @@ class MetadataBackend:
         self._wait(progress)
 
     def delete_snapshot(self, snapshot_id: str) -> None:
+        self._wait()
+
+    def snapshot_blocks(self, snapshot_id: str) -> list[int]:
+        return []
+
+    def read_snapshot_block(self, snapshot_id: str, index: int) -> bytes:
+        return bytes(SNAPSHOT_BLOCK_SIZE)
+
+    def changed_blocks(self, first_snapshot_id: str, second_snapshot_id: str) -> list[int]:
+        return []
+
+    def start_snapshot_data(self, snapshot_id: str, size_gib: int, parent: str | None) -> None:
+        self._wait()
+
+    def write_snapshot_block(self, snapshot_id: str, index: int, data: bytes) -> None:
+        pass
+
+    def complete_snapshot_data(self, snapshot_id: str) -> None:
         self._wait()
 
     def inventory(self) -> Inventory | None:

@@ -11,6 +11,7 @@ from enum import StrEnum
 from backends import Inventory
 from fakestor.control.attachments import submit_attach, submit_detach, submit_release, submit_relink
 from fakestor.control.context import Ebs
+from fakestor.control.direct_snapshots import is_direct, resume_direct_snapshot
 from fakestor.control.fast_snapshot_restores import submit_fast_restore
 from fakestor.control.instances import submit_launch, submit_settle, submit_terminate
 from fakestor.control.loaders import load_snapshots, load_volumes
@@ -132,7 +133,9 @@ Resumer = Callable[[Ebs, sqlite3.Row], None]
 
 
 def _resume_snapshot(ebs: Ebs, row: sqlite3.Row) -> None:
-    if row["source_snapshot_id"]:
+    if is_direct(ebs, row["id"]):
+        resume_direct_snapshot(ebs, row["id"])
+    elif row["source_snapshot_id"]:
         submit_copy_snapshot(ebs, row["source_snapshot_id"], row["id"])
     else:
         submit_create_snapshot(ebs, row["id"], row["volume_id"])

@@ -74,7 +74,7 @@ def check_snapshottable(volume: Volume) -> None:
 
 
 @dataclass(frozen=True)
-class _NewSnapshot:
+class NewSnapshot:
     """What a new snapshot's record starts with."""
 
     volume_id: str
@@ -85,12 +85,12 @@ class _NewSnapshot:
     source_snapshot_id: str | None = None
 
 
-def _of_volume(volume: Volume, description: str) -> _NewSnapshot:
-    return _NewSnapshot(volume.id, volume.size, description, volume.encrypted, volume.kms_key_id)
+def _of_volume(volume: Volume, description: str) -> NewSnapshot:
+    return NewSnapshot(volume.id, volume.size, description, volume.encrypted, volume.kms_key_id)
 
 
 def insert_snapshot(
-    ebs: Ebs, db: sqlite3.Connection, new: _NewSnapshot, tags: Mapping[str, str]
+    ebs: Ebs, db: sqlite3.Connection, new: NewSnapshot, tags: Mapping[str, str]
 ) -> Snapshot:
     """Record a snapshot `pending`; the caller submits the task that captures its data."""
     snapshot_id = ids.new_id(ids.SNAPSHOT)
@@ -245,7 +245,7 @@ def copy_snapshot(ebs: Ebs, request: SnapshotCopyRequest, *, dry_run: bool = Fal
         description = request.description
         if description is None:
             description = f"[Copied {source.id} from {request.source_region}] {source.description}"
-        new = _NewSnapshot(
+        new = NewSnapshot(
             source.volume_id, source.volume_size, description, encrypted, kms_key_id, source.id
         )
         snapshot = insert_snapshot(ebs, db, new, tags)

@@ -168,6 +168,24 @@ CREATE TABLE IF NOT EXISTS fast_snapshot_restores (
     disabled_time TEXT,
     PRIMARY KEY (snapshot_id, zone)
 );
+-- Snapshots started through the EBS direct APIs (direct_snapshots.py), and the blocks
+-- put into one while it is pending, each with the SHA-256 its writer gave.
+CREATE TABLE IF NOT EXISTS direct_snapshots (
+    snapshot_id TEXT PRIMARY KEY,
+    parent_snapshot_id TEXT,
+    kms_key_arn TEXT,
+    timeout_minutes INTEGER NOT NULL,
+    timeout_at TEXT NOT NULL,
+    client_token TEXT UNIQUE,
+    fingerprint TEXT NOT NULL,
+    completing INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS direct_blocks (
+    snapshot_id TEXT NOT NULL,
+    block_index INTEGER NOT NULL,
+    checksum TEXT NOT NULL,
+    PRIMARY KEY (snapshot_id, block_index)
+);
 """
 
 

@@ -1,0 +1,1 @@
+"""The EBS direct APIs (rest-json), served beside EC2 for requests signed for `ebs`."""
