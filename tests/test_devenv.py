@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from backends.loopdev import loop
+from backends import loop
 from tests.conftest import require, require_root_and_loop, wait_for
 from tests.docker_env import require_docker
 
