@@ -121,6 +121,12 @@ def test_archive_then_temporary_restore_that_expires(fast: Any) -> None:
     with pytest.raises(ClientError) as refused:
         ec2.create_volume(AvailabilityZone=ZONE, SnapshotId=snapshot_id)
     assert _code(refused) == "IncorrectState"
+    with pytest.raises(ClientError) as launch_refused:  # a launch restores volumes too
+        ec2.run_instances(
+            ImageId="ami-00000000000000001", MinCount=1, MaxCount=1,
+            BlockDeviceMappings=[{"DeviceName": "/dev/sdf", "Ebs": {"SnapshotId": snapshot_id}}],
+        )  # fmt: skip
+    assert _code(launch_refused) == "IncorrectState"
 
     restore = ec2.restore_snapshot_tier(SnapshotId=snapshot_id, TemporaryRestoreDays=2)
     assert restore["RestoreDuration"] == 2 and restore["IsPermanentRestore"] is False

@@ -13,11 +13,15 @@ from fakestor.control import rules
 from fakestor.control.account import resolve_encryption
 from fakestor.control.context import Ebs
 from fakestor.control.images import Image
-from fakestor.control.loaders import get_snapshot
 from fakestor.control.requests import DeviceMapping
 from fakestor.control.resources import to_text, utcnow
-from fakestor.control.states import AttachmentState, SnapshotState
-from fakestor.control.volumes import NewVolume, check_capacity, insert_volume
+from fakestor.control.states import AttachmentState
+from fakestor.control.volumes import (
+    NewVolume,
+    check_capacity,
+    insert_volume,
+    restorable_snapshot,
+)
 
 
 def resolve_mappings(image: Image, requested: Sequence[DeviceMapping]) -> list[DeviceMapping]:
@@ -62,11 +66,7 @@ def planned_volume(
     size = mapping.volume_size
     snapshot = None
     if mapping.snapshot_id is not None:
-        snapshot = get_snapshot(db, ebs.account_id, mapping.snapshot_id)
-        if snapshot.state != SnapshotState.COMPLETED:
-            raise errors.IncorrectState(
-                f"Snapshot '{snapshot.id}' is in invalid state - {snapshot.state}"
-            )
+        snapshot = restorable_snapshot(ebs, db, mapping.snapshot_id)
         if size is None:
             size = snapshot.volume_size
         elif size < snapshot.volume_size:

@@ -25,6 +25,7 @@ from fakestor.control.requests import (
     VolumeRequest,
 )
 from fakestor.control.resources import (
+    Snapshot,
     Volume,
     to_text,
     utcnow,
@@ -46,6 +47,17 @@ def clear_failure(db: sqlite3.Connection, volume_id: str) -> None:
         f"state!='{VolumeState.ERROR}'",
         (volume_id,),
     )
+
+
+def restorable_snapshot(ebs: Ebs, db: sqlite3.Connection, snapshot_id: str) -> Snapshot:
+    """The snapshot a new volume restores from: it must be completed and not archived."""
+    snapshot = get_snapshot(db, ebs.account_id, snapshot_id)
+    if snapshot.state != SnapshotState.COMPLETED:
+        raise errors.IncorrectState(
+            f"Snapshot '{snapshot.id}' is in invalid state - {snapshot.state}"
+        )
+    check_in_standard_tier(db, snapshot.id)
+    return snapshot
 
 
 def check_capacity(ebs: Ebs, size_gib: int) -> None:
@@ -80,12 +92,7 @@ def create_volume(
         size = request.size
         snapshot = None
         if request.snapshot_id is not None:
-            snapshot = get_snapshot(db, ebs.account_id, request.snapshot_id)
-            if snapshot.state != SnapshotState.COMPLETED:
-                raise errors.IncorrectState(
-                    f"Snapshot '{snapshot.id}' is in invalid state - {snapshot.state}"
-                )
-            check_in_standard_tier(db, snapshot.id)
+            snapshot = restorable_snapshot(ebs, db, request.snapshot_id)
             if size is None:
                 size = snapshot.volume_size
             elif size < snapshot.volume_size:
