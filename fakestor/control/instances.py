@@ -153,21 +153,30 @@ def describe_instances(
     return [i for i in instances if matches(instance_filter_values(i), filters)]
 
 
+def _instances_to_change(
+    db: sqlite3.Connection, instance_ids: Sequence[str], verb: str
+) -> list[Instance]:
+    """The named instances, none of them the host, which no state change may touch."""
+    if not instance_ids:
+        raise errors.MissingParameter("InstanceId")
+    instances = [get_instance(db, instance_id) for instance_id in instance_ids]
+    for instance in instances:
+        if instance.is_host:
+            raise errors.OperationNotPermitted(
+                f"The instance '{instance.id}' is the machine fakestor runs on and "
+                f"cannot be {verb}."
+            )
+    return instances
+
+
 def terminate_instances(
     ebs: Ebs, instance_ids: Sequence[str], *, dry_run: bool = False
 ) -> list[tuple[Instance, InstanceState]]:
     """Start terminating; returns each instance with its previous state."""
-    if not instance_ids:
-        raise errors.MissingParameter("InstanceId")
     changes = []
     with ebs.store.transaction() as db:
-        instances = [get_instance(db, instance_id) for instance_id in instance_ids]
+        instances = _instances_to_change(db, instance_ids, "terminated")
         for instance in instances:
-            if instance.is_host:
-                raise errors.OperationNotPermitted(
-                    f"The instance '{instance.id}' is the machine fakestor runs on and "
-                    "cannot be terminated."
-                )
             if instance.disable_api_termination:
                 raise errors.OperationNotPermitted(
                     f"The instance '{instance.id}' may not be terminated. Modify its "
@@ -232,17 +241,10 @@ def _change_states(
     verb: str,
     dry_run: bool,
 ) -> list[tuple[Instance, InstanceState]]:
-    if not instance_ids:
-        raise errors.MissingParameter("InstanceId")
     changes = []
     with ebs.store.transaction() as db:
-        instances = [get_instance(db, instance_id) for instance_id in instance_ids]
+        instances = _instances_to_change(db, instance_ids, verb)
         for instance in instances:
-            if instance.is_host:
-                raise errors.OperationNotPermitted(
-                    f"The instance '{instance.id}' is the machine fakestor runs on and "
-                    f"cannot be {verb}."
-                )
             if instance.state not in allowed and instance.state != to:
                 raise errors.IncorrectInstanceState(
                     f"The instance '{instance.id}' is not in a state from which it can be {verb}."
