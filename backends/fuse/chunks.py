@@ -312,11 +312,12 @@ class ChunkStore:
         """The chunk to write index `index` of `image` into: its own, copying a shared one."""
         with self._lock:
             chunk = image.chunks.get(index)
-            if chunk is not None and self.refs[chunk] == 1:
-                self._existing_fd(image.name, index, chunk)  # a lost chunk is not rewritten
-                return chunk
             if chunk is not None:
-                self._existing_fd(image.name, index, chunk)
+                self._existing_fd(
+                    image.name, index, chunk
+                )  # a lost chunk is neither rewritten nor copied
+                if self.refs[chunk] == 1:
+                    return chunk
             fresh = self._new_chunk(copy_of=chunk)
             if chunk is not None:
                 self._unref(chunk)
