@@ -21,7 +21,7 @@ PROTOCOLS = {
     "ebs": "rest-json",
     "rbin": "rest-json",
     "kms": "json",
-    "monitoring": "query",
+    "monitoring": "json",
 }
 
 

@@ -12,10 +12,11 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from fakestor import errors
+from fakestor.cloudwatch import api as cloudwatch
 from fakestor.control.regions import Regions
 from fakestor.ec2 import wire
 from fakestor.ec2.actions import ACTIONS
-from fakestor.services import region_of
+from fakestor.services import region_of, service_of
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ def ec2_blueprint(regions: Regions, deny: Sequence[str] = ()) -> Blueprint:
 
     @blueprint.route("/", methods=["GET", "POST"])
     def dispatch() -> Response:
+        if service_of(request) == cloudwatch.SIGNING_NAME:
+            return cloudwatch.answer_json(regions, request)
         request_id = str(uuid.uuid4())
         try:
             try:
