@@ -113,12 +113,13 @@ def _key_of(ebs: Ebs, row: sqlite3.Row) -> KmsKey:
 
 def purge_deleted(db: sqlite3.Connection) -> None:
     """Delete the keys whose waiting period is over, with their aliases and tags."""
-    now = to_text(utcnow())
+    now = utcnow()
     doomed = [
         row["id"]
         for row in db.execute(
-            "SELECT id FROM kms_keys WHERE state=? AND deletion_date<=?", (PENDING_DELETION, now)
+            "SELECT id, deletion_date FROM kms_keys WHERE state=?", (PENDING_DELETION,)
         )
+        if from_text(row["deletion_date"]) <= now
     ]
     for key_id in doomed:
         db.execute("DELETE FROM kms_aliases WHERE key_id=?", (key_id,))
