@@ -4,6 +4,7 @@ clients and the aws CLI against the metadata backend."""
 from __future__ import annotations
 
 import re
+import sqlite3
 import urllib.error
 import urllib.request
 from typing import Any
@@ -478,3 +479,26 @@ def test_the_aws_cli_creates_a_key_and_lists_aliases(server: Server) -> None:
     assert [a["AliasName"] for a in listed["Aliases"]] == [f"alias/cli-{key_id[:8]}"]
     every = aws(server, "list-aliases", service="kms")
     assert "alias/aws/ebs" in [a["AliasName"] for a in every["Aliases"]]
+
+
+def test_a_data_dir_from_before_kms_keeps_its_encrypted_volumes(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server()
+    ec2 = server.client()
+    volume_id = new_volume(ec2, Encrypted=True)
+    snapshot = ec2.create_snapshot(VolumeId=volume_id)["SnapshotId"]
+    fast_waiter(ec2, "snapshot_completed")(SnapshotIds=[snapshot])
+    server.stop()
+    # What fakestor recorded before it served KMS: a default key that never existed.
+    legacy = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/fakestor-aws-ebs-default-key"
+    with sqlite3.connect(server.data_dir / "state.db") as db:
+        db.execute("UPDATE volumes SET kms_key_id=?", (legacy,))
+        db.execute("UPDATE snapshots SET kms_key_id=?", (legacy,))
+        db.execute("DELETE FROM kms_keys")
+        db.execute("DELETE FROM kms_aliases")
+    server.start()
+    managed = kms_client(server.url).describe_key(KeyId="alias/aws/ebs")["KeyMetadata"]["Arn"]
+    assert ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]["KmsKeyId"] == managed
+    restored = new_volume(ec2, SnapshotId=snapshot)
+    assert ec2.describe_volumes(VolumeIds=[restored])["Volumes"][0]["KmsKeyId"] == managed

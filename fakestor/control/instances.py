@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 from collections.abc import Sequence
@@ -113,37 +112,15 @@ def reservation_instances(db: sqlite3.Connection, reservation_id: str) -> list[I
     return sorted(found, key=lambda i: i.launch_index)
 
 
-# EC2's state reason for a launch whose volume's KMS key it cannot use (quoted from
-# EC2 in CiscoDevNet/cloud-cml#8 and other Terraform "unexpected state 'shutting-down'"
-# reports): the instance goes pending -> shutting-down -> terminated.
-KMS_KEY_STATE_REASON = (
-    "Client.InvalidKMSKey.InvalidState",
-    "Client.InvalidKMSKey.InvalidState: The KMS key provided is in an incorrect state",
-)
-
-
 def submit_launch(ebs: Ebs, instance_id: str, volume_ids: Sequence[str] = ()) -> None:
     def work() -> None:
         with ebs.store.transaction() as db:
-            present = {
-                row["id"]
-                for row in db.execute(
-                    f"SELECT id FROM volumes WHERE id IN ({','.join('?' * len(volume_ids))})",
-                    list(volume_ids),
-                )
-            }
-            if len(present) < len(volume_ids):  # a volume vanished: its key is unusable
-                db.execute(
-                    "UPDATE instances SET state=?, state_reason=? WHERE id=? AND state=?",
-                    (
-                        InstanceState.SHUTTING_DOWN,
-                        json.dumps(KMS_KEY_STATE_REASON),
-                        instance_id,
-                        InstanceState.PENDING,
-                    ),
-                )
-        if len(present) < len(volume_ids):
-            submit_terminate(ebs, instance_id, sorted(present))
+            row = db.execute(
+                "SELECT state, state_reason FROM instances WHERE id=?", (instance_id,)
+            ).fetchone()
+        if row is not None and row["state"] == InstanceState.SHUTTING_DOWN and row["state_reason"]:
+            # EC2 ended the launch (a volume's KMS key it cannot use: volumes.vanish_volume).
+            submit_terminate(ebs, instance_id, volume_ids)
             return
         wait = ebs.backend.latency
         if wait and not ebs.tasks.sleep(wait):

@@ -222,6 +222,34 @@ def _aws_ebs_key_id(ebs: Ebs, db: sqlite3.Connection) -> str:
     return key_id
 
 
+# The ARN fakestor gave every encrypted resource before it served KMS (key id below),
+# and the records that may hold it.
+_LEGACY_DEFAULT_KEY_ID = "fakestor-aws-ebs-default-key"
+_KEY_COLUMNS = (
+    ("volumes", "kms_key_id"),
+    ("snapshots", "kms_key_id"),
+    ("direct_snapshots", "kms_key_arn"),
+)
+
+
+def adopt_legacy_default_key(ebs: Ebs) -> None:
+    """Point the records of a data dir from before KMS at the AWS managed key: they name
+    a key that never existed, which EBS would now refuse."""
+    legacy = key_arn(ebs, _LEGACY_DEFAULT_KEY_ID)
+    with ebs.store.transaction() as db:
+        used = [
+            (table, column)
+            for table, column in _KEY_COLUMNS
+            if db.execute(f"SELECT 1 FROM {table} WHERE {column}=? LIMIT 1", (legacy,)).fetchone()
+        ]
+        if not used:
+            return
+        ensure_predefined_aliases(db)
+        arn = key_arn(ebs, _aws_ebs_key_id(ebs, db))
+        for table, column in used:
+            db.execute(f"UPDATE {table} SET {column}=? WHERE {column}=?", (arn, legacy))
+
+
 def find_key(ebs: Ebs, db: sqlite3.Connection, given: str, *, aliases: bool = True) -> KmsKey:
     """The key `given` names: key id, key ARN, and (if `aliases`) alias name or alias ARN.
 

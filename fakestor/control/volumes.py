@@ -3,6 +3,7 @@ and the tasks that create and delete their data."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 from collections.abc import Mapping, Sequence
@@ -32,6 +33,7 @@ from fakestor.control.resources import (
 )
 from fakestor.control.snapshot_tiers import check_in_standard_tier
 from fakestor.control.states import (
+    InstanceState,
     SnapshotState,
     VolumeState,
 )
@@ -199,16 +201,35 @@ def submit_create_volume(ebs: Ebs, volume_id: str, snapshot_id: str | None) -> N
     ebs.tasks.submit(keys, work, f"create {volume_id}", on_failure=failed)
 
 
+# EC2's state reason for a launch whose volume's KMS key it cannot use (quoted from
+# EC2 in CiscoDevNet/cloud-cml#8 and other Terraform "unexpected state 'shutting-down'"
+# reports): the instance goes pending -> shutting-down -> terminated.
+KMS_KEY_STATE_REASON = (
+    "Client.InvalidKMSKey.InvalidState",
+    "Client.InvalidKMSKey.InvalidState: The KMS key provided is in an incorrect state",
+)
+
+
 def vanish_volume(ebs: Ebs, volume_id: str, why: str) -> None:
     """A volume whose KMS key EBS cannot use: CreateVolume answered `creating`, then the
     volume is gone and DescribeVolumes answers InvalidVolume.NotFound. This is EC2's way
     ("Amazon Web Services authenticates the KMS key asynchronously ... the action can
     appear to complete, but eventually fails", CreateVolume's KmsKeyId; seen in
     aws/aws-cli#2604, aws/aws-sdk-ruby#1222, kubernetes/kubernetes#48936,
-    hashicorp/terraform-provider-aws#12507). A launch whose volume vanished ends
-    (instances.submit_launch)."""
+    hashicorp/terraform-provider-aws#12507). The launch it was made for, if any, starts
+    shutting down with EC2's reason, and its launch task terminates it."""
     log.warning("volume %s not created: its KMS key cannot be used (%s)", volume_id, why)
     with ebs.store.transaction() as db:
+        db.execute(
+            "UPDATE instances SET state=?, state_reason=? WHERE state=? AND id IN "
+            "(SELECT instance_id FROM attachments WHERE volume_id=?)",
+            (
+                InstanceState.SHUTTING_DOWN,
+                json.dumps(KMS_KEY_STATE_REASON),
+                InstanceState.PENDING,
+                volume_id,
+            ),
+        )
         db.execute("DELETE FROM attachments WHERE volume_id=?", (volume_id,))
         db.execute("DELETE FROM tags WHERE resource_id=?", (volume_id,))
         db.execute("DELETE FROM volumes WHERE id=?", (volume_id,))
