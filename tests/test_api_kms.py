@@ -314,6 +314,11 @@ def test_modify_get_and_reset_the_default_key(start_server: ServerFactory) -> No
     ec2.enable_ebs_encryption_by_default()
     by_default = new_volume(ec2)
     assert ec2.describe_volumes(VolumeIds=[by_default])["Volumes"][0]["KmsKeyId"] == reset
+    # A default key KMS does not know is kept as given; the volumes it would encrypt fail.
+    unknown = "33333333-3333-3333-3333-333333333333"
+    assert ec2.modify_ebs_default_kms_key_id(KmsKeyId=unknown)["KmsKeyId"] == unknown
+    doomed = ec2.create_volume(AvailabilityZone=ZONE, Size=1)["VolumeId"]
+    wait_for(lambda: _vanishes(ec2, doomed))
 
 
 # ---- EC2 with customer keys ---------------------------------------------------------------
