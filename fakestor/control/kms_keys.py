@@ -129,9 +129,11 @@ def purge_deleted(db: sqlite3.Connection) -> None:
 
 def ensure_predefined_aliases(db: sqlite3.Connection) -> None:
     """AWS predefines `alias/aws/ebs` in every account and region; its key comes later."""
+    if db.execute("SELECT 1 FROM kms_aliases WHERE name=?", (AWS_EBS_ALIAS,)).fetchone():
+        return
     now = to_text(utcnow())
     db.execute(
-        "INSERT OR IGNORE INTO kms_aliases(name, key_id, creation_date, last_updated) "
+        "INSERT INTO kms_aliases(name, key_id, creation_date, last_updated) "
         "VALUES (?, NULL, ?, ?)",
         (AWS_EBS_ALIAS, now, now),
     )
