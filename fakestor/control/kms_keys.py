@@ -133,8 +133,7 @@ def ensure_predefined_aliases(db: sqlite3.Connection) -> None:
         return
     now = to_text(utcnow())
     db.execute(
-        "INSERT INTO kms_aliases(name, key_id, creation_date, last_updated) "
-        "VALUES (?, NULL, ?, ?)",
+        "INSERT INTO kms_aliases(name, key_id, creation_date, last_updated) VALUES (?, NULL, ?, ?)",
         (AWS_EBS_ALIAS, now, now),
     )
 
