@@ -441,7 +441,7 @@ def test_create_volume_permission_for_a_group_other_than_all_is_refused(server: 
         ec2.modify_snapshot_attribute,
         SnapshotId=snapshot,
         Attribute="createVolumePermission",
-        CreateVolumePermission={"Add": [{"Group": "admins"}]},  # type: ignore[list-item]
+        CreateVolumePermission={"Add": [{"Group": "admins"}]},
     )
     assert error["Code"] == "InvalidParameterValue" and "admins" in error["Message"]
     ec2.modify_snapshot_attribute(
