@@ -21,7 +21,7 @@ PROTOCOLS = {
     "ebs": "rest-json",
     "rbin": "rest-json",
     "kms": "json",
-    "monitoring": "json",
+    "monitoring": "query",  # CloudWatch JSON and CBOR are served; its Query protocol is not
 }
 
 

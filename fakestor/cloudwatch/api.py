@@ -1,11 +1,12 @@
 """CloudWatch for the request's region (SigV4 service `monitoring`): Smithy RPC v2 CBOR on
 `POST /service/.../operation/<Op>` (a blueprint), and the JSON protocol on `POST /` with
-`X-Amz-Target` (`answer_json`, called by the dispatcher of `/`)."""
+`X-Amz-Target` (`cloudwatch_json_handler`, for the front dispatcher of `/`)."""
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 
 from flask import Blueprint, Request, Response, request
 
@@ -57,10 +58,17 @@ def _reply(regions: Regions, incoming: Request, name: str, codec: str) -> wire.R
 def answer_json(regions: Regions, incoming: Request) -> Response:
     """A JSON-protocol CloudWatch request (`X-Amz-Target: GraniteServiceVersion20100801.Op`)."""
     target = incoming.headers.get("X-Amz-Target", "")
+    if not target:  # CloudWatch's Query protocol (Action=...): older SDKs; not served
+        return not_implemented(incoming)
     prefix, _, name = target.partition(".")
     if prefix != wire.service_model().metadata["targetPrefix"]:
         name = target or "(no X-Amz-Target)"
     return _answer(regions, incoming, name, wire.JSON)
+
+
+def cloudwatch_json_handler(regions: Regions) -> Callable[[], Response]:
+    """The front dispatcher's handler of `/` for requests signed for `monitoring`."""
+    return lambda: answer_json(regions, request)
 
 
 def cloudwatch_blueprint(regions: Regions) -> Blueprint:
