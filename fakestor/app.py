@@ -1,5 +1,5 @@
-"""The Flask application: the EC2 API, KMS and the EBS direct APIs of every region, and the
-host's instance metadata, on one endpoint."""
+"""The Flask application: the EC2 API, KMS, the EBS direct APIs and CloudWatch's AWS/EBS
+metrics of every region, and the host's instance metadata, on one endpoint."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
+from fakestor.cloudwatch.api import cloudwatch_blueprint, cloudwatch_json_handler
 from fakestor.control.regions import Regions
 from fakestor.ebs.api import ebs_blueprint
 from fakestor.ec2.api import ec2_handler
@@ -35,9 +36,16 @@ def create_app(
     app.register_blueprint(ui_blueprint(regions.home))
     # `/` serves every service whose requests post there, by the service of their signature.
     app.register_blueprint(
-        front_blueprint({"ec2": ec2_handler(regions, deny), "kms": kms_handler(regions)})
+        front_blueprint(
+            {
+                "ec2": ec2_handler(regions, deny),
+                "kms": kms_handler(regions),
+                "monitoring": cloudwatch_json_handler(regions),
+            }
+        )
     )
     app.register_blueprint(ebs_blueprint(regions))
+    app.register_blueprint(cloudwatch_blueprint(regions))
 
     def unknown_path(failure: HTTPException) -> Response | HTTPException:
         # Instance metadata answers like EC2's (plain 404s); API paths in their protocol.

@@ -1,4 +1,4 @@
-"""The front door at `/`: EC2 Query, KMS (JSON, `X-Amz-Target`) and CloudWatch (Query) all
+"""The front door at `/`: EC2 Query, KMS and CloudWatch (JSON, `X-Amz-Target`) all
 post there, so a request goes to the service its SigV4 credential scope names."""
 
 from __future__ import annotations

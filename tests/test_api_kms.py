@@ -455,8 +455,8 @@ def test_create_volume_permission_for_a_group_other_than_all_is_refused(server: 
 
 
 def test_a_service_without_a_handler_at_slash_gets_its_own_501(server: Server) -> None:
-    # CloudWatch's Query protocol posts to / (botocore itself now prefers RPCv2 CBOR for
-    # it, at another path), signed for `monitoring`: no handler serves it yet.
+    # CloudWatch's Query protocol posts to /, signed for `monitoring`: fakestor serves
+    # CloudWatch's JSON and CBOR protocols, not that one.
     body = "Action=ListMetrics&Version=2010-08-01"
     signed = AWSRequest(
         method="POST",

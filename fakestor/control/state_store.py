@@ -99,6 +99,18 @@ CREATE TABLE IF NOT EXISTS modifications (
     status_message TEXT,
     PRIMARY KEY (volume_id, seq)
 );
+-- CloudWatch datapoints of EBS volumes (control/volume_metrics.py), timestamp in epoch seconds
+CREATE TABLE IF NOT EXISTS volume_metrics (
+    volume_id TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    timestamp INTEGER NOT NULL,
+    sample_count REAL NOT NULL,
+    sum REAL NOT NULL,
+    minimum REAL NOT NULL,
+    maximum REAL NOT NULL,
+    unit TEXT NOT NULL,
+    PRIMARY KEY (volume_id, metric, timestamp)
+);
 CREATE TABLE IF NOT EXISTS images (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
