@@ -15,7 +15,7 @@ from pathlib import Path
 import waitress.server
 from flask import Flask
 
-from backends import load_backend
+from backends import BackendError, load_backend
 from fakestor import ids
 from fakestor.app import MAX_REQUEST_BYTES, create_app
 from fakestor.control import reconcile
@@ -149,6 +149,10 @@ def serve(config: ServerConfig) -> None:
         port = bound_port(server)
         # Only now, with the port ours, resume what a previous run left unfinished.
         reconcile.resume(*contexts)
+        try:
+            regions.start(contexts)
+        except BackendError as failure:
+            raise ServeError(f"cannot make the built-in image's root snapshot: {failure}") from None
         print(
             f"fakestor: serving EC2 and instance metadata on http://{config.host}:"
             f"{port} (backend {backend.name}, data dir "

@@ -158,6 +158,9 @@ def test_copy_of_a_pending_snapshot_in_another_region_is_refused(
 ) -> None:
     server = start_server("--latency", "1")
     us, eu = region_client(server.url, REGION), region_client(server.url, EU)
+    # eu-west-1's first write makes its store and the built-in image's root snapshot there
+    # (two backend steps of --latency): done first, so the source is still pending below.
+    eu.enable_ebs_encryption_by_default()
     source = us.create_snapshot(VolumeId=new_volume(us))["SnapshotId"]
     with pytest.raises(ClientError) as excinfo:
         eu.copy_snapshot(SourceSnapshotId=source, SourceRegion=REGION)

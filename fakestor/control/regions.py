@@ -12,6 +12,7 @@ from botocore.loaders import Loader
 from backends import Backend
 from fakestor import errors
 from fakestor.control.context import Ebs
+from fakestor.control.images import ensure_builtin_root_snapshot
 from fakestor.control.lifecycle_clock import DEFAULT_TIME_SCALE
 from fakestor.control.resources import Region
 from fakestor.control.state_store import StateStore
@@ -39,6 +40,10 @@ OPT_IN_NOT_REQUIRED = frozenset(
         "eu-central-1", "eu-west-1", "eu-west-2", "eu-west-3", "eu-north-1",
     }
 )  # fmt: skip
+
+# Requests that only read (EC2's Describe*/Get*, EBS direct's List*/Get*): in a region
+# with no state store yet they are answered from an empty one kept in memory.
+READ_PREFIXES = ("Describe", "Get", "List")
 
 # A region's records live in DATA_DIR/regions/<name>/state.db, except those of the
 # region DATA_DIR/state.db was first made for (so a data dir from before keeps working).
@@ -86,6 +91,8 @@ class Regions:
         self.names = tuple(sorted({*ec2_regions(), home.name}))
         self._home_region = home
         self._contexts: dict[str, Ebs] = {}
+        self._unstored: dict[str, Ebs] = {}  # regions read but never written: in memory
+        self._started = False
         self._stores: list[StateStore] = []
         self._guard = threading.Lock()
         primary = self._open_store(data_dir / PRIMARY_STORE)
@@ -104,8 +111,12 @@ class Regions:
     def _store_path(self, name: str) -> Path:
         return self.data_dir / "regions" / name / "state.db"
 
-    def get(self, name: str) -> Ebs:
-        """The context of region `name`; AuthFailure for a region EC2 does not have."""
+    def get(self, name: str, *, reading: bool = False) -> Ebs:
+        """The context of region `name`; AuthFailure for a region EC2 does not have.
+
+        `reading`: the request only reads, so a region without a state store gets an empty
+        one in memory instead of one created on disk.
+        """
         if name not in self.names:
             raise errors.AuthFailure(
                 f"Credential should be scoped to a valid region, not '{name}'. fakestor "
@@ -113,29 +124,55 @@ class Regions:
             )
         with self._guard:
             ebs = self._contexts.get(name)
-            if ebs is None:
-                if name == self._primary_name:
-                    store = self._primary
-                else:
-                    store = self._open_store(self._store_path(name))
-                home = name == self._home_region.name
-                region = (
-                    self._home_region
-                    if home
-                    else Region(name, zone_letters(name), self._home_region.account_id)
-                )
-                ebs = Ebs(
-                    store,
-                    self.backend,
-                    region,
-                    self.host_instance_id,
-                    self.tasks,
-                    time_scale=self.time_scale,
-                    host=home,
-                )
-                ebs.regions = self
-                self._contexts[name] = ebs
+            if ebs is not None:
+                return ebs
+            stored = name == self._primary_name or self._store_path(name).exists()
+            if reading and not stored:
+                ebs = self._unstored.get(name)
+                if ebs is None:
+                    ebs = self._context(name, StateStore(Path(":memory:")))
+                    self._unstored[name] = ebs
+                return ebs
+            if name == self._primary_name:
+                store = self._primary
+            else:
+                store = self._open_store(self._store_path(name))
+            ebs = self._context(name, store)
+            if self._started:
+                ensure_builtin_root_snapshot(ebs)
+            self._contexts[name] = ebs
+            unstored = self._unstored.pop(name, None)
+            if unstored is not None:
+                unstored.store.close()
             return ebs
+
+    def _context(self, name: str, store: StateStore) -> Ebs:
+        home = name == self._home_region.name
+        region = (
+            self._home_region
+            if home
+            else Region(name, zone_letters(name), self._home_region.account_id)
+        )
+        ebs = Ebs(
+            store,
+            self.backend,
+            region,
+            self.host_instance_id,
+            self.tasks,
+            time_scale=self.time_scale,
+            host=home,
+        )
+        ebs.regions = self
+        return ebs
+
+    def start(self, contexts: list[Ebs]) -> None:
+        """Once the backend has started (and what was unfinished is resumed): give every
+        region with a state store, and each one made from now on, the built-in image's
+        root snapshot."""
+        for ebs in contexts:
+            ensure_builtin_root_snapshot(ebs)
+        with self._guard:
+            self._started = True
 
     def with_records(self) -> list[Ebs]:
         """The home region's context and that of every region with a state store."""
@@ -149,3 +186,5 @@ class Regions:
         with self._guard:
             for store in self._stores:
                 store.close()
+            for ebs in self._unstored.values():
+                ebs.store.close()

@@ -262,7 +262,7 @@ def _source_region(ebs: Ebs, name: str) -> Ebs:
             f"Value ({name}) for parameter SourceRegion is invalid. Expected a region "
             "that DescribeRegions lists."
         )
-    return ebs.regions.get(name)
+    return ebs.regions.get(name, reading=True)
 
 
 def submit_copy_snapshot(ebs: Ebs, source_snapshot_id: str, snapshot_id: str) -> None:
