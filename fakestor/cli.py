@@ -13,7 +13,7 @@ from pathlib import Path
 
 from backends import BACKEND_NAMES, BackendError
 from fakestor.control.lifecycle_clock import DEFAULT_TIME_SCALE
-from fakestor.control.regions import zone_letters
+from fakestor.control.regions import PARTITION, ec2_regions, zone_letters
 from fakestor.control.resources import Region
 from fakestor.server import DEFAULT_PORT, ServerConfig, default_data_dir
 
@@ -199,6 +199,11 @@ def _run_server(args: argparse.Namespace) -> None:
     from fakestor.server import ServeError, serve
 
     host, port = args.listen
+    if args.region not in ec2_regions():
+        raise CliError(
+            f"--region {args.region!r} is not an EC2 region of AWS's {PARTITION} partition "
+            "(botocore's endpoints); name one such as us-east-1 or eu-west-1"
+        )
     if args.zones is None:
         args.zones = zone_letters(args.region)
     if not args.zones.isalpha() or not args.zones.islower():

@@ -167,6 +167,35 @@ def test_copy_of_a_pending_snapshot_in_another_region_is_refused(
     assert _code(excinfo) == "IncorrectState"
 
 
+def test_reads_of_a_region_never_written_create_no_store(start_server: ServerFactory) -> None:
+    server = start_server()
+    mumbai = region_client(server.url, "ap-south-1")
+    store = server.data_dir / "regions" / "ap-south-1"
+    assert mumbai.describe_volumes()["Volumes"] == []
+    assert mumbai.describe_snapshots(OwnerIds=["self"])["Snapshots"] == []
+    assert mumbai.describe_instances()["Reservations"] == []
+    zones = mumbai.describe_availability_zones()["AvailabilityZones"]
+    assert [z["ZoneName"] for z in zones] == ["ap-south-1a", "ap-south-1b", "ap-south-1c"]
+    image = mumbai.describe_images(ImageIds=["ami-00000000000f4e570"])["Images"][0]
+    assert mumbai.get_ebs_encryption_by_default()["EbsEncryptionByDefault"] is False
+    assert not store.exists()
+    # The first write makes the store, and the image's root snapshot in it, for launches.
+    volume_id = new_volume(mumbai, zone="ap-south-1b")
+    assert (store / "state.db").exists()
+    assert [v["VolumeId"] for v in mumbai.describe_volumes()["Volumes"]] == [volume_id]
+    launched = mumbai.run_instances(ImageId="ami-00000000000f4e570", MinCount=1, MaxCount=1)
+    instance_id = launched["Instances"][0]["InstanceId"]
+    fast_waiter(mumbai, "instance_running")(InstanceIds=[instance_id])
+    described = mumbai.describe_instances(InstanceIds=[instance_id])["Reservations"][0]
+    root = described["Instances"][0]["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
+    restored = mumbai.describe_volumes(VolumeIds=[root])["Volumes"][0]["SnapshotId"]
+    assert restored == image["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
+    us_image = region_client(server.url, REGION).describe_images(
+        ImageIds=["ami-00000000000f4e570"]
+    )["Images"][0]
+    assert us_image["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"] != restored  # regional
+
+
 def test_restart_keeps_every_regions_records(start_server: ServerFactory) -> None:
     server = start_server()
     us, eu = region_client(server.url, REGION), region_client(server.url, EU)

@@ -21,7 +21,9 @@ from fakestor.control.tasks import TaskRunner
 PARTITION = "aws"
 
 # EC2's zone names where a region's letters are not a, b, c (DescribeAvailabilityZones
-# of a commercial account; the letter-to-zone mapping itself differs per account).
+# of a commercial account; the letter-to-zone mapping itself differs per account). AWS
+# publishes AZ ids per region, not the letters an account sees; this table was not checked
+# against a complete published list, so other regions get a, b, c (each has at least three).
 ZONE_LETTERS = {
     "us-east-1": "abcdef",
     "us-west-1": "bc",

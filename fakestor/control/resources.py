@@ -46,7 +46,11 @@ class Region:
         return [f"{self.name}{letter}" for letter in self.zone_letters]
 
     def zone_id(self, zone: str) -> str:
-        # AWS zone ids look like use1-az1: a short region code and a number.
+        # AWS zone ids look like use1-az1: a short region code and a number. An id names the
+        # same physical zone in every account, while EC2 maps zone names to ids per account
+        # in its older regions (us-east-1a is use1-az4 in one account, use1-az6 in another).
+        # fakestor has one account, so it keeps one fixed mapping: the n-th zone letter of
+        # the region is az<n>, the same on every run and every server.
         parts = self.name.split("-")
         short = parts[0] + "".join(part[0] for part in parts[1:-1]) + parts[-1]
         return f"{short}-az{self.zone_letters.index(zone[-1]) + 1}"
