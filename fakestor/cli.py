@@ -116,6 +116,21 @@ def _parser() -> argparse.ArgumentParser:
         help="also serve instance metadata at ADDRESS:80 (default 169.254.169.254), added to "
         "the loopback interface while the server runs (root); off unless given",
     )
+    server.add_argument(
+        "--credentials",
+        type=Path,
+        default=os.environ.get("FAKESTOR_CREDENTIALS") or None,
+        metavar="FILE",
+        help="verify every API request's SigV4 signature against the key pairs in FILE, one "
+        "'ACCESS_KEY_ID SECRET_ACCESS_KEY' a line (default $FAKESTOR_CREDENTIALS; off if "
+        "neither is given); needed to --listen beyond loopback",
+    )
+    server.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve beyond loopback without --credentials: anyone who reaches the port may "
+        "use the API",
+    )
     server.add_argument("-v", "--verbose", action="store_true", help="log every request")
 
     mounts = commands.add_parser(
@@ -196,6 +211,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run_server(args: argparse.Namespace) -> None:
+    from fakestor.auth import CredentialsError, is_loopback, load_credentials
     from fakestor.server import ServeError, serve
 
     host, port = args.listen
@@ -214,7 +230,19 @@ def _run_server(args: argparse.Namespace) -> None:
         raise CliError("--latency must not be negative")
     if len(args.account_id) != 12 or not args.account_id.isdigit():
         raise CliError(f"--account-id must be 12 digits, not {args.account_id!r}")
-    _check_listen(host, port)
+    address = _check_listen(host, port)
+    credentials = None
+    if args.credentials is not None:
+        try:
+            credentials = load_credentials(Path(args.credentials))
+        except CredentialsError as failure:
+            raise CliError(str(failure)) from None
+    if credentials is None and not is_loopback(address) and not args.insecure_no_auth:
+        raise CliError(
+            f"--listen {host} is reachable beyond loopback: give --credentials FILE (lines "
+            "'ACCESS_KEY_ID SECRET_ACCESS_KEY') so every request's signature is verified, "
+            "or --insecure-no-auth to serve unverified"
+        )
     data_dir = args.data_dir or default_data_dir()
     not_a_dir = False
     with contextlib.suppress(OSError):  # unreadable: the server says what it lacks
@@ -234,6 +262,7 @@ def _run_server(args: argparse.Namespace) -> None:
         deny=args.deny,
         imds_tokens_required=args.imds_tokens == "required",
         imds_address=args.imds_address,
+        credentials=credentials,
     )
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -245,8 +274,9 @@ def _run_server(args: argparse.Namespace) -> None:
         raise CliError(str(failure)) from None
 
 
-def _check_listen(host: str, port: int) -> None:
-    """Refuse an address this machine cannot serve on, before anything is created."""
+def _check_listen(host: str, port: int) -> str:
+    """Refuse an address this machine cannot serve on, before anything is created; the
+    IP address it resolves to."""
     try:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror:
@@ -260,6 +290,7 @@ def _check_listen(host: str, port: int) -> None:
             probe.bind(address)
         except OSError as failure:
             raise CliError(f"cannot serve on {host}:{port}: {failure.strerror}") from None
+    return str(address[0])
 
 
 def _run_plugin(args: argparse.Namespace) -> None:

@@ -66,6 +66,7 @@ class ServerConfig:
     deny: list[str] = field(default_factory=list)
     imds_tokens_required: bool = False
     imds_address: str | None = None  # also serve on ADDRESS:80, added to lo (EC2's IMDS)
+    credentials: dict[str, str] | None = None  # access key id -> secret: verify SigV4
     threads: int = 8
 
 
@@ -137,7 +138,10 @@ def serve(config: ServerConfig) -> None:
         backend.start()
         opened.callback(regions.tasks.shutdown)  # before the backend closes
         app = create_app(
-            regions, deny=config.deny, imds_tokens_required=config.imds_tokens_required
+            regions,
+            deny=config.deny,
+            imds_tokens_required=config.imds_tokens_required,
+            credentials=config.credentials,
         )
         if config.imds_address:
             try:
@@ -160,6 +164,12 @@ def serve(config: ServerConfig) -> None:
             f"{config.region.zones[0]})",
             flush=True,
         )
+        if config.credentials:
+            print(
+                f"fakestor: API requests must be signed (SigV4) with one of "
+                f"{len(config.credentials)} access key(s); instance metadata is not signed",
+                flush=True,
+            )
         if config.imds_address:
             print(
                 f"fakestor: instance metadata of {ebs.host_instance_id} also at "
