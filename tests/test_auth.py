@@ -99,6 +99,8 @@ def test_unsigned_requests_are_refused_but_instance_metadata_is_served(verifying
     metadata = f"{verifying.url}/latest/meta-data/instance-id"
     with urllib.request.urlopen(metadata) as answer:
         assert answer.read().decode() == verifying.host_instance_id
+    with urllib.request.urlopen(f"{verifying.url}/ui/state.json") as answer:
+        assert answer.status == 200  # the UI, to a browser on this machine
     with pytest.raises(urllib.error.HTTPError) as unsigned_direct:
         urllib.request.urlopen(f"{verifying.url}/snapshots/snap-0123456789abcdef0/blocks")
     assert unsigned_direct.value.code == 403

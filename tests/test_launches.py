@@ -252,6 +252,16 @@ def test_a_launch_on_loopdev_creates_real_volume_data(start_server: ServerFactor
     assert _builtin_root_snapshot(server.client()) == root_snapshot
     assert snapshot_image.stat().st_mtime_ns == made
     assert "reconcile:" not in server.log()
+    # Its data lost while stopped: reconcile marks it, and the start makes it again.
+    assert server.stop() == 0
+    snapshot_image.unlink()
+    server.start()
+    assert snapshot_image.stat().st_size == 8 * 1024**3
+    relaunched = _launch(server.client(), ImageId=BUILTIN_IMAGE)["InstanceId"]
+    root = wait_for(lambda: _devices(server.client(), relaunched).get("/dev/xvda"))
+    assert _volume(server.client(), root["VolumeId"])["SnapshotId"] == root_snapshot
+    server.client().terminate_instances(InstanceIds=[relaunched])
+    fast_waiter(server.client(), "volume_deleted")(VolumeIds=[root["VolumeId"]])
 
 
 def test_an_instance_reports_its_types_architecture(ec2: Any) -> None:
