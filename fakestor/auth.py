@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
+from xml.sax.saxutils import escape
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -296,6 +297,22 @@ def refusal_response(refusal: Refusal, service: str | None) -> Response:
             status=403,
             headers={"x-amzn-RequestId": request_id, "x-amzn-ErrorType": json_type},
             content_type="application/json",
+        )
+    if PROTOCOLS.get(service or "ec2") == "query":
+        # The Query services' codes for the same failures (AWS's "Common Errors").
+        code, status = {
+            "AuthFailure": ("InvalidClientTokenId", 403),
+            "SignatureDoesNotMatch": ("SignatureDoesNotMatch", 403),
+        }.get(refusal.ec2_code, (refusal.ec2_code, refusal.ec2_status))
+        if refusal.json_type == "MissingAuthenticationTokenException":
+            code = "MissingAuthenticationToken"
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n<ErrorResponse><Error><Type>Sender</Type>'
+            f"<Code>{code}</Code><Message>{escape(refusal.message)}</Message></Error>"
+            f"<RequestId>{request_id}</RequestId></ErrorResponse>"
+        )
+        return Response(
+            body, status=status, headers={"x-amzn-RequestId": request_id}, content_type="text/xml"
         )
     return Response(
         wire.serialize_error(refusal.ec2_code, refusal.message, request_id),

@@ -17,7 +17,10 @@ from typing import Any
 import boto3
 import botocore.auth
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from tests.conftest import REGION, Server, ServerFactory
@@ -202,3 +205,34 @@ def test_off_loopback_needs_credentials_or_the_insecure_flag(
     server.stop()
     insecure = start_server("--listen", f"0.0.0.0:{_free_port()}", "--insecure-no-auth")
     assert _client(insecure, "ANYKEY", "any").describe_volumes()["Volumes"] == []
+
+
+def test_services_not_served_yet_refuse_in_their_own_protocol(verifying: Server) -> None:
+    # A Query-protocol service (CloudWatch's monitoring, as fakestor's service table has it),
+    # signed by botocore's signer with a wrong secret and an unknown key.
+    for key, secret, code in (
+        ("AKIDFAKESTOR", "wrong", "SignatureDoesNotMatch"),
+        ("AKIDNOBODYKNOWS", "x", "InvalidClientTokenId"),
+    ):
+        query = AWSRequest(
+            method="POST",
+            url=verifying.url + "/",
+            data=b"Action=ListMetrics&Version=2010-08-01",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        SigV4Auth(Credentials(key, secret), "monitoring", REGION).add_auth(query)
+        prepared = query.prepare()
+        sent = urllib.request.Request(
+            prepared.url, data=prepared.body, headers=dict(prepared.headers), method="POST"
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(sent)
+        assert refused.value.code == 403
+        assert f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code>".encode() in (
+            refused.value.read()
+        )
+    kms = _client(verifying, "AKIDFAKESTOR", "wrong", service="kms")
+    assert _error(kms.list_keys) == ("InvalidSignatureException", 403)
+    signed = _client(verifying, "AKIDFAKESTOR", KEYS["AKIDFAKESTOR"], service="kms")
+    past_the_check = _error(signed.list_keys)[0]  # KMS is not served: some other error
+    assert past_the_check not in ("InvalidSignatureException", "UnrecognizedClientException")

@@ -3,13 +3,14 @@ each with its own state store, sharing the backend and the task runner."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from functools import cache
 from pathlib import Path
 
 from botocore.loaders import Loader
 
-from backends import Backend
+from backends import Backend, BackendError
 from fakestor import errors
 from fakestor.control.context import Ebs
 from fakestor.control.images import ensure_builtin_root_snapshot
@@ -17,6 +18,8 @@ from fakestor.control.lifecycle_clock import DEFAULT_TIME_SCALE
 from fakestor.control.resources import Region
 from fakestor.control.state_store import StateStore
 from fakestor.control.tasks import TaskRunner
+
+log = logging.getLogger(__name__)
 
 PARTITION = "aws"
 
@@ -94,6 +97,7 @@ class Regions:
         self._home_region = home
         self._contexts: dict[str, Ebs] = {}
         self._unstored: dict[str, Ebs] = {}  # regions read but never written: in memory
+        self._opening: dict[str, threading.Lock] = {}
         self._started = False
         self._stores: list[StateStore] = []
         self._guard = threading.Lock()
@@ -135,17 +139,31 @@ class Regions:
                     ebs = self._context(name, StateStore(Path(":memory:")))
                     self._unstored[name] = ebs
                 return ebs
-            if name == self._primary_name:
-                store = self._primary
-            else:
-                store = self._open_store(self._store_path(name))
+            opening = self._opening.setdefault(name, threading.Lock())
+        # One thread opens a region; the others' requests in other regions go on meanwhile
+        # (making the built-in image's snapshot takes backend time).
+        with opening:
+            with self._guard:
+                ebs = self._contexts.get(name)
+                if ebs is not None:
+                    return ebs
+                if name == self._primary_name:
+                    store = self._primary
+                else:
+                    store = self._open_store(self._store_path(name))
             ebs = self._context(name, store)
             if self._started:
-                ensure_builtin_root_snapshot(ebs)
-            self._contexts[name] = ebs
-            unstored = self._unstored.pop(name, None)
-            if unstored is not None:
-                unstored.store.close()
+                try:
+                    ensure_builtin_root_snapshot(ebs)
+                except BackendError as failure:
+                    # The region still serves; launches of the built-in image wait for
+                    # the next start, which makes the snapshot again.
+                    log.warning("cannot make the built-in image's snapshot in %s: %s", name,
+                                failure)  # fmt: skip
+            with self._guard:
+                self._contexts[name] = ebs
+                # Requests still holding the in-memory context finish with it.
+                self._unstored.pop(name, None)
             return ebs
 
     def _context(self, name: str, store: StateStore) -> Ebs:
@@ -190,3 +208,4 @@ class Regions:
                 store.close()
             for ebs in self._unstored.values():
                 ebs.store.close()
+            self._unstored.clear()
