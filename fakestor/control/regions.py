@@ -158,8 +158,7 @@ class Regions:
                 except BackendError as failure:
                     # The region still serves; launches of the built-in image wait for
                     # the next start, which makes the snapshot again.
-                    log.warning("cannot make the built-in image's snapshot in %s: %s", name,
-                                failure)  # fmt: skip
+                    log.warning("built-in image's snapshot in %s: %s", name, failure)
             with self._guard:
                 self._contexts[name] = ebs
                 # Requests still holding the in-memory context finish with it.
