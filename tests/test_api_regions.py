@@ -167,6 +167,21 @@ def test_copy_of_a_pending_snapshot_in_another_region_is_refused(
     assert _code(excinfo) == "IncorrectState"
 
 
+def test_zone_ids_are_ones_the_region_offers(server: Server) -> None:
+    ids = {
+        region: [
+            (z["ZoneName"][-1], z["ZoneId"])
+            for z in region_client(server.url, region).describe_availability_zones()[
+                "AvailabilityZones"
+            ]
+        ]
+        for region in ("ap-northeast-1", "us-west-1", "eu-west-1")
+    }
+    assert ids["ap-northeast-1"] == [("a", "apne1-az1"), ("c", "apne1-az2"), ("d", "apne1-az4")]
+    assert ids["us-west-1"] == [("b", "usw1-az1"), ("c", "usw1-az3")]
+    assert ids["eu-west-1"] == [("a", "euw1-az1"), ("b", "euw1-az2"), ("c", "euw1-az3")]
+
+
 def test_reads_of_a_region_never_written_create_no_store(start_server: ServerFactory) -> None:
     server = start_server()
     mumbai = region_client(server.url, "ap-south-1")
