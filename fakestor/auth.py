@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import quote
 from xml.sax.saxutils import escape
 
+import cbor2
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.compat import HTTPHeaders
@@ -285,9 +286,41 @@ def verify(request: Request, credentials: Mapping[str, str], now: datetime) -> N
         raise _mismatch()
 
 
-def refusal_response(refusal: Refusal, service: str | None) -> Response:
+# The Query services' codes for the same failures (AWS's "Common Errors"), which the
+# services that are awsQueryCompatible (CloudWatch) also send in x-amzn-query-error.
+QUERY_CODES = {
+    "AuthFailure": ("InvalidClientTokenId", 403),
+    "SignatureDoesNotMatch": ("SignatureDoesNotMatch", 403),
+}
+
+
+def _query_code(refusal: Refusal) -> tuple[str, int]:
+    if refusal.json_type == "MissingAuthenticationTokenException":
+        return "MissingAuthenticationToken", 403
+    return QUERY_CODES.get(refusal.ec2_code, (refusal.ec2_code, refusal.ec2_status))
+
+
+def refusal_response(request: Request, refusal: Refusal, service: str | None) -> Response:
     """The refusal in the protocol of the service the request names (EC2 if unsigned)."""
     request_id = str(uuid.uuid4())
+    if service == "monitoring" and (
+        request.path.startswith("/service/") or "X-Amz-Target" in request.headers
+    ):
+        # CloudWatch's CBOR and JSON protocols: the JSON type, with the Query code in
+        # x-amzn-query-error, which botocore reports as the error code (this service is
+        # awsQueryCompatible). AWS documents no such answer; it is fakestor's choice.
+        code, _ = _query_code(refusal)
+        cbor = request.path.startswith("/service/")
+        document = {"__type": refusal.json_type, "message": refusal.json_message}
+        headers = {"x-amzn-RequestId": request_id, "x-amzn-query-error": f"{code};Sender"}
+        if cbor:
+            headers["smithy-protocol"] = "rpc-v2-cbor"
+        return Response(
+            cbor2.dumps(document) if cbor else json.dumps(document),
+            status=403,
+            headers=headers,
+            content_type="application/cbor" if cbor else "application/x-amz-json-1.0",
+        )
     if PROTOCOLS.get(service or "ec2", "json") in ("rest-json", "json"):
         # AWS's JSON services answer every signature failure with 403 and these types
         # (botocore's ebs model documents none of them; they are those AWS's front end sends).
@@ -299,13 +332,7 @@ def refusal_response(refusal: Refusal, service: str | None) -> Response:
             content_type="application/json",
         )
     if PROTOCOLS.get(service or "ec2") == "query":
-        # The Query services' codes for the same failures (AWS's "Common Errors").
-        code, status = {
-            "AuthFailure": ("InvalidClientTokenId", 403),
-            "SignatureDoesNotMatch": ("SignatureDoesNotMatch", 403),
-        }.get(refusal.ec2_code, (refusal.ec2_code, refusal.ec2_status))
-        if refusal.json_type == "MissingAuthenticationTokenException":
-            code = "MissingAuthenticationToken"
+        code, status = _query_code(refusal)
         body = (
             '<?xml version="1.0" encoding="UTF-8"?>\n<ErrorResponse><Error><Type>Sender</Type>'
             f"<Code>{code}</Code><Message>{escape(refusal.message)}</Message></Error>"

@@ -22,6 +22,7 @@ from fakestor.control import reconcile
 from fakestor.control.lifecycle_clock import DEFAULT_TIME_SCALE
 from fakestor.control.regions import Regions
 from fakestor.control.resources import Region
+from fakestor.control.volume_metrics import Sampler
 from fakestor.imds_address import (
     IMDS_PORT,
     ImdsAddressError,
@@ -68,6 +69,7 @@ class ServerConfig:
     imds_address: str | None = None  # also serve on ADDRESS:80, added to lo (EC2's IMDS)
     credentials: dict[str, str] | None = None  # access key id -> secret: verify SigV4
     threads: int = 8
+    metrics_interval: float = 60.0  # seconds between CloudWatch datapoints (EBS: 60)
 
 
 class ServeError(Exception):
@@ -137,6 +139,9 @@ def serve(config: ServerConfig) -> None:
         opened.callback(backend.close)  # close() also undoes a start() that failed half-way
         backend.start()
         opened.callback(regions.tasks.shutdown)  # before the backend closes
+        sampler = Sampler(regions.with_records, config.metrics_interval)
+        sampler.start()
+        opened.callback(sampler.stop)
         app = create_app(
             regions,
             deny=config.deny,

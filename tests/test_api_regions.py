@@ -193,6 +193,15 @@ def test_reads_of_a_region_never_written_create_no_store(start_server: ServerFac
     assert [z["ZoneName"] for z in zones] == ["ap-south-1a", "ap-south-1b", "ap-south-1c"]
     image = mumbai.describe_images(ImageIds=["ami-00000000000f4e570"])["Images"][0]
     assert mumbai.get_ebs_encryption_by_default()["EbsEncryptionByDefault"] is False
+    for service, read in (("kms", "list_aliases"), ("cloudwatch", "list_metrics")):
+        client = boto3.client(
+            service,
+            endpoint_url=server.url,
+            region_name="ap-south-1",
+            aws_access_key_id="AKIDFAKESTOR",
+            aws_secret_access_key="fakestor-secret",
+        )
+        getattr(client, read)()
     assert not store.exists()
     # The first write makes the store, and the image's root snapshot in it, for launches.
     volume_id = new_volume(mumbai, zone="ap-south-1b")

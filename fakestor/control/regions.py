@@ -12,6 +12,7 @@ from botocore.loaders import Loader
 
 from backends import Backend, BackendError
 from fakestor import errors
+from fakestor.control import kms_keys
 from fakestor.control.context import Ebs
 from fakestor.control.images import ensure_builtin_root_snapshot
 from fakestor.control.lifecycle_clock import DEFAULT_TIME_SCALE
@@ -182,6 +183,7 @@ class Regions:
             host=home,
         )
         ebs.regions = self
+        kms_keys.adopt_legacy_default_key(ebs)
         return ebs
 
     def start(self, contexts: list[Ebs]) -> None:

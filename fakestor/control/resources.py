@@ -72,10 +72,6 @@ class Region:
             numbers = tuple(range(1, len(self.zone_letters) + 1))
         return f"{short}-az{numbers[position]}"
 
-    @property
-    def default_kms_key_id(self) -> str:
-        return f"arn:aws:kms:{self.name}:{self.account_id}:key/fakestor-aws-ebs-default-key"
-
 
 @dataclass
 class Attachment:
@@ -168,6 +164,7 @@ class Instance:
     root_device_name: str = "/dev/xvda"
     disable_api_termination: bool = False
     ephemeral: list[tuple[str, str]] = field(default_factory=list)  # device, ephemeralN
+    state_reason: tuple[str, str] | None = None  # (code, message) when EC2 ended it
 
 
 @dataclass
