@@ -66,7 +66,7 @@ def planned_volume(
     size = mapping.volume_size
     snapshot = None
     if mapping.snapshot_id is not None:
-        snapshot = restorable_snapshot(ebs, db, mapping.snapshot_id)
+        snapshot = restorable_snapshot(ebs, db, mapping.snapshot_id, launch=True)
         if size is None:
             size = snapshot.volume_size
         elif size < snapshot.volume_size:

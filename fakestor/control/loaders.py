@@ -116,13 +116,21 @@ def get_volume(db: sqlite3.Connection, volume_id: str) -> Volume:
 
 
 def load_snapshots(
-    db: sqlite3.Connection, owner_id: str, snapshot_ids: Sequence[str] | None = None
+    db: sqlite3.Connection,
+    owner_id: str,
+    snapshot_ids: Sequence[str] | None = None,
+    *,
+    others: bool = False,
 ) -> list[Snapshot]:
+    """The account's snapshots (`owner_id`); with `others`, also those of other accounts
+    kept here (the built-in image's root snapshot), which the account cannot see."""
     if snapshot_ids is None:
         rows = db.execute("SELECT * FROM snapshots").fetchall()
     else:
         marks = ",".join("?" * len(snapshot_ids))
         rows = db.execute(f"SELECT * FROM snapshots WHERE id IN ({marks})", snapshot_ids).fetchall()
+    if not others:
+        rows = [row for row in rows if row["owner_id"] is None]
     tags = tags_of(db, "snapshot")
     grants: dict[str, list[tuple[str, str]]] = {}
     for grant in db.execute("SELECT * FROM snapshot_permissions"):
@@ -148,7 +156,7 @@ def load_snapshots(
                 description=row["description"],
                 encrypted=bool(row["encrypted"]),
                 kms_key_id=row["kms_key_id"],
-                owner_id=owner_id,
+                owner_id=row["owner_id"] or owner_id,
                 source_snapshot_id=row["source_snapshot_id"],
                 state_message=row["state_message"],
                 tags=tags.get(row["id"], {}),
@@ -163,9 +171,11 @@ def load_snapshots(
     return snapshots
 
 
-def get_snapshot(db: sqlite3.Connection, owner_id: str, snapshot_id: str) -> Snapshot:
+def get_snapshot(
+    db: sqlite3.Connection, owner_id: str, snapshot_id: str, *, others: bool = False
+) -> Snapshot:
     ids.check(ids.SNAPSHOT, snapshot_id)
-    found = load_snapshots(db, owner_id, [snapshot_id])
+    found = load_snapshots(db, owner_id, [snapshot_id], others=others)
     if not found:
         raise errors.InvalidSnapshotNotFound(snapshot_id)
     return found[0]

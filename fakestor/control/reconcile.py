@@ -78,7 +78,7 @@ def _reconcile_region(
     the volumes and snapshots (trash included) it has records of."""
     with ebs.store.transaction() as db:
         volumes = {volume.id: volume for volume in load_volumes(db)}
-        snapshots = {snapshot.id: snapshot for snapshot in load_snapshots(db, ebs.account_id)}
+        snapshots = {s.id: s for s in load_snapshots(db, ebs.account_id, others=True)}
         trash = {row[0] for row in db.execute("SELECT resource_id FROM trash")}
         for volume in volumes.values():
             if volume.state in USABLE_VOLUME and volume.id not in inventory.volumes:
@@ -133,6 +133,8 @@ Resumer = Callable[[Ebs, sqlite3.Row], None]
 
 
 def _resume_snapshot(ebs: Ebs, row: sqlite3.Row) -> None:
+    if row["owner_id"] is not None:
+        return  # the built-in image's root: Regions.start makes it again, right after resume
     if is_direct(ebs, row["id"]):
         resume_direct_snapshot(ebs, row["id"])
     elif row["source_snapshot_id"]:

@@ -239,6 +239,8 @@ ADDED_COLUMNS = [
     ("instances", "root_device_name", "TEXT NOT NULL DEFAULT '/dev/xvda'"),
     ("instances", "disable_api_termination", "INTEGER NOT NULL DEFAULT 0"),
     ("instances", "ephemeral", "TEXT NOT NULL DEFAULT '[]'"),  # [[device, ephemeralN], ...]
+    # Another account's snapshot kept here (the built-in image's root); NULL: the account's.
+    ("snapshots", "owner_id", "TEXT"),
     # Why EC2 ended an instance itself: [code, message] (a launch with an unusable KMS key).
     ("instances", "state_reason", "TEXT"),
 ]

@@ -51,9 +51,15 @@ def clear_failure(db: sqlite3.Connection, volume_id: str) -> None:
     )
 
 
-def restorable_snapshot(ebs: Ebs, db: sqlite3.Connection, snapshot_id: str) -> Snapshot:
-    """The snapshot a new volume restores from: it must be completed and not archived."""
-    snapshot = get_snapshot(db, ebs.account_id, snapshot_id)
+def restorable_snapshot(
+    ebs: Ebs, db: sqlite3.Connection, snapshot_id: str, *, launch: bool = False
+) -> Snapshot:
+    """The snapshot a new volume restores from: it must be completed and not archived.
+
+    A `launch` may also restore Amazon's snapshots behind a built-in image, which the
+    account can neither see nor restore with CreateVolume.
+    """
+    snapshot = get_snapshot(db, ebs.account_id, snapshot_id, others=launch)
     if snapshot.state != SnapshotState.COMPLETED:
         raise errors.IncorrectState(
             f"Snapshot '{snapshot.id}' is in invalid state - {snapshot.state}"
