@@ -17,7 +17,6 @@ from pathlib import Path
 from urllib.parse import quote
 from xml.sax.saxutils import escape
 
-import cbor2
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.compat import HTTPHeaders
@@ -315,6 +314,7 @@ def refusal_response(request: Request, refusal: Refusal, service: str | None) ->
         headers = {"x-amzn-RequestId": request_id, "x-amzn-query-error": f"{code};Sender"}
         if cbor:
             headers["smithy-protocol"] = "rpc-v2-cbor"
+            import cbor2  # here: the plugin's root filesystem has no cbor2
         return Response(
             cbor2.dumps(document) if cbor else json.dumps(document),
             status=403,
