@@ -113,11 +113,13 @@ def volume_status_filter_values(volume: Volume) -> dict[str, list[str]]:
         "event.event-type": [],
         "event.not-after": [],
         "event.not-before": [],
-        "volume-status.details-name": ["io-enabled", "io-performance"],
+        "volume-status.details-name": ["io-enabled", "io-performance"]
+        + (["initialization-state"] if volume.initialization else []),
         "volume-status.details-status": [
             "passed" if volume.io_enabled else "failed",
             io_performance(volume),
-        ],
+        ]
+        + ([str(volume.initialization.state)] if volume.initialization else []),
         "volume-status.status": [volume_status(volume)],
     }
 
