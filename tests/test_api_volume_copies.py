@@ -230,3 +230,17 @@ def test_aws_cli_copy_volumes(server: Any) -> None:
     copied = aws(server, "copy-volumes", "--source-volume-id", source, "--size", "3")
     assert copied["Volumes"][0]["SourceVolumeId"] == source
     assert copied["Volumes"][0]["Size"] == 3
+
+
+def test_copy_resumes_after_a_crash(start_server: ServerFactory) -> None:
+    slow = start_server("--latency", "2")
+    ec2 = slow.client()
+    source = new_volume(ec2, 1)
+    copy = ec2.copy_volumes(SourceVolumeId=source)["Volumes"][0]["VolumeId"]
+    assert ec2.describe_volumes(VolumeIds=[copy])["Volumes"][0]["State"] == "creating"
+    slow.kill()
+
+    slow.start()
+    ec2 = slow.client()
+    fast_waiter(ec2, "volume_available")(VolumeIds=[copy])
+    wait_for(lambda: _initialization(ec2, copy)[0] == "completed")
