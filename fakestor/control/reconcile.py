@@ -155,7 +155,7 @@ def _resume_snapshot(ebs: Ebs, row: sqlite3.Row) -> None:
 # reads data first, deletes last (each resource's task queue keeps this order).
 RESUMERS: list[tuple[str, StrEnum, Resumer]] = [
     ("volumes", VolumeState.CREATING, _resume_volume),
-    # Behind its volume's creation, in the volume's task queue.
+    # A pass waits for its volume's creation to finish.
     (
         "volume_initializations",
         InitializationState.INITIALIZING,

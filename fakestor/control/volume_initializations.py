@@ -5,7 +5,9 @@ rate, and DescribeVolumeStatus reports the progress.
 A rate is EC2's MiB/s; here it moves `rate * time scale` MiB each second, as every other
 EC2 duration is divided by the time scale (so `--time-scale 1` initializes at the rate
 itself). The pass works in slices of SLICE seconds, records where it got to after each
-(a restart resumes from there) and frees its worker between slices.
+(a restart resumes from there) and frees its worker between slices. It runs beside the
+volume's other tasks: the backends read data that may be written, snapshotted or deleted
+meanwhile.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ DEFAULT_RATE = 50
 # the baseline a copy delivers while it initializes (125 MiB/s).
 VOLUME_COPY_RATE = 125
 SLICE = 0.25  # seconds of background work between recorded progress
+STEP = 64 * 1024**2  # bytes of data a backend visits per call
 MIB = 1024**2
 GIB = 1024**3
 
@@ -116,18 +119,25 @@ def submit_initialization(ebs: Ebs, volume_id: str) -> None:
             return  # deleting, or no data to read; a restart tries again
         started = time.monotonic()
         pace = row["rate"] * MIB * ebs.time_scale  # bytes per second here
+        end = volume["size"] * GIB
+        position, done, budget = row["position"], row["done"], max(1, int(pace * SLICE))
         try:
             total = row["total"]
             if total is None:
                 total = ebs.backend.initialization_bytes(volume_id, volume["size"])
-            position, visited = ebs.backend.initialize_volume(
-                volume_id, volume["size"], row["position"], max(1, int(pace * SLICE))
-            )
+            # In steps, so a slice holds its worker about SLICE seconds however fast the pace.
+            while budget > 0 and position < end and time.monotonic() - started < SLICE:
+                position, visited = ebs.backend.initialize_volume(
+                    volume_id, volume["size"], position, min(budget, STEP)
+                )
+                done += visited
+                budget -= visited
+                if not visited:
+                    break
         except BackendError as failure:
             log.warning("initialization of %s stopped: %s", volume_id, failure)
             return
-        done = row["done"] + visited
-        finished = position >= volume["size"] * GIB
+        finished = position >= end
         seconds_left = 0 if finished else math.ceil(max(0, total - done) / pace)
         with ebs.store.transaction() as db:
             db.execute(
@@ -147,4 +157,5 @@ def submit_initialization(ebs: Ebs, volume_id: str) -> None:
         if not finished:
             raise RetryLater(max(0.0, SLICE - (time.monotonic() - started)))
 
-    ebs.tasks.submit([volume_id], work, f"initialize {volume_id}")
+    # A queue of its own: the volume's attach, snapshot or delete never waits for the pass.
+    ebs.tasks.submit([f"{volume_id}/initialization"], work, f"initialize {volume_id}")
