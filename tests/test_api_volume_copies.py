@@ -244,3 +244,46 @@ def test_copy_resumes_after_a_crash(start_server: ServerFactory) -> None:
     ec2 = slow.client()
     fast_waiter(ec2, "volume_available")(VolumeIds=[copy])
     wait_for(lambda: _initialization(ec2, copy)[0] == "completed")
+
+
+def test_launch_restores_with_an_initialization_rate(ec2: Any) -> None:
+    snapshot_id = _snapshot(ec2, 2)
+    instance = ec2.run_instances(
+        ImageId="ami-00000000000000001",
+        MinCount=1,
+        MaxCount=1,
+        Placement={"AvailabilityZone": ZONE},
+        BlockDeviceMappings=[
+            {
+                "DeviceName": "/dev/sdf",
+                "Ebs": {"SnapshotId": snapshot_id, "VolumeInitializationRate": 150},
+            },
+            {"DeviceName": "/dev/sdg", "Ebs": {"SnapshotId": snapshot_id}},
+            {"DeviceName": "/dev/sdh", "Ebs": {"VolumeSize": 1}},
+        ],
+    )["Instances"][0]
+    fast_waiter(ec2, "instance_running")(InstanceIds=[instance["InstanceId"]])
+    found = ec2.describe_instances(InstanceIds=[instance["InstanceId"]])["Reservations"][0]
+    devices = {
+        m["DeviceName"]: m["Ebs"]["VolumeId"] for m in found["Instances"][0]["BlockDeviceMappings"]
+    }
+    rated = ec2.describe_volumes(VolumeIds=[devices["/dev/sdf"]])["Volumes"][0]
+    assert rated["VolumeInitializationRate"] == 150
+    wait_for(lambda: _initialization(ec2, devices["/dev/sdf"])[0] == "completed")
+    assert _details(ec2, devices["/dev/sdf"])["InitializationType"] == "provisioned-rate"
+    wait_for(lambda: _initialization(ec2, devices["/dev/sdg"])[0] == "completed")
+    assert _details(ec2, devices["/dev/sdg"])["InitializationType"] == "default"
+    assert _initialization(ec2, devices["/dev/sdh"]) == (None, None)
+    with pytest.raises(ClientError) as refused:
+        ec2.run_instances(
+            ImageId="ami-00000000000000001",
+            MinCount=1,
+            MaxCount=1,
+            BlockDeviceMappings=[
+                {
+                    "DeviceName": "/dev/sdf",
+                    "Ebs": {"VolumeSize": 1, "VolumeInitializationRate": 100},
+                }
+            ],
+        )
+    assert _code(refused) == "InvalidParameterCombination"

@@ -98,6 +98,7 @@ class DeviceMapping:
     encrypted: bool | None = None
     kms_key_id: str | None = None
     delete_on_termination: bool | None = None
+    initialization_rate: int | None = None  # VolumeInitializationRate, MiB/s
 
 
 @dataclass(frozen=True)
