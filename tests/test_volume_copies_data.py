@@ -138,3 +138,25 @@ def test_fast_snapshot_restore_is_initialized_at_once(fast_host: Host) -> None:
     assert ec2.describe_volumes(VolumeIds=[restored])["Volumes"][0]["FastRestored"] is True
     device = fast_host.attach(restored, "/dev/sdh")
     assert _digest(_read_raw(device, 0, len(written))) == _digest(written)
+
+
+def test_initialization_resumes_after_a_crash(host: Host) -> None:
+    ec2 = host.ec2
+    volume_id = new_volume(ec2, 1)
+    written = os.urandom(200 * MIB)  # 2 s of reading at 100 MiB/s
+    _write_raw(host.attach(volume_id), 0, written)
+    host.detach(volume_id)
+    snapshot_id = _snapshot(ec2, volume_id)
+    restored = new_volume(ec2, 1, SnapshotId=snapshot_id, VolumeInitializationRate=100)
+    wait_for(lambda: _details(ec2, restored)["Progress"] >= 20, timeout=30)
+    before = _details(ec2, restored)["Progress"]
+    host.server.kill()
+
+    host.server.start()
+    host.ec2 = ec2 = host.server.client()
+    state, details = _initialization(ec2, restored)
+    assert details is not None and details["Progress"] >= before
+    assert state == "completed" or details["Progress"] < 100
+    wait_for(lambda: _initialization(ec2, restored)[0] == "completed", timeout=60)
+    device = host.attach(restored)
+    assert _digest(_read_raw(device, 0, len(written))) == _digest(written)
