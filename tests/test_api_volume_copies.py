@@ -184,6 +184,8 @@ def test_fast_snapshot_restore_initializes_at_once(start_server: ServerFactory) 
     )
     fast_waiter(ec2, "volume_available")(VolumeIds=[restored])
     assert ec2.describe_volumes(VolumeIds=[restored])["Volumes"][0]["FastRestored"] is True
+    by_filter = ec2.describe_volumes(Filters=[{"Name": "fast-restored", "Values": ["true"]}])
+    assert [v["VolumeId"] for v in by_filter["Volumes"]] == [restored]
     elsewhere = new_volume(ec2, 1, zone=OTHER_ZONE, SnapshotId=snapshot_id)
     assert ec2.describe_volumes(VolumeIds=[elsewhere])["Volumes"][0]["FastRestored"] is False
     # A rate asked for wins over fast snapshot restore, as EC2 documents.

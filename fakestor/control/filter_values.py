@@ -49,7 +49,7 @@ def volume_filter_values(volume: Volume, zone_id: str) -> dict[str, list[str]]:
             "create-time": [to_wire_time(volume.create_time)],
             "encrypted": [_flag(volume.encrypted)],
             "multi-attach-enabled": [_flag(volume.multi_attach)],
-            "fast-restored": ["false"],
+            "fast-restored": [str(volume.fast_restored).lower()],
             # No volume here is managed by another AWS service.
             "operator.managed": ["false"],
             "operator.principal": [],
