@@ -11,6 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import OTHER_ZONE, ZONE, ServerFactory, fast_waiter, new_volume, wait_for
+from tests.test_api_kms import kms_client, new_key
 from tests.test_api_snapshot_lifecycle import DAY_A_SECOND, _fsr, _tier
 from tests.test_cli import aws
 from tests.test_transitions import _states
@@ -94,17 +95,25 @@ def test_copy_volume_rules_tags_and_idempotency(ec2: Any) -> None:
     assert _code(refused) == "IdempotentParameterMismatch"
 
 
-def test_copy_of_encrypted_volume_is_encrypted_with_its_key(ec2: Any) -> None:
-    key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
-    source = new_volume(ec2, 1, Encrypted=True, KmsKeyId=key)
+def test_copy_of_encrypted_volume_is_encrypted_with_its_key(server: Any, ec2: Any) -> None:
+    kms = kms_client(server.url)
+    key = new_key(kms)
+    source = new_volume(ec2, 1, Encrypted=True, KmsKeyId=key["KeyId"])
     copy = ec2.copy_volumes(SourceVolumeId=source, Encrypted=False)["Volumes"][0]
-    assert copy["Encrypted"] and copy["KmsKeyId"] == key
+    assert copy["Encrypted"] and copy["KmsKeyId"] == key["Arn"]
+    other = new_key(kms)
+    rekeyed = ec2.copy_volumes(SourceVolumeId=source, KmsKeyId=other["KeyId"])["Volumes"][0]
+    assert rekeyed["KmsKeyId"] == other["Arn"]  # named by id, recorded as its ARN
     plain = new_volume(ec2, 1)
     encrypted = ec2.copy_volumes(SourceVolumeId=plain, Encrypted=True)["Volumes"][0]
     assert encrypted["Encrypted"] and encrypted["KmsKeyId"]
     with pytest.raises(ClientError) as refused:
-        ec2.copy_volumes(SourceVolumeId=plain, KmsKeyId=key)
+        ec2.copy_volumes(SourceVolumeId=plain, KmsKeyId=key["KeyId"])
     assert _code(refused) == "InvalidParameterDependency"
+    # A key EBS cannot use fails the copy after the request, as it fails CreateVolume.
+    kms.disable_key(KeyId=other["KeyId"])
+    doomed = ec2.copy_volumes(SourceVolumeId=source, KmsKeyId=other["KeyId"])["Volumes"][0]
+    fast_waiter(ec2, "volume_deleted")(VolumeIds=[doomed["VolumeId"]])
 
 
 def test_copying_a_creating_volume_is_refused(start_server: ServerFactory) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from backends import BackendError
 from fakestor import errors
-from fakestor.control import idempotency, rules, volume_initializations
+from fakestor.control import idempotency, kms_keys, rules, volume_initializations
 from fakestor.control.account import resolve_encryption
 from fakestor.control.context import Ebs, check_dry_run
 from fakestor.control.loaders import get_volume, load_volumes
@@ -13,7 +13,13 @@ from fakestor.control.requests import VolumeCopyRequest
 from fakestor.control.resources import Volume
 from fakestor.control.states import USABLE_VOLUME, VolumeState
 from fakestor.control.tags import tags_for
-from fakestor.control.volumes import NewVolume, check_capacity, insert_volume, set_volume_state
+from fakestor.control.volumes import (
+    NewVolume,
+    check_capacity,
+    insert_volume,
+    set_volume_state,
+    vanish_volume,
+)
 
 
 def copy_volumes(
@@ -46,14 +52,15 @@ def copy_volumes(
             )
         # The model: "If not specified, the volume type defaults to gp2", as CreateVolume.
         volume_type = request.volume_type or rules.DEFAULT_VOLUME_TYPE
-        if source.encrypted:
-            # "If the source volume is encrypted, the service always encrypts the copy
-            # regardless of this value."
-            encrypted, kms_key_id = True, request.kms_key_id or source.kms_key_id
-        else:
-            encrypted, kms_key_id = resolve_encryption(
-                ebs, request.encrypted, request.kms_key_id, None, "the volume copy"
-            )
+        # "If the source volume is encrypted, the service always encrypts the copy
+        # regardless of this value", with the source's key unless another is named.
+        encrypted, kms_key_id = resolve_encryption(
+            ebs,
+            True if source.encrypted else request.encrypted,
+            request.kms_key_id or (source.kms_key_id if source.encrypted else None),
+            None,
+            "the volume copy",
+        )
         performance = rules.check_volume_config(
             volume_type, size, request.iops, request.throughput, request.multi_attach
         )
@@ -78,9 +85,17 @@ def submit_copy_volume(ebs: Ebs, volume_id: str, source_volume_id: str) -> None:
 
     def work() -> None:
         with ebs.store.transaction() as db:
-            row = db.execute("SELECT size, state FROM volumes WHERE id=?", (volume_id,)).fetchone()
+            row = db.execute(
+                "SELECT size, state, encrypted, kms_key_id FROM volumes WHERE id=?", (volume_id,)
+            ).fetchone()
         if row is None or row["state"] != VolumeState.CREATING:
             return
+        if row["encrypted"] and row["kms_key_id"]:
+            unusable = kms_keys.unusable_for_ebs(ebs, row["kms_key_id"])
+            if unusable is not None:
+                # EC2's answer for a copy is not documented; fakestor's is CreateVolume's.
+                vanish_volume(ebs, volume_id, unusable)
+                return
         try:
             ebs.backend.copy_volume(source_volume_id, volume_id, row["size"])
         except BackendError as failure:

@@ -238,6 +238,7 @@ def vanish_volume(ebs: Ebs, volume_id: str, why: str) -> None:
         )
         db.execute("DELETE FROM attachments WHERE volume_id=?", (volume_id,))
         db.execute("DELETE FROM tags WHERE resource_id=?", (volume_id,))
+        db.execute("DELETE FROM volume_initializations WHERE volume_id=?", (volume_id,))
         db.execute("DELETE FROM volumes WHERE id=?", (volume_id,))
 
 
