@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from fakestor import errors, ids
 from fakestor.control.resources import (
     Attachment,
+    Initialization,
     Instance,
     Modification,
     Snapshot,
@@ -17,6 +18,7 @@ from fakestor.control.resources import (
 )
 from fakestor.control.states import (
     AttachmentState,
+    InitializationState,
     InstanceState,
     ModificationState,
     SnapshotState,
@@ -83,6 +85,7 @@ def load_volumes(db: sqlite3.Connection, volume_ids: Sequence[str] | None = None
     # Looking up a few volumes reads only their tags and attachments.
     tags = tags_of(db, "volume", volume_ids)
     attachments = attachments_by_volume(db, volume_ids)
+    initializations = initializations_by_volume(db, volume_ids)
     return [
         Volume(
             id=row["id"],
@@ -102,9 +105,42 @@ def load_volumes(db: sqlite3.Connection, volume_ids: Sequence[str] | None = None
             status_reason=row["status_reason"],
             attachments=attachments.get(row["id"], []),
             tags=tags.get(row["id"], {}),
+            source_volume_id=row["source_volume_id"],
+            initialization_rate=row["initialization_rate"],
+            fast_restored=bool(row["fast_restored"]),
+            initialization=initializations.get(row["id"]),
         )
         for row in rows
     ]
+
+
+def initializations_by_volume(
+    db: sqlite3.Connection, volume_ids: Sequence[str] | None = None
+) -> dict[str, Initialization]:
+    """The initialization of every volume restored or copied, by volume id."""
+    if volume_ids is None:
+        rows = db.execute("SELECT * FROM volume_initializations")
+    else:
+        marks = ",".join("?" * len(volume_ids))
+        rows = db.execute(
+            f"SELECT * FROM volume_initializations WHERE volume_id IN ({marks})", volume_ids
+        )
+    found = {}
+    for row in rows:
+        state = InitializationState(row["state"])
+        if state == InitializationState.COMPLETED:
+            progress = 100
+        elif not row["total"]:
+            progress = 0
+        else:  # 100 only once the pass has ended: data written meanwhile adds to `done`
+            progress = min(99, row["done"] * 100 // row["total"])
+        seconds_left = row["seconds_left"]
+        if row["kind"] == "provisioned-rate":
+            seconds_left = 0 if state == InitializationState.COMPLETED else seconds_left
+        else:
+            seconds_left = None  # EC2 estimates only provisioned rates
+        found[row["volume_id"]] = Initialization(row["kind"], state, progress, seconds_left)
+    return found
 
 
 def get_volume(db: sqlite3.Connection, volume_id: str) -> Volume:

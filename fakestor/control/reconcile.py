@@ -27,12 +27,15 @@ from fakestor.control.states import (
     USABLE_VOLUME,
     AttachmentState,
     FastRestoreState,
+    InitializationState,
     InstanceState,
     ModificationState,
     SnapshotState,
     TieringState,
     VolumeState,
 )
+from fakestor.control.volume_copies import submit_copy_volume
+from fakestor.control.volume_initializations import submit_initialization
 from fakestor.control.volumes import submit_create_volume, submit_delete_volume
 
 log = logging.getLogger(__name__)
@@ -132,6 +135,13 @@ def _host_attached(ebs: Ebs, inventory: Inventory) -> dict[str, str]:
 Resumer = Callable[[Ebs, sqlite3.Row], None]
 
 
+def _resume_volume(ebs: Ebs, row: sqlite3.Row) -> None:
+    if row["source_volume_id"]:
+        submit_copy_volume(ebs, row["id"], row["source_volume_id"])
+    else:
+        submit_create_volume(ebs, row["id"], row["snapshot_id"])
+
+
 def _resume_snapshot(ebs: Ebs, row: sqlite3.Row) -> None:
     if row["owner_id"] is not None:
         return  # the built-in image's root: Regions.start makes it again, right after resume
@@ -146,10 +156,12 @@ def _resume_snapshot(ebs: Ebs, row: sqlite3.Row) -> None:
 # What restarts each transitional state, in the order resume submits them: work that
 # reads data first, deletes last (each resource's task queue keeps this order).
 RESUMERS: list[tuple[str, StrEnum, Resumer]] = [
+    ("volumes", VolumeState.CREATING, _resume_volume),
+    # A pass waits for its volume's creation to finish.
     (
-        "volumes",
-        VolumeState.CREATING,
-        lambda e, r: submit_create_volume(e, r["id"], r["snapshot_id"]),
+        "volume_initializations",
+        InitializationState.INITIALIZING,
+        lambda e, r: submit_initialization(e, r["volume_id"]),
     ),
     ("snapshots", SnapshotState.PENDING, _resume_snapshot),
     (

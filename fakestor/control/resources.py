@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from fakestor.control.states import (
     AttachmentState,
+    InitializationState,
     InstanceState,
     ModificationState,
     SnapshotState,
@@ -85,6 +86,18 @@ class Attachment:
     force_detach: bool = False
 
 
+@dataclass(frozen=True)
+class Initialization:
+    """A new volume's initialization (InitializationStatusDetails): its kind (default,
+    provisioned-rate, volume-copy), state, percent done and, for a provisioned rate,
+    the seconds left."""
+
+    kind: str
+    state: InitializationState
+    progress: int
+    seconds_left: int | None = None
+
+
 @dataclass
 class Volume:
     id: str
@@ -104,6 +117,10 @@ class Volume:
     status_reason: str | None = None
     attachments: list[Attachment] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
+    source_volume_id: str | None = None
+    initialization_rate: int | None = None
+    fast_restored: bool = False
+    initialization: Initialization | None = None
 
 
 @dataclass
