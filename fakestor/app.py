@@ -13,6 +13,7 @@ from fakestor.ebs.api import ebs_blueprint
 from fakestor.ec2.api import ec2_blueprint
 from fakestor.imds import IMDS_PREFIXES, imds_blueprint
 from fakestor.services import not_implemented
+from fakestor.throttling import Throttle
 from fakestor.ui import ui_blueprint
 
 MAX_REQUEST_BYTES = 1024 * 1024
@@ -24,6 +25,7 @@ def create_app(
     deny: Sequence[str] = (),
     imds_tokens_required: bool = False,
     max_request_bytes: int = MAX_REQUEST_BYTES,
+    throttle: Throttle | None = None,
 ) -> Flask:
     app = Flask("fakestor")
     app.config["MAX_CONTENT_LENGTH"] = max_request_bytes
@@ -31,8 +33,9 @@ def create_app(
     # Instance metadata and the UI are the host's, so its region's.
     app.register_blueprint(imds_blueprint(regions.home, imds_tokens_required))
     app.register_blueprint(ui_blueprint(regions.home))
-    app.register_blueprint(ec2_blueprint(regions, deny))
-    app.register_blueprint(ebs_blueprint(regions))
+    # One set of token buckets for both APIs (off unless rates are configured).
+    app.register_blueprint(ec2_blueprint(regions, deny, throttle))
+    app.register_blueprint(ebs_blueprint(regions, throttle))
 
     def unknown_path(failure: HTTPException) -> Response | HTTPException:
         # Instance metadata answers like EC2's (plain 404s); API paths in their protocol.

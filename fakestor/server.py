@@ -20,6 +20,7 @@ from fakestor import ids
 from fakestor.app import MAX_REQUEST_BYTES, create_app
 from fakestor.control import reconcile
 from fakestor.control.lifecycle_clock import DEFAULT_TIME_SCALE
+from fakestor.control.quotas import DEFAULT_PENDING_SNAPSHOT_QUOTA
 from fakestor.control.regions import Regions
 from fakestor.control.resources import Region
 from fakestor.imds_address import (
@@ -29,6 +30,7 @@ from fakestor.imds_address import (
     remove_from_loopback,
 )
 from fakestor.serving import bound_port, create_server, run_until_signalled
+from fakestor.throttling import Throttle
 
 log = logging.getLogger("fakestor")
 
@@ -66,6 +68,8 @@ class ServerConfig:
     deny: list[str] = field(default_factory=list)
     imds_tokens_required: bool = False
     imds_address: str | None = None  # also serve on ADDRESS:80, added to lo (EC2's IMDS)
+    request_rates: list[str] = field(default_factory=list)  # throttling.parse_rate specs
+    pending_snapshot_quota: int = DEFAULT_PENDING_SNAPSHOT_QUOTA
     threads: int = 8
 
 
@@ -127,6 +131,7 @@ def serve(config: ServerConfig) -> None:
                 config.region,
                 host_instance_id(),
                 time_scale=config.time_scale,
+                pending_snapshot_quota=config.pending_snapshot_quota,
             )
             opened.callback(regions.close)
             contexts = regions.with_records()
@@ -137,7 +142,10 @@ def serve(config: ServerConfig) -> None:
         backend.start()
         opened.callback(regions.tasks.shutdown)  # before the backend closes
         app = create_app(
-            regions, deny=config.deny, imds_tokens_required=config.imds_tokens_required
+            regions,
+            deny=config.deny,
+            imds_tokens_required=config.imds_tokens_required,
+            throttle=Throttle.from_specs(config.request_rates),
         )
         if config.imds_address:
             try:

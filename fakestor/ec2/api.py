@@ -16,6 +16,7 @@ from fakestor.control.regions import Regions
 from fakestor.ec2 import wire
 from fakestor.ec2.actions import ACTIONS
 from fakestor.services import region_of
+from fakestor.throttling import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +36,12 @@ def _out_of_space(failure: sqlite3.OperationalError) -> bool:
     return "disk is full" in str(failure) or "disk I/O error" in str(failure)
 
 
-def ec2_blueprint(regions: Regions, deny: Sequence[str] = ()) -> Blueprint:
+def ec2_blueprint(
+    regions: Regions, deny: Sequence[str] = (), throttle: Throttle | None = None
+) -> Blueprint:
     """The EC2 endpoint of every region: a request acts in the region of its signature
-    (unsigned: the server's). Actions matching a `deny` glob answer UnauthorizedOperation."""
+    (unsigned: the server's). Actions matching a `deny` glob answer UnauthorizedOperation;
+    actions above their `throttle` rate, RequestLimitExceeded."""
     blueprint = Blueprint("ec2", __name__)
 
     @blueprint.route("/", methods=["GET", "POST"])
@@ -61,6 +65,8 @@ def ec2_blueprint(regions: Regions, deny: Sequence[str] = ()) -> Blueprint:
                 raise errors.UnauthorizedOperation()
             region = region_of(request)
             ebs = regions.get(region) if region else regions.home
+            if throttle is not None and not throttle.admit("ec2", action, ebs.region.name):
+                raise errors.RequestLimitExceeded()
             result = handler(ebs, wire.parse_request(operation, params))
             body = wire.serialize_response(operation, result, request_id)
             return Response(
