@@ -131,6 +131,8 @@ def _readable(ebs: Ebs, snapshot_id: str) -> Snapshot:
     except (errors.InvalidSnapshotNotFound, errors.Ec2Error):
         raise ResourceNotFoundException(snapshot_id) from None
     if snapshot.state != SnapshotState.COMPLETED:
+        # AWS documents that only completed snapshots are readable (ebsapi-faq), not the
+        # message; this wording is fakestor's.
         raise ValidationException(
             f"The snapshot '{snapshot_id}' is in the '{snapshot.state}' state; only "
             "completed snapshots can be read.",
