@@ -184,8 +184,9 @@ def _ebs_direct(args: argparse.Namespace, runs: int) -> None:
         "every other block rewritten, a second snapshot, then the full listing (all "
         "pages), the page cache dropped before each. moto "
         f"{version('moto')} (in the venv) does the same from snapshots written with its "
-        "own StartSnapshot/PutSnapshotBlock, held in memory.\n\n"
-        + ebs_direct.summary(figures, sizes)
+        "own StartSnapshot/PutSnapshotBlock, held in memory. loopdev compares the blocks "
+        "both images hold by reading them (its cost follows the data written); fuse "
+        "compares chunk maps, reading nothing.\n\n" + ebs_direct.summary(figures, sizes)
     )
     print(body)
     if not args.no_record:
