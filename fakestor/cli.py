@@ -93,7 +93,8 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_TIME_SCALE,
         metavar="FACTOR",
         help="divide EC2's snapshot lifecycle durations (archival, restores, fast snapshot "
-        "restore, lock periods) by FACTOR (default 3600: an hour takes a second)",
+        "restore, lock periods, StartSnapshot's Timeout, which never drops under 10 s) by "
+        "FACTOR (default 3600: an hour takes a second)",
     )
     server.add_argument(
         "--deny",
