@@ -14,6 +14,7 @@ import hmac
 import logging
 import secrets
 import struct
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,6 +25,7 @@ from fakestor import errors
 from fakestor.control.context import Ebs
 from fakestor.control.loaders import get_snapshot, load_volumes
 from fakestor.control.resources import Snapshot, utcnow
+from fakestor.control.state_store import StateStore
 from fakestor.control.states import SnapshotState
 from fakestor.direct_errors import (
     InternalServerException,
@@ -40,6 +42,7 @@ MAX_RESULTS = 10000
 # What EBS shows as the volume of a snapshot no volume of this account made.
 NO_VOLUME = "vol-ffffffff"
 _SECRET_KEY = "direct_api_secret"
+_SECRETS: weakref.WeakKeyDictionary[StateStore, bytes] = weakref.WeakKeyDictionary()
 _T = TypeVar("_T")
 
 
@@ -63,13 +66,19 @@ class BlockData:
 
 
 def _secret(ebs: Ebs) -> bytes:
+    # Made once per state store and never changed: kept in memory after the first read,
+    # so a GetSnapshotBlock costs one transaction, not two.
+    known = _SECRETS.get(ebs.store)
+    if known is not None:
+        return known
     with ebs.store.transaction() as db:
         db.execute(
             "INSERT OR IGNORE INTO settings(key, value) VALUES (?, ?)",
             (_SECRET_KEY, secrets.token_hex(32)),
         )
         row = db.execute("SELECT value FROM settings WHERE key=?", (_SECRET_KEY,)).fetchone()
-    return bytes.fromhex(row["value"])
+    secret = _SECRETS[ebs.store] = bytes.fromhex(row["value"])
+    return secret
 
 
 def _mac(secret: bytes, *parts: object) -> bytes:
