@@ -1,5 +1,5 @@
-"""The Flask application: the EC2 API and the EBS direct APIs of every region, and the
-host's instance metadata, on one endpoint."""
+"""The Flask application: the EC2 API, KMS, the EBS direct APIs and CloudWatch's AWS/EBS
+metrics of every region, and the host's instance metadata, on one endpoint."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ from collections.abc import Sequence
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
+from fakestor.cloudwatch.api import cloudwatch_blueprint, cloudwatch_json_handler
 from fakestor.control.regions import Regions
 from fakestor.ebs.api import ebs_blueprint
-from fakestor.ec2.api import ec2_blueprint
+from fakestor.ec2.api import ec2_handler
+from fakestor.front import front_blueprint
 from fakestor.imds import IMDS_PREFIXES, imds_blueprint
+from fakestor.kms.api import kms_handler
 from fakestor.services import not_implemented
 from fakestor.throttling import Throttle
 from fakestor.ui import ui_blueprint
@@ -33,9 +36,19 @@ def create_app(
     # Instance metadata and the UI are the host's, so its region's.
     app.register_blueprint(imds_blueprint(regions.home, imds_tokens_required))
     app.register_blueprint(ui_blueprint(regions.home))
-    # One set of token buckets for both APIs (off unless rates are configured).
-    app.register_blueprint(ec2_blueprint(regions, deny, throttle))
+    # One set of token buckets (off unless rates are configured) for EC2 and EBS direct.
+    # `/` serves every service whose requests post there, by the service of their signature.
+    app.register_blueprint(
+        front_blueprint(
+            {
+                "ec2": ec2_handler(regions, deny, throttle),
+                "kms": kms_handler(regions),
+                "monitoring": cloudwatch_json_handler(regions),
+            }
+        )
+    )
     app.register_blueprint(ebs_blueprint(regions, throttle))
+    app.register_blueprint(cloudwatch_blueprint(regions))
 
     def unknown_path(failure: HTTPException) -> Response | HTTPException:
         # Instance metadata answers like EC2's (plain 404s); API paths in their protocol.

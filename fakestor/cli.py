@@ -97,6 +97,14 @@ def _parser() -> argparse.ArgumentParser:
         "FACTOR (default 3600: an hour takes a second)",
     )
     server.add_argument(
+        "--metrics-interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how often the CloudWatch AWS/EBS datapoints are taken from the devices' "
+        "counters (default 60, as EBS; shorter for tests)",
+    )
+    server.add_argument(
         "--deny",
         action="append",
         default=[],
@@ -228,6 +236,8 @@ def _run_server(args: argparse.Namespace) -> None:
         raise CliError(f"--zones takes lowercase zone letters such as 'abc', not {args.zones!r}")
     if args.time_scale <= 0:
         raise CliError("--time-scale must be positive")
+    if args.metrics_interval < 1:
+        raise CliError("--metrics-interval must be at least 1 second")
     if args.latency < 0:
         raise CliError("--latency must not be negative")
     if args.pending_snapshot_quota < 0:
@@ -261,6 +271,7 @@ def _run_server(args: argparse.Namespace) -> None:
         imds_address=args.imds_address,
         request_rates=args.request_rate,
         pending_snapshot_quota=args.pending_snapshot_quota,
+        metrics_interval=args.metrics_interval,
     )
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -23,6 +23,7 @@ from fakestor.control.lifecycle_clock import DEFAULT_TIME_SCALE
 from fakestor.control.quotas import DEFAULT_PENDING_SNAPSHOT_QUOTA
 from fakestor.control.regions import Regions
 from fakestor.control.resources import Region
+from fakestor.control.volume_metrics import Sampler
 from fakestor.imds_address import (
     IMDS_PORT,
     ImdsAddressError,
@@ -71,6 +72,7 @@ class ServerConfig:
     request_rates: list[str] = field(default_factory=list)  # throttling.parse_rate specs
     pending_snapshot_quota: int = DEFAULT_PENDING_SNAPSHOT_QUOTA
     threads: int = 8
+    metrics_interval: float = 60.0  # seconds between CloudWatch datapoints (EBS: 60)
 
 
 class ServeError(Exception):
@@ -141,6 +143,9 @@ def serve(config: ServerConfig) -> None:
         opened.callback(backend.close)  # close() also undoes a start() that failed half-way
         backend.start()
         opened.callback(regions.tasks.shutdown)  # before the backend closes
+        sampler = Sampler(regions.with_records, config.metrics_interval)
+        sampler.start()
+        opened.callback(sampler.stop)
         app = create_app(
             regions,
             deny=config.deny,
