@@ -21,6 +21,7 @@ import pyfuse3
 import trio
 
 from backends.fuse.chunks import ChunkStore, ChunkStoreError, ChunkStoreFull, NoSuchImage
+from backends.performance import Shaper
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class BlockFilesystem(pyfuse3.Operations):
         self._next_inode = SNAPSHOTS_INODE + 1
         self._lock = threading.Lock()
         self.largest_write = 0
+        self.shapers: dict[str, Shaper] = {}  # image -> EBS performance model, if on
 
     def inode_of(self, name: str) -> int:
         with self._lock:
@@ -152,12 +154,22 @@ class BlockFilesystem(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EROFS)
         return pyfuse3.FileInfo(fh=inode, direct_io=True, keep_cache=False)
 
+    async def _shape(self, name: str, size: int) -> None:
+        """Wait as long as the volume's EBS performance model says this I/O must."""
+        shaper = self.shapers.get(name)
+        if shaper is not None:
+            delay = shaper.delay(size)
+            if delay > 0:
+                await trio.sleep(delay)
+
     async def read(self, fh: int, off: int, size: int) -> bytes:
         name = self._name(fh)
+        await self._shape(name, size)
         return await self._run(lambda: self.chunk_store.read(name, off, size))
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         name = self._name(fh)
+        await self._shape(name, len(buf))
         self.largest_write = max(self.largest_write, len(buf))
         return await self._run(lambda: self.chunk_store.write(name, off, buf))
 

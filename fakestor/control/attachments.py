@@ -7,7 +7,7 @@ import sqlite3
 
 from backends import BackendError, DeviceBusy
 from fakestor import device_names, errors, failpoints
-from fakestor.control import instance_types, rules
+from fakestor.control import instance_types, performance_model, rules
 from fakestor.control.context import Ebs, check_dry_run
 from fakestor.control.loaders import get_instance, get_volume
 from fakestor.control.resources import (
@@ -119,6 +119,7 @@ def submit_attach(ebs: Ebs, volume_id: str, instance_id: str) -> None:
                 (device_path, volume_id, instance_id),
             )
             clear_failure(db, volume_id)
+        performance_model.apply(ebs, volume_id)
 
     def failed(failure: Exception) -> None:
         # As EC2 reports an attach that cannot complete: the attachment ends, the

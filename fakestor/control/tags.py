@@ -6,6 +6,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 
 from fakestor import errors, ids
+from fakestor.control import performance_model
 from fakestor.control.context import Ebs, check_dry_run
 from fakestor.control.filter_values import TAG_FILTERS
 from fakestor.control.filters import Filter, check_filters, matches
@@ -93,11 +94,17 @@ def create_tags(
     if not resource_ids:
         raise errors.MissingParameter("ResourceId")
     check_tags(tags)
+    for key, value in tags.items():
+        problem = performance_model.check_tag_value(key, value)
+        if problem:
+            raise errors.InvalidParameterValue(problem)
     with ebs.store.transaction() as db:
         types = {rid: type_of_resource(ebs, db, rid) for rid in resource_ids}
         check_dry_run(dry_run)
         for resource_id, resource_type in types.items():
             set_tags(db, resource_id, resource_type, tags)
+    if performance_model.TAG in tags:
+        _apply_performance(ebs, [rid for rid, kind in types.items() if kind == "volume"])
 
 
 def delete_tags(
@@ -125,6 +132,14 @@ def delete_tags(
                         "DELETE FROM tags WHERE resource_id=? AND key=? AND value=?",
                         (resource_id, key, value),
                     )
+    if not tags or any(key == performance_model.TAG for key, _ in tags):
+        _apply_performance(ebs, [rid for rid in resource_ids if rid.startswith("vol-")])
+
+
+def _apply_performance(ebs: Ebs, volume_ids: Sequence[str]) -> None:
+    """The performance model tag changed: the volumes' data path follows at once."""
+    for volume_id in volume_ids:
+        performance_model.apply(ebs, volume_id)
 
 
 def describe_tags(ebs: Ebs, *, filters: Sequence[Filter] = (), dry_run: bool = False) -> list[Tag]:
