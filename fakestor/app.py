@@ -1,5 +1,5 @@
-"""The Flask application: the EC2 API and the EBS direct APIs of every region, and the
-host's instance metadata, on one endpoint."""
+"""The Flask application: the EC2 API, the EBS direct APIs and the Recycle Bin API of every
+region, and the host's instance metadata, on one endpoint."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from fakestor.control.regions import Regions
 from fakestor.ebs.api import ebs_blueprint
 from fakestor.ec2.api import ec2_blueprint
 from fakestor.imds import IMDS_PREFIXES, imds_blueprint
+from fakestor.rbin.api import rbin_blueprint
 from fakestor.services import not_implemented
 from fakestor.ui import ui_blueprint
 
@@ -33,6 +34,7 @@ def create_app(
     app.register_blueprint(ui_blueprint(regions.home))
     app.register_blueprint(ec2_blueprint(regions, deny))
     app.register_blueprint(ebs_blueprint(regions))
+    app.register_blueprint(rbin_blueprint(regions))
 
     def unknown_path(failure: HTTPException) -> Response | HTTPException:
         # Instance metadata answers like EC2's (plain 404s); API paths in their protocol.

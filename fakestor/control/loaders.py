@@ -116,13 +116,21 @@ def get_volume(db: sqlite3.Connection, volume_id: str) -> Volume:
 
 
 def load_snapshots(
-    db: sqlite3.Connection, owner_id: str, snapshot_ids: Sequence[str] | None = None
+    db: sqlite3.Connection,
+    owner_id: str,
+    snapshot_ids: Sequence[str] | None = None,
+    *,
+    in_recycle_bin: bool = False,
 ) -> list[Snapshot]:
+    """The account's snapshots; those in the Recycle Bin only if `in_recycle_bin` (to every
+    other use they do not exist until restored)."""
     if snapshot_ids is None:
         rows = db.execute("SELECT * FROM snapshots").fetchall()
     else:
         marks = ",".join("?" * len(snapshot_ids))
         rows = db.execute(f"SELECT * FROM snapshots WHERE id IN ({marks})", snapshot_ids).fetchall()
+    if not in_recycle_bin:
+        rows = [row for row in rows if row["state"] != SnapshotState.RECOVERABLE]
     tags = tags_of(db, "snapshot")
     grants: dict[str, list[tuple[str, str]]] = {}
     for grant in db.execute("SELECT * FROM snapshot_permissions"):
