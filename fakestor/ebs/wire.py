@@ -193,6 +193,13 @@ def _structure_from_json(
             raise ValidationException(f"The parameter {prefix}{key} is not recognized.")
         if value is not None:
             result[names[key]] = _from_json(shape.members[names[key]], value, prefix + key)
+    for required in shape.required_members:
+        member = shape.members[required]
+        if required not in result and "location" not in member.serialization:
+            wire_name = str(member.serialization.get("name", required))
+            raise ValidationException(
+                f"The request must contain the parameter {prefix}{wire_name}."
+            )
     return result
 
 
