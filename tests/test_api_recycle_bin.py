@@ -421,7 +421,7 @@ def test_aws_cli_creates_a_rule_and_lists_the_bin(fast: Server) -> None:
         fast,
         "create-rule",
         "--resource-type", "EBS_SNAPSHOT",
-        "--retention-period", "RetentionPeriodValue=30,RetentionPeriodUnit=DAYS",
+        "--retention-period", "RetentionPeriodValue=365,RetentionPeriodUnit=DAYS",
         "--description", "from the cli",
         service="rbin",
     )  # fmt: skip
