@@ -16,18 +16,20 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from tests.conftest import REGION, Server, ServerFactory, fast_waiter, new_volume, wait_for
+from tests.test_api_ebs_direct import ebs_client
+from tests.test_api_regions import region_client
 from tests.test_cli import aws
 
 WEEK_A_SECOND = ("--time-scale", "604800")
 SCALE = 604800
 
 
-def rbin_client(url: str, *, validate: bool = True) -> Any:
+def rbin_client(url: str, *, validate: bool = True, region: str = REGION) -> Any:
     """An rbin client; without `validate`, what botocore would refuse reaches the server."""
     return boto3.client(
         "rbin",
         endpoint_url=url,
-        region_name=REGION,
+        region_name=region,
         aws_access_key_id="AKIDFAKESTOR",
         aws_secret_access_key="fakestor-secret",
         config=Config(retries={"max_attempts": 1}, parameter_validation=validate),
@@ -374,6 +376,34 @@ def test_tag_level_rules_exclusions_and_longest_retention(fast: Server) -> None:
     ec2.delete_snapshot(SnapshotId=plain)
     ec2.delete_snapshot(SnapshotId=scratch)
     assert plain in _in_bin(ec2) and scratch not in _in_bin(ec2) and not _exists(ec2, scratch)
+
+
+def test_snapshot_deleted_while_pending_goes_to_the_bin_once_completed(fast: Server) -> None:
+    rbin, ec2, ebs = rbin_client(fast.url), fast.client(), ebs_client(fast.url)
+    rbin.create_rule(ResourceType="EBS_SNAPSHOT", RetentionPeriod=_days(365))
+    snapshot_id = ebs.start_snapshot(VolumeSize=1)["SnapshotId"]  # pending until completed
+    ec2.delete_snapshot(SnapshotId=snapshot_id)
+    assert ec2.describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"][0]["State"] == "pending"
+    assert _in_bin(ec2) == {}
+    ebs.complete_snapshot(SnapshotId=snapshot_id, ChangedBlocksCount=0)
+    wait_for(lambda: snapshot_id in _in_bin(ec2))
+    assert not _exists(ec2, snapshot_id)
+
+
+def test_rules_belong_to_the_region_of_the_signature(fast: Server) -> None:
+    rbin_client(fast.url).create_rule(ResourceType="EBS_SNAPSHOT", RetentionPeriod=_days(365))
+    ireland = rbin_client(fast.url, region="eu-west-1")
+    assert ireland.list_rules(ResourceType="EBS_SNAPSHOT")["Rules"] == []
+    ec2 = region_client(fast.url, "eu-west-1")
+    volume_id = new_volume(ec2, zone="eu-west-1a")
+    snapshot_id = ec2.create_snapshot(VolumeId=volume_id)["SnapshotId"]
+    fast_waiter(ec2, "snapshot_completed")(SnapshotIds=[snapshot_id])
+    ec2.delete_snapshot(SnapshotId=snapshot_id)  # no rule in eu-west-1: gone for good
+    assert _in_bin(ec2) == {} and not _exists(ec2, snapshot_id)
+    ireland.create_rule(ResourceType="EBS_SNAPSHOT", RetentionPeriod=_days(365))
+    assert ireland.list_rules(ResourceType="EBS_SNAPSHOT")["Rules"][0]["RuleArn"].startswith(
+        "arn:aws:rbin:eu-west-1:"
+    )
 
 
 def test_locked_snapshot_delete_stays_refused_and_purge_ends_the_snapshot(fast: Server) -> None:
