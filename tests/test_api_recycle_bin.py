@@ -7,6 +7,9 @@ Servers run with --time-scale 604800 (an EC2 week takes a second, no step under 
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -469,3 +472,33 @@ def test_aws_cli_creates_a_rule_and_lists_the_bin(fast: Server) -> None:
     assert restored["State"] == "recovering"
     aws(fast, "delete-rule", "--identifier", created["Identifier"], service="rbin")
     assert aws(fast, "list-rules", "--resource-type", "EBS_SNAPSHOT", service="rbin")["Rules"] == []
+
+
+def _signed(url: str, method: str, body: bytes | None = None) -> urllib.request.Request:
+    headers = {
+        "Authorization": "AWS4-HMAC-SHA256 Credential=AKIDFAKESTOR/20261127/us-east-1/rbin/"
+        "aws4_request, SignedHeaders=host, Signature=0",
+        "Content-Type": "application/json",
+    }
+    return urllib.request.Request(url, data=body, headers=headers, method=method)
+
+
+def test_errors_are_json_with_the_error_type(fast: Server) -> None:
+    for request, status, error_type in [
+        (_signed(f"{fast.url}/rules/abcdefghijk/nothing", "GET"), 404, "UnknownOperationException"),
+        (_signed(f"{fast.url}/rules", "POST", b"{not json"), 400, "ValidationException"),
+        (_signed(f"{fast.url}/rules", "POST", b'{"ResourceType": "EBS_SNAPSHOT"}'), 400,
+         "ValidationException"),
+        (_signed(f"{fast.url}/list-rules", "POST", b'{"ResourceType": 7}'), 400,
+         "ValidationException"),
+    ]:  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request)
+        assert refused.value.code == status
+        assert refused.value.headers["x-amzn-ErrorType"] == error_type
+        assert refused.value.headers["Content-Type"] == "application/json"
+        json.loads(refused.value.read())
+    # Unsigned, or signed for EC2, these paths are not the Recycle Bin.
+    with pytest.raises(urllib.error.HTTPError) as unsigned:
+        urllib.request.urlopen(f"{fast.url}/rules")
+    assert b"<html" not in unsigned.value.read().lower()
