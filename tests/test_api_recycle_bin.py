@@ -319,6 +319,9 @@ def test_deleted_snapshot_goes_to_the_bin_and_is_restored(fast: Server) -> None:
     with pytest.raises(ClientError) as refused:
         ec2.create_volume(AvailabilityZone="us-east-1a", SnapshotId=snapshot_id)
     assert refused.value.response["Error"]["Code"] == "InvalidSnapshot.NotFound"
+    # ... and its tags changed.
+    ec2.create_tags(Resources=[snapshot_id], Tags=[{"Key": "while", "Value": "binned"}])
+    ec2.delete_tags(Resources=[snapshot_id], Tags=[{"Key": "while"}])
     with pytest.raises(ClientError) as refused:
         ec2.restore_snapshot_from_recycle_bin(SnapshotId=snapshot_id, DryRun=True)
     assert refused.value.response["Error"]["Code"] == "DryRunOperation"
