@@ -396,6 +396,33 @@ def test_snapshot_deleted_while_pending_goes_to_the_bin_once_completed(fast: Ser
     assert not _exists(ec2, snapshot_id)
 
 
+def test_the_bin_lists_in_pages(fast: Server) -> None:
+    rbin, ec2 = rbin_client(fast.url), fast.client()
+    rbin.create_rule(ResourceType="EBS_SNAPSHOT", RetentionPeriod=_days(365))
+    volume_id = new_volume(ec2)
+    made = [ec2.create_snapshot(VolumeId=volume_id)["SnapshotId"] for _ in range(6)]
+    fast_waiter(ec2, "snapshot_completed")(SnapshotIds=made)
+    for snapshot_id in made:
+        ec2.delete_snapshot(SnapshotId=snapshot_id)
+    first = ec2.list_snapshots_in_recycle_bin(MaxResults=5)
+    second = ec2.list_snapshots_in_recycle_bin(MaxResults=5, NextToken=first["NextToken"])
+    assert len(first["Snapshots"]) == 5 and "NextToken" not in second
+    assert sorted(s["SnapshotId"] for s in first["Snapshots"] + second["Snapshots"]) == sorted(made)
+    with pytest.raises(ClientError) as refused:
+        fast.client(parameter_validation=False).list_snapshots_in_recycle_bin(MaxResults=4)
+    assert refused.value.response["Error"]["Code"] == "InvalidParameterValue"
+    with pytest.raises(ClientError) as refused:
+        ec2.list_snapshots_in_recycle_bin(NextToken="bm90LWEtdG9rZW4=")
+    assert refused.value.response["Error"]["Code"] == "InvalidPaginationToken"
+    with pytest.raises(ClientError) as refused:
+        ec2.list_snapshots_in_recycle_bin(SnapshotIds=["snap-bad"])
+    assert refused.value.response["Error"]["Code"] == "InvalidSnapshotID.Malformed"
+    assert (
+        ec2.list_snapshots_in_recycle_bin(SnapshotIds=[made[0]])["Snapshots"][0]["SnapshotId"]
+        == made[0]
+    )
+
+
 def test_rules_belong_to_the_region_of_the_signature(fast: Server) -> None:
     rbin_client(fast.url).create_rule(ResourceType="EBS_SNAPSHOT", RetentionPeriod=_days(365))
     ireland = rbin_client(fast.url, region="eu-west-1")
