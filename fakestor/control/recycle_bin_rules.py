@@ -31,8 +31,9 @@ from fakestor.rbin_errors import (
 # Retention periods per resource type, in days (RetentionPeriodValue in AWS's API reference).
 RETENTION_DAYS = {"EBS_SNAPSHOT": (1, 365), "EC2_IMAGE": (1, 365), "EBS_VOLUME": (1, 7)}
 UNLOCK_DELAY_DAYS = (7, 30)
-# Recycle Bin quotas: retention rules per Region, and rules one tag pair may appear in
-# (CreateRule's ResourceTags documentation: "a maximum of five retention rules").
+# Rules one tag pair may appear in (CreateRule's ResourceTags documentation: "a maximum of
+# five retention rules"), and rules per Region: 250 is chosen, as the quota page was not
+# found to confirm it.
 MAX_RULES_PER_REGION = 250
 MAX_RULES_PER_TAG = 5
 MAX_RULE_TAGS = 50  # tags on a rule itself, as for other AWS resources
