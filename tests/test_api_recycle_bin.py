@@ -15,7 +15,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tests.conftest import REGION, Server, ServerFactory, fast_waiter, new_volume, wait_for
+from tests.conftest import REGION, ZONE, Server, ServerFactory, fast_waiter, new_volume, wait_for
 from tests.test_api_ebs_direct import ebs_client
 from tests.test_api_regions import region_client
 from tests.test_cli import aws
@@ -91,6 +91,7 @@ def test_deleted_snapshot_goes_to_the_bin_and_is_restored(fast: Server) -> None:
         TagSpecifications=[{"ResourceType": "snapshot", "Tags": [{"Key": "k", "Value": "v"}]}],
     )["SnapshotId"]
     fast_waiter(ec2, "snapshot_completed")(SnapshotIds=[snapshot_id])
+    ec2.enable_fast_snapshot_restores(AvailabilityZones=[ZONE], SourceSnapshotIds=[snapshot_id])
 
     ec2.delete_snapshot(SnapshotId=snapshot_id)
     assert not _exists(ec2, snapshot_id)
@@ -125,6 +126,8 @@ def test_deleted_snapshot_goes_to_the_bin_and_is_restored(fast: Server) -> None:
         ec2.restore_snapshot_from_recycle_bin(SnapshotId=snapshot_id)
     assert refused.value.response["Error"]["Code"] == "InvalidSnapshot.NotFound"
     new_volume(ec2, SnapshotId=snapshot_id)  # usable again
+    # Fast snapshot restore ended when the snapshot entered the bin.
+    assert ec2.describe_fast_snapshot_restores()["FastSnapshotRestores"] == []
 
 
 def test_tag_level_rules_exclusions_and_longest_retention(fast: Server) -> None:
