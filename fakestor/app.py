@@ -1,5 +1,6 @@
-"""The Flask application: the EC2 API, the EBS direct APIs and the Recycle Bin API of every
-region, and the host's instance metadata, on one endpoint."""
+"""The Flask application: the EC2 API, KMS, the EBS direct APIs, the Recycle Bin API and
+CloudWatch's AWS/EBS metrics of every region, and the host's instance metadata, on one
+endpoint."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ from collections.abc import Sequence
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
+from fakestor.cloudwatch.api import cloudwatch_blueprint, cloudwatch_json_handler
 from fakestor.control.regions import Regions
 from fakestor.ebs.api import ebs_blueprint
-from fakestor.ec2.api import ec2_blueprint
+from fakestor.ec2.api import ec2_handler
+from fakestor.front import front_blueprint
 from fakestor.imds import IMDS_PREFIXES, imds_blueprint
+from fakestor.kms.api import kms_handler
 from fakestor.rbin.api import rbin_blueprint
 from fakestor.services import not_implemented
 from fakestor.ui import ui_blueprint
@@ -32,8 +36,18 @@ def create_app(
     # Instance metadata and the UI are the host's, so its region's.
     app.register_blueprint(imds_blueprint(regions.home, imds_tokens_required))
     app.register_blueprint(ui_blueprint(regions.home))
-    app.register_blueprint(ec2_blueprint(regions, deny))
+    # `/` serves every service whose requests post there, by the service of their signature.
+    app.register_blueprint(
+        front_blueprint(
+            {
+                "ec2": ec2_handler(regions, deny),
+                "kms": kms_handler(regions),
+                "monitoring": cloudwatch_json_handler(regions),
+            }
+        )
+    )
     app.register_blueprint(ebs_blueprint(regions))
+    app.register_blueprint(cloudwatch_blueprint(regions))
     app.register_blueprint(rbin_blueprint(regions))
 
     def unknown_path(failure: HTTPException) -> Response | HTTPException:

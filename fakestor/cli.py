@@ -94,6 +94,14 @@ def _parser() -> argparse.ArgumentParser:
         "restore, lock periods) by FACTOR (default 3600: an hour takes a second)",
     )
     server.add_argument(
+        "--metrics-interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how often the CloudWatch AWS/EBS datapoints are taken from the devices' "
+        "counters (default 60, as EBS; shorter for tests)",
+    )
+    server.add_argument(
         "--deny",
         action="append",
         default=[],
@@ -205,6 +213,8 @@ def _run_server(args: argparse.Namespace) -> None:
         raise CliError(f"--zones takes lowercase zone letters such as 'abc', not {args.zones!r}")
     if args.time_scale <= 0:
         raise CliError("--time-scale must be positive")
+    if args.metrics_interval < 1:
+        raise CliError("--metrics-interval must be at least 1 second")
     if args.latency < 0:
         raise CliError("--latency must not be negative")
     if len(args.account_id) != 12 or not args.account_id.isdigit():
@@ -229,6 +239,7 @@ def _run_server(args: argparse.Namespace) -> None:
         deny=args.deny,
         imds_tokens_required=args.imds_tokens == "required",
         imds_address=args.imds_address,
+        metrics_interval=args.metrics_interval,
     )
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -22,6 +22,7 @@ from fakestor.control import reconcile
 from fakestor.control.lifecycle_clock import DEFAULT_TIME_SCALE
 from fakestor.control.regions import Regions
 from fakestor.control.resources import Region
+from fakestor.control.volume_metrics import Sampler
 from fakestor.imds_address import (
     IMDS_PORT,
     ImdsAddressError,
@@ -67,6 +68,7 @@ class ServerConfig:
     imds_tokens_required: bool = False
     imds_address: str | None = None  # also serve on ADDRESS:80, added to lo (EC2's IMDS)
     threads: int = 8
+    metrics_interval: float = 60.0  # seconds between CloudWatch datapoints (EBS: 60)
 
 
 class ServeError(Exception):
@@ -136,6 +138,9 @@ def serve(config: ServerConfig) -> None:
         opened.callback(backend.close)  # close() also undoes a start() that failed half-way
         backend.start()
         opened.callback(regions.tasks.shutdown)  # before the backend closes
+        sampler = Sampler(regions.with_records, config.metrics_interval)
+        sampler.start()
+        opened.callback(sampler.stop)
         app = create_app(
             regions, deny=config.deny, imds_tokens_required=config.imds_tokens_required
         )

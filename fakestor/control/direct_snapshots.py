@@ -23,6 +23,7 @@ from typing import TypeVar
 
 from backends import SNAPSHOT_BLOCK_SIZE, BackendError, OutOfSpace
 from fakestor import errors
+from fakestor.control import kms_keys
 from fakestor.control.account import resolve_encryption
 from fakestor.control.context import Ebs
 from fakestor.control.loaders import get_snapshot, load_volumes
@@ -415,6 +416,14 @@ def start_snapshot(ebs: Ebs, request: StartSnapshotRequest) -> StartedSnapshot:
             )
         except errors.Ec2Error as refused:
             raise ValidationException(refused.message, "INVALID_PARAMETER_VALUE") from None
+        unusable = kms_keys.unusable_for_ebs(ebs, kms_key_id) if kms_key_id else None
+        if encrypted and unusable is not None:
+            # StartSnapshot answers at once; no EBS wording was found, so the text is
+            # fakestor's and the Reason the model's for a key it cannot use.
+            raise ValidationException(
+                f"The KMS key {request.kms_key_arn or kms_key_id} cannot be used: {unusable}.",
+                "INVALID_CUSTOMER_KEY",
+            )
         new = NewSnapshot(NO_VOLUME, size, request.description or "", encrypted, kms_key_id)
         snapshot = insert_snapshot(ebs, db, new, tags)
         timeout_at = utcnow() + timedelta(minutes=timeout)

@@ -114,6 +114,14 @@ def reservation_instances(db: sqlite3.Connection, reservation_id: str) -> list[I
 
 def submit_launch(ebs: Ebs, instance_id: str, volume_ids: Sequence[str] = ()) -> None:
     def work() -> None:
+        with ebs.store.transaction() as db:
+            row = db.execute(
+                "SELECT state, state_reason FROM instances WHERE id=?", (instance_id,)
+            ).fetchone()
+        if row is not None and row["state"] == InstanceState.SHUTTING_DOWN and row["state_reason"]:
+            # EC2 ended the launch (a volume's KMS key it cannot use: volumes.vanish_volume).
+            submit_terminate(ebs, instance_id, volume_ids)
+            return
         wait = ebs.backend.latency
         if wait and not ebs.tasks.sleep(wait):
             return

@@ -201,6 +201,7 @@ def load_instances(db: sqlite3.Connection) -> list[Instance]:
             root_device_name=row["root_device_name"],
             disable_api_termination=bool(row["disable_api_termination"]),
             ephemeral=[(device, name) for device, name in json.loads(row["ephemeral"])],
+            state_reason=tuple(json.loads(row["state_reason"])) if row["state_reason"] else None,
         )
         for row in db.execute("SELECT * FROM instances")
     ]

@@ -11,6 +11,7 @@ from botocore.loaders import Loader
 
 from backends import Backend
 from fakestor import errors
+from fakestor.control import kms_keys
 from fakestor.control.context import Ebs
 from fakestor.control.lifecycle_clock import DEFAULT_TIME_SCALE
 from fakestor.control.resources import Region
@@ -134,6 +135,7 @@ class Regions:
                     host=home,
                 )
                 ebs.regions = self
+                kms_keys.adopt_legacy_default_key(ebs)
                 self._contexts[name] = ebs
             return ebs
 

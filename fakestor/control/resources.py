@@ -51,10 +51,6 @@ class Region:
         short = parts[0] + "".join(part[0] for part in parts[1:-1]) + parts[-1]
         return f"{short}-az{self.zone_letters.index(zone[-1]) + 1}"
 
-    @property
-    def default_kms_key_id(self) -> str:
-        return f"arn:aws:kms:{self.name}:{self.account_id}:key/fakestor-aws-ebs-default-key"
-
 
 @dataclass
 class Attachment:
@@ -147,6 +143,7 @@ class Instance:
     root_device_name: str = "/dev/xvda"
     disable_api_termination: bool = False
     ephemeral: list[tuple[str, str]] = field(default_factory=list)  # device, ephemeralN
+    state_reason: tuple[str, str] | None = None  # (code, message) when EC2 ended it
 
 
 @dataclass

@@ -99,6 +99,18 @@ CREATE TABLE IF NOT EXISTS modifications (
     status_message TEXT,
     PRIMARY KEY (volume_id, seq)
 );
+-- CloudWatch datapoints of EBS volumes (control/volume_metrics.py), timestamp in epoch seconds
+CREATE TABLE IF NOT EXISTS volume_metrics (
+    volume_id TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    timestamp INTEGER NOT NULL,
+    sample_count REAL NOT NULL,
+    sum REAL NOT NULL,
+    minimum REAL NOT NULL,
+    maximum REAL NOT NULL,
+    unit TEXT NOT NULL,
+    PRIMARY KEY (volume_id, metric, timestamp)
+);
 CREATE TABLE IF NOT EXISTS images (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -203,6 +215,34 @@ CREATE TABLE IF NOT EXISTS recycle_bin (
     exit_time TEXT NOT NULL,
     recover_due TEXT
 );
+-- KMS (kms_keys.py, kms_aliases.py): the region's keys, aliases (key_id NULL for a
+-- predefined AWS alias whose key is not made yet) and key tags.
+CREATE TABLE IF NOT EXISTS kms_keys (
+    id TEXT PRIMARY KEY,
+    description TEXT NOT NULL,
+    key_usage TEXT NOT NULL,
+    key_spec TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    key_manager TEXT NOT NULL,
+    state TEXT NOT NULL,
+    creation_date TEXT NOT NULL,
+    deletion_date TEXT,
+    pending_window_days INTEGER,
+    multi_region INTEGER NOT NULL DEFAULT 0,
+    policy TEXT
+);
+CREATE TABLE IF NOT EXISTS kms_aliases (
+    name TEXT PRIMARY KEY,
+    key_id TEXT,
+    creation_date TEXT NOT NULL,
+    last_updated TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kms_key_tags (
+    key_id TEXT NOT NULL,
+    tag_key TEXT NOT NULL,
+    tag_value TEXT NOT NULL,
+    PRIMARY KEY (key_id, tag_key)
+);
 CREATE TABLE IF NOT EXISTS direct_blocks (
     snapshot_id TEXT NOT NULL,
     block_index INTEGER NOT NULL,
@@ -222,6 +262,8 @@ ADDED_COLUMNS = [
     ("instances", "root_device_name", "TEXT NOT NULL DEFAULT '/dev/xvda'"),
     ("instances", "disable_api_termination", "INTEGER NOT NULL DEFAULT 0"),
     ("instances", "ephemeral", "TEXT NOT NULL DEFAULT '[]'"),  # [[device, ephemeralN], ...]
+    # Why EC2 ended an instance itself: [code, message] (a launch with an unusable KMS key).
+    ("instances", "state_reason", "TEXT"),
 ]
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from fakestor.control import Ebs
+from fakestor.control import Ebs, kms_keys
 from fakestor.control import direct_snapshots as direct
 from fakestor.control.direct_snapshots import BLOCK_SIZE, BlockPage
 
@@ -97,7 +97,8 @@ def start_snapshot(ebs: Ebs, params: Params) -> dict[str, Any]:
 def _sse_type(ebs: Ebs, started: direct.StartedSnapshot) -> str:
     if not started.snapshot.encrypted:
         return "none"
-    return "sse-ebs" if started.kms_key_arn == ebs.region.default_kms_key_id else "sse-kms"
+    aws_managed = started.kms_key_arn == kms_keys.aws_ebs_key(ebs).arn
+    return "sse-ebs" if aws_managed else "sse-kms"
 
 
 def put_snapshot_block(ebs: Ebs, params: Params) -> dict[str, Any]:

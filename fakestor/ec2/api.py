@@ -1,4 +1,5 @@
-"""The Flask blueprint that answers EC2 Query requests (`POST /` with `Action=...`)."""
+"""The EC2 Query endpoint (`POST /` with `Action=...`), a handler that the front dispatcher
+(fakestor/front.py) calls for requests signed for `ec2` and for unsigned ones."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import fnmatch
 import logging
 import sqlite3
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from flask import Blueprint, Response, current_app, request
+from flask import Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from fakestor import errors
@@ -35,12 +36,10 @@ def _out_of_space(failure: sqlite3.OperationalError) -> bool:
     return "disk is full" in str(failure) or "disk I/O error" in str(failure)
 
 
-def ec2_blueprint(regions: Regions, deny: Sequence[str] = ()) -> Blueprint:
+def ec2_handler(regions: Regions, deny: Sequence[str] = ()) -> Callable[[], Response]:
     """The EC2 endpoint of every region: a request acts in the region of its signature
     (unsigned: the server's). Actions matching a `deny` glob answer UnauthorizedOperation."""
-    blueprint = Blueprint("ec2", __name__)
 
-    @blueprint.route("/", methods=["GET", "POST"])
     def dispatch() -> Response:
         request_id = str(uuid.uuid4())
         try:
@@ -87,4 +86,4 @@ def ec2_blueprint(regions: Regions, deny: Sequence[str] = ()) -> Blueprint:
                 request_id,
             )
 
-    return blueprint
+    return dispatch

@@ -215,6 +215,9 @@ def instance(item: Instance, ebs: Ebs) -> Doc:
         "PrivateDnsName": f"ip-127-0-0-1.{ebs.region.name}.compute.internal"
         if item.is_host
         else "",
+        "StateReason": {"Code": item.state_reason[0], "Message": item.state_reason[1]}
+        if item.state_reason
+        else None,
     }
 
 
