@@ -18,11 +18,8 @@ from fakestor.control.loaders import load_snapshots, load_volumes
 from fakestor.control.modifications import submit_modify
 from fakestor.control.recycle_bin import resume_binned
 from fakestor.control.snapshot_tiers import submit_tiering
-from fakestor.control.snapshots import (
-    submit_copy_snapshot,
-    submit_create_snapshot,
-    submit_empty_trash,
-)
+from fakestor.control.snapshot_trash import submit_empty_trash
+from fakestor.control.snapshots import submit_copy_snapshot, submit_create_snapshot
 from fakestor.control.states import (
     TRANSITIONAL,
     USABLE_VOLUME,

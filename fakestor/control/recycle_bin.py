@@ -1,25 +1,88 @@
-"""The EC2 side of the Recycle Bin: ListSnapshotsInRecycleBin, RestoreSnapshotFromRecycleBin,
-and the task that finishes a restore.
+"""The EC2 side of the Recycle Bin: a deleted snapshot that a rule retains enters the bin,
+ListSnapshotsInRecycleBin, RestoreSnapshotFromRecycleBin, and the tasks that purge a binned
+snapshot when its retention ends and finish a restore.
 
-A snapshot enters the bin when DeleteSnapshot finds a rule retaining it (snapshots.py), with
-its data, tags and lock kept; it is purged there when its retention ends. A restore shows
-`recovering` for the shortest lifecycle step, then `completed`, as EC2 does.
+In the bin a snapshot keeps its data, tags and lock, and is `recoverable` (to every other use
+it does not exist). A restore shows `recovering` for the shortest lifecycle step, then
+`completed`, as EC2 does. Times are EC2's divided by the time scale.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from fakestor import errors, ids
 from fakestor.control.context import Ebs, check_dry_run
-from fakestor.control.lifecycle_clock import SHORTEST_STEP, seconds_until
+from fakestor.control.lifecycle_clock import SHORTEST_STEP, due_after, seconds_until
 from fakestor.control.loaders import get_snapshot, load_snapshots
+from fakestor.control.recycle_bin_rules import retaining_rule
 from fakestor.control.resources import Snapshot, from_text, to_text, utcnow
-from fakestor.control.snapshots import submit_purge
+from fakestor.control.snapshot_locks import find_lock
+from fakestor.control.snapshot_trash import remove_snapshot, submit_empty_trash
 from fakestor.control.states import SnapshotState
 from fakestor.control.tasks import RetryLater
+
+
+def retain_or_remove(ebs: Ebs, db: sqlite3.Connection, snapshot_id: str) -> bool:
+    """Send a deleted snapshot to the Recycle Bin if a rule retains it (True), else remove
+    its record. Its data stays until it leaves the bin; fast snapshot restore ends at once."""
+    snapshot = get_snapshot(db, ebs.account_id, snapshot_id)
+    rule = None
+    if snapshot.state in (SnapshotState.COMPLETED, SnapshotState.RECOVERING):
+        rule = retaining_rule(ebs, db, "EBS_SNAPSHOT", snapshot.tags)
+    if rule is None:
+        db.execute("DELETE FROM recycle_bin WHERE snapshot_id=?", (snapshot_id,))
+        remove_snapshot(db, snapshot_id)
+        return False
+    now = utcnow()
+    exit_time = due_after(timedelta(days=rule.retention_days), ebs.time_scale)
+    db.execute(
+        "UPDATE snapshots SET state=?, delete_requested=0 WHERE id=?",
+        (SnapshotState.RECOVERABLE, snapshot_id),
+    )
+    db.execute("DELETE FROM fast_snapshot_restores WHERE snapshot_id=?", (snapshot_id,))
+    db.execute(
+        "INSERT OR REPLACE INTO recycle_bin(snapshot_id, rule_id, enter_time, exit_time) "
+        "VALUES (?, ?, ?, ?)",
+        (snapshot_id, rule.identifier, to_text(now), to_text(exit_time)),
+    )
+    return True
+
+
+def submit_disposal(ebs: Ebs, snapshot_id: str, retained: bool) -> None:
+    if retained:
+        submit_purge(ebs, snapshot_id)
+    else:
+        submit_empty_trash(ebs, snapshot_id)
+
+
+def submit_purge(ebs: Ebs, snapshot_id: str) -> None:
+    """Delete a snapshot in the Recycle Bin for good when its retention ends, or later if a
+    lock still holds it then; restored meanwhile, it stays."""
+
+    def work() -> None:
+        with ebs.store.transaction() as db:
+            row = db.execute(
+                "SELECT exit_time, recover_due FROM recycle_bin WHERE snapshot_id=?",
+                (snapshot_id,),
+            ).fetchone()
+            if row is None or row["recover_due"] is not None:
+                return
+            wait = seconds_until(row["exit_time"])
+            lock = find_lock(db, ebs.account_id, snapshot_id)
+            if wait <= 0 and lock is not None and lock.holds:
+                wait = max(0.1, (lock.expires_on - utcnow()).total_seconds())
+            if wait <= 0:
+                db.execute("DELETE FROM recycle_bin WHERE snapshot_id=?", (snapshot_id,))
+                remove_snapshot(db, snapshot_id)
+        if wait > 0:
+            raise RetryLater(wait)  # waits on a timer, not in a worker
+        submit_empty_trash(ebs, snapshot_id)
+
+    ebs.tasks.submit([snapshot_id], work, f"recycle bin retention of {snapshot_id}")
 
 
 @dataclass(frozen=True)

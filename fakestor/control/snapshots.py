@@ -1,6 +1,6 @@
 """Snapshots: create (one volume or all of an instance's), copy, describe, delete, permissions,
-and the tasks that capture, copy and delete their data; a deleted snapshot that a Recycle Bin
-rule retains goes to the bin (`recoverable`) and is purged when its retention ends."""
+and the tasks that capture and copy their data; a deleted snapshot goes to the Recycle Bin if
+a rule retains it (recycle_bin.py), else its record and data go (snapshot_trash.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 
 from backends import BackendError
 from fakestor import errors, ids
@@ -22,7 +21,6 @@ from fakestor.control.filter_values import (
     snapshot_filter_values,
 )
 from fakestor.control.filters import Filter, check_filters, matches
-from fakestor.control.lifecycle_clock import due_after, seconds_until
 from fakestor.control.loaders import (
     get_instance,
     get_snapshot,
@@ -30,7 +28,7 @@ from fakestor.control.loaders import (
     load_snapshots,
     load_volumes,
 )
-from fakestor.control.recycle_bin_rules import retaining_rule
+from fakestor.control.recycle_bin import retain_or_remove, submit_disposal
 from fakestor.control.requests import InstanceSnapshotsRequest, SnapshotCopyRequest, TagSpec
 from fakestor.control.resources import (
     Snapshot,
@@ -38,7 +36,7 @@ from fakestor.control.resources import (
     to_text,
     utcnow,
 )
-from fakestor.control.snapshot_locks import check_unlocked, find_lock
+from fakestor.control.snapshot_locks import check_unlocked
 from fakestor.control.snapshot_tiers import check_in_standard_tier
 from fakestor.control.states import (
     USABLE_VOLUME,
@@ -46,7 +44,6 @@ from fakestor.control.states import (
     VolumeState,
 )
 from fakestor.control.tags import set_tags, tags_for
-from fakestor.control.tasks import RetryLater
 
 log = logging.getLogger(__name__)
 
@@ -346,89 +343,6 @@ def delete_snapshot(ebs: Ebs, snapshot_id: str, *, dry_run: bool = False) -> Non
             return
         retained = retain_or_remove(ebs, db, snapshot_id)
     submit_disposal(ebs, snapshot_id, retained)
-
-
-def retain_or_remove(ebs: Ebs, db: sqlite3.Connection, snapshot_id: str) -> bool:
-    """Send a deleted snapshot to the Recycle Bin if a rule retains it (True), else remove
-    its record. Its data stays until it leaves the bin; fast snapshot restore ends at once."""
-    snapshot = get_snapshot(db, ebs.account_id, snapshot_id)
-    rule = None
-    if snapshot.state in (SnapshotState.COMPLETED, SnapshotState.RECOVERING):
-        rule = retaining_rule(ebs, db, "EBS_SNAPSHOT", snapshot.tags)
-    if rule is None:
-        db.execute("DELETE FROM recycle_bin WHERE snapshot_id=?", (snapshot_id,))
-        remove_snapshot(db, snapshot_id)
-        return False
-    now = utcnow()
-    exit_time = due_after(timedelta(days=rule.retention_days), ebs.time_scale)
-    db.execute(
-        "UPDATE snapshots SET state=?, delete_requested=0 WHERE id=?",
-        (SnapshotState.RECOVERABLE, snapshot_id),
-    )
-    db.execute("DELETE FROM fast_snapshot_restores WHERE snapshot_id=?", (snapshot_id,))
-    db.execute(
-        "INSERT OR REPLACE INTO recycle_bin(snapshot_id, rule_id, enter_time, exit_time) "
-        "VALUES (?, ?, ?, ?)",
-        (snapshot_id, rule.identifier, to_text(now), to_text(exit_time)),
-    )
-    return True
-
-
-def submit_disposal(ebs: Ebs, snapshot_id: str, retained: bool) -> None:
-    if retained:
-        submit_purge(ebs, snapshot_id)
-    else:
-        submit_empty_trash(ebs, snapshot_id)
-
-
-def submit_purge(ebs: Ebs, snapshot_id: str) -> None:
-    """Delete a snapshot in the Recycle Bin for good when its retention ends, or later if a
-    lock still holds it then; restored meanwhile, it stays."""
-
-    def work() -> None:
-        with ebs.store.transaction() as db:
-            row = db.execute(
-                "SELECT exit_time, recover_due FROM recycle_bin WHERE snapshot_id=?",
-                (snapshot_id,),
-            ).fetchone()
-            if row is None or row["recover_due"] is not None:
-                return
-            wait = seconds_until(row["exit_time"])
-            lock = find_lock(db, ebs.account_id, snapshot_id)
-            if wait <= 0 and lock is not None and lock.holds:
-                wait = max(0.1, (lock.expires_on - utcnow()).total_seconds())
-            if wait <= 0:
-                db.execute("DELETE FROM recycle_bin WHERE snapshot_id=?", (snapshot_id,))
-                remove_snapshot(db, snapshot_id)
-        if wait > 0:
-            raise RetryLater(wait)  # waits on a timer, not in a worker
-        submit_empty_trash(ebs, snapshot_id)
-
-    ebs.tasks.submit([snapshot_id], work, f"recycle bin retention of {snapshot_id}")
-
-
-def remove_snapshot(db: sqlite3.Connection, snapshot_id: str) -> None:
-    db.execute("DELETE FROM snapshot_permissions WHERE snapshot_id=?", (snapshot_id,))
-    db.execute("DELETE FROM tags WHERE resource_id=?", (snapshot_id,))
-    for lifecycle in ("snapshot_locks", "snapshot_tiers", "fast_snapshot_restores"):
-        db.execute(f"DELETE FROM {lifecycle} WHERE snapshot_id=?", (snapshot_id,))
-    db.execute("DELETE FROM snapshots WHERE id=?", (snapshot_id,))
-    # The data goes in the background; the trash row carries that across a crash.
-    db.execute("INSERT OR IGNORE INTO trash VALUES ('snapshot', ?)", (snapshot_id,))
-
-
-def submit_empty_trash(ebs: Ebs, snapshot_id: str) -> None:
-    def work() -> None:
-        try:
-            ebs.backend.delete_snapshot(snapshot_id)
-        except BackendError as failure:
-            log.warning("deleting the data of %s failed: %s", snapshot_id, failure)
-            return
-        with ebs.store.transaction() as db:
-            db.execute("DELETE FROM trash WHERE kind='snapshot' AND resource_id=?", (snapshot_id,))
-
-    # Volumes restored from it keep their own copy of the data, as on EBS.
-    ebs.tasks.submit([snapshot_id], work, f"delete {snapshot_id}")
 
 
 def snapshot_attribute(
