@@ -4,11 +4,13 @@ endpoint."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
+from fakestor.auth import Refusal, body_too_large, is_loopback, refusal_response, verify
 from fakestor.cloudwatch.api import cloudwatch_blueprint, cloudwatch_json_handler
 from fakestor.control.regions import Regions
 from fakestor.ebs.api import ebs_blueprint
@@ -17,8 +19,8 @@ from fakestor.front import front_blueprint
 from fakestor.imds import IMDS_PREFIXES, imds_blueprint
 from fakestor.kms.api import kms_handler
 from fakestor.rbin.api import rbin_blueprint
-from fakestor.services import not_implemented
-from fakestor.ui import ui_blueprint
+from fakestor.services import not_implemented, service_of
+from fakestor.ui import UI_PREFIX, ui_blueprint
 
 MAX_REQUEST_BYTES = 1024 * 1024
 
@@ -29,7 +31,10 @@ def create_app(
     deny: Sequence[str] = (),
     imds_tokens_required: bool = False,
     max_request_bytes: int = MAX_REQUEST_BYTES,
+    credentials: Mapping[str, str] | None = None,
 ) -> Flask:
+    """The app; with `credentials` (access key id -> secret) every API request must carry a
+    valid SigV4 signature by one of them."""
     app = Flask("fakestor")
     app.config["MAX_CONTENT_LENGTH"] = max_request_bytes
     app.config["MAX_FORM_MEMORY_SIZE"] = max_request_bytes
@@ -56,6 +61,28 @@ def create_app(
             return failure
         return not_implemented(request)
 
+    if credentials:
+        _verify_signatures(app, credentials)
     app.register_error_handler(404, unknown_path)
     app.register_error_handler(405, unknown_path)
     return app
+
+
+def _verify_signatures(app: Flask, credentials: Mapping[str, str]) -> None:
+    @app.before_request
+    def check_signature() -> Response | None:
+        # Instance metadata is never signed; the UI (a browser's) only from this machine.
+        if request.path.startswith(IMDS_PREFIXES):
+            return None
+        if request.path.startswith(UI_PREFIX) and is_loopback(request.remote_addr or ""):
+            return None
+        if body_too_large(request):
+            return None  # refused by the API's own handler, unread
+        service = service_of(request)
+        if service is None and request.path.startswith("/snapshots"):
+            service = "ebs"  # an unsigned EBS direct request: answer in its protocol
+        try:
+            verify(request, credentials, datetime.now(UTC))
+        except Refusal as refusal:
+            return refusal_response(request, refusal, service)
+        return None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from backends import BACKEND_NAMES, BackendError
 from fakestor.control.lifecycle_clock import DEFAULT_TIME_SCALE
-from fakestor.control.regions import zone_letters
+from fakestor.control.regions import PARTITION, ec2_regions, zone_letters
 from fakestor.control.resources import Region
 from fakestor.server import DEFAULT_PORT, ServerConfig, default_data_dir
 
@@ -124,6 +124,21 @@ def _parser() -> argparse.ArgumentParser:
         help="also serve instance metadata at ADDRESS:80 (default 169.254.169.254), added to "
         "the loopback interface while the server runs (root); off unless given",
     )
+    server.add_argument(
+        "--credentials",
+        type=Path,
+        default=os.environ.get("FAKESTOR_CREDENTIALS") or None,
+        metavar="FILE",
+        help="verify every API request's SigV4 signature against the key pairs in FILE, one "
+        "'ACCESS_KEY_ID SECRET_ACCESS_KEY' a line (default $FAKESTOR_CREDENTIALS; off if "
+        "neither is given); needed to --listen beyond loopback",
+    )
+    server.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve beyond loopback without --credentials: anyone who reaches the port may "
+        "use the API",
+    )
     server.add_argument("-v", "--verbose", action="store_true", help="log every request")
 
     mounts = commands.add_parser(
@@ -204,9 +219,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run_server(args: argparse.Namespace) -> None:
+    from fakestor.auth import CredentialsError, is_loopback, load_credentials
     from fakestor.server import ServeError, serve
 
     host, port = args.listen
+    if args.region not in ec2_regions():
+        raise CliError(
+            f"--region {args.region!r} is not an EC2 region of AWS's {PARTITION} partition "
+            "(botocore's endpoints); name one such as us-east-1 or eu-west-1"
+        )
     if args.zones is None:
         args.zones = zone_letters(args.region)
     if not args.zones.isalpha() or not args.zones.islower():
@@ -219,7 +240,19 @@ def _run_server(args: argparse.Namespace) -> None:
         raise CliError("--latency must not be negative")
     if len(args.account_id) != 12 or not args.account_id.isdigit():
         raise CliError(f"--account-id must be 12 digits, not {args.account_id!r}")
-    _check_listen(host, port)
+    address = _check_listen(host, port)
+    credentials = None
+    if args.credentials is not None:
+        try:
+            credentials = load_credentials(Path(args.credentials))
+        except CredentialsError as failure:
+            raise CliError(str(failure)) from None
+    if credentials is None and not is_loopback(address) and not args.insecure_no_auth:
+        raise CliError(
+            f"--listen {host} is reachable beyond loopback: give --credentials FILE (lines "
+            "'ACCESS_KEY_ID SECRET_ACCESS_KEY') so every request's signature is verified, "
+            "or --insecure-no-auth to serve unverified"
+        )
     data_dir = args.data_dir or default_data_dir()
     not_a_dir = False
     with contextlib.suppress(OSError):  # unreadable: the server says what it lacks
@@ -239,6 +272,7 @@ def _run_server(args: argparse.Namespace) -> None:
         deny=args.deny,
         imds_tokens_required=args.imds_tokens == "required",
         imds_address=args.imds_address,
+        credentials=credentials,
         metrics_interval=args.metrics_interval,
     )
     logging.basicConfig(
@@ -251,8 +285,9 @@ def _run_server(args: argparse.Namespace) -> None:
         raise CliError(str(failure)) from None
 
 
-def _check_listen(host: str, port: int) -> None:
-    """Refuse an address this machine cannot serve on, before anything is created."""
+def _check_listen(host: str, port: int) -> str:
+    """Refuse an address this machine cannot serve on, before anything is created; the
+    IP address it resolves to."""
     try:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror:
@@ -266,6 +301,7 @@ def _check_listen(host: str, port: int) -> None:
             probe.bind(address)
         except OSError as failure:
             raise CliError(f"cannot serve on {host}:{port}: {failure.strerror}") from None
+    return str(address[0])
 
 
 def _run_plugin(args: argparse.Namespace) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import waitress.server
 from flask import Flask
 
-from backends import load_backend
+from backends import BackendError, load_backend
 from fakestor import ids
 from fakestor.app import MAX_REQUEST_BYTES, create_app
 from fakestor.control import reconcile
@@ -67,6 +67,7 @@ class ServerConfig:
     deny: list[str] = field(default_factory=list)
     imds_tokens_required: bool = False
     imds_address: str | None = None  # also serve on ADDRESS:80, added to lo (EC2's IMDS)
+    credentials: dict[str, str] | None = None  # access key id -> secret: verify SigV4
     threads: int = 8
     metrics_interval: float = 60.0  # seconds between CloudWatch datapoints (EBS: 60)
 
@@ -142,7 +143,10 @@ def serve(config: ServerConfig) -> None:
         sampler.start()
         opened.callback(sampler.stop)
         app = create_app(
-            regions, deny=config.deny, imds_tokens_required=config.imds_tokens_required
+            regions,
+            deny=config.deny,
+            imds_tokens_required=config.imds_tokens_required,
+            credentials=config.credentials,
         )
         if config.imds_address:
             try:
@@ -154,6 +158,10 @@ def serve(config: ServerConfig) -> None:
         port = bound_port(server)
         # Only now, with the port ours, resume what a previous run left unfinished.
         reconcile.resume(*contexts)
+        try:
+            regions.start(contexts)
+        except BackendError as failure:
+            raise ServeError(f"cannot make the built-in image's root snapshot: {failure}") from None
         print(
             f"fakestor: serving EC2 and instance metadata on http://{config.host}:"
             f"{port} (backend {backend.name}, data dir "
@@ -161,6 +169,12 @@ def serve(config: ServerConfig) -> None:
             f"{config.region.zones[0]})",
             flush=True,
         )
+        if config.credentials:
+            print(
+                f"fakestor: API requests must be signed (SigV4) with one of "
+                f"{len(config.credentials)} access key(s); instance metadata is not signed",
+                flush=True,
+            )
         if config.imds_address:
             print(
                 f"fakestor: instance metadata of {ebs.host_instance_id} also at "

@@ -13,7 +13,7 @@ from flask import Blueprint, Request, Response, request
 from fakestor import errors
 from fakestor.cloudwatch import wire
 from fakestor.cloudwatch.actions import ACTIONS
-from fakestor.control.regions import Regions
+from fakestor.control.regions import READ_PREFIXES, Regions
 from fakestor.services import not_implemented, region_of, service_of
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,8 @@ def _reply(regions: Regions, incoming: Request, name: str, codec: str) -> wire.R
     if handler is None:
         return wire.not_served(name, codec)
     region = region_of(incoming)
-    ebs = regions.get(region) if region else regions.home
+    # ListMetrics, GetMetricStatistics, GetMetricData: reads, which create no region's store.
+    ebs = regions.get(region, reading=name.startswith(READ_PREFIXES)) if region else regions.home
     parsed = wire.parse_request(operation, incoming.get_data(cache=False), codec)
     return wire.serialize_response(operation, handler(ebs, parsed), codec)
 

@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import botocore.session
-import cbor2
 from botocore.model import ListShape, MapShape, OperationModel, ServiceModel, Shape, StructureShape
 
 SERVICE = "cloudwatch"
@@ -87,6 +86,8 @@ def operation_model(name: str) -> OperationModel | None:
 
 
 def _decode(codec: str, body: bytes) -> Any:
+    import cbor2  # here, not at import: the plugin's root filesystem has no cbor2
+
     try:
         return cbor2.loads(body) if codec == CBOR else json.loads(body)
     except (cbor2.CBORDecodeError, ValueError, EOFError) as failure:
@@ -97,6 +98,8 @@ def _decode(codec: str, body: bytes) -> Any:
 
 def _encode(codec: str, value: Any) -> bytes:
     if codec == CBOR:
+        import cbor2
+
         return bytes(cbor2.dumps(value, datetime_as_timestamp=True))
     return json.dumps(value, default=_json_default).encode()
 

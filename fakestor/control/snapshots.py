@@ -266,7 +266,7 @@ def _source_region(ebs: Ebs, name: str) -> Ebs:
             f"Value ({name}) for parameter SourceRegion is invalid. Expected a region "
             "that DescribeRegions lists."
         )
-    return ebs.regions.get(name)
+    return ebs.regions.get(name, reading=True)
 
 
 # The state message of a copy whose KMS key EBS cannot use. EC2 checks the key

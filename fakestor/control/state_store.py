@@ -249,6 +249,22 @@ CREATE TABLE IF NOT EXISTS direct_blocks (
     checksum TEXT NOT NULL,
     PRIMARY KEY (snapshot_id, block_index)
 );
+-- The initialization of a volume restored from a snapshot or copied from a volume
+-- (volume_initializations.py): a background pass over its data at `rate` MiB/s of EC2
+-- time, `position` the byte offset it has reached, `done` the bytes of data it visited
+-- out of `total` (NULL until the pass starts), and how long the rest takes here.
+CREATE TABLE IF NOT EXISTS volume_initializations (
+    volume_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    rate INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    position INTEGER NOT NULL DEFAULT 0,
+    done INTEGER NOT NULL DEFAULT 0,
+    total INTEGER,
+    seconds_left INTEGER,
+    started TEXT NOT NULL,
+    completed TEXT
+);
 """
 
 
@@ -262,8 +278,15 @@ ADDED_COLUMNS = [
     ("instances", "root_device_name", "TEXT NOT NULL DEFAULT '/dev/xvda'"),
     ("instances", "disable_api_termination", "INTEGER NOT NULL DEFAULT 0"),
     ("instances", "ephemeral", "TEXT NOT NULL DEFAULT '[]'"),  # [[device, ephemeralN], ...]
+    # Another account's snapshot kept here (the built-in image's root); NULL: the account's.
+    ("snapshots", "owner_id", "TEXT"),
     # Why EC2 ended an instance itself: [code, message] (a launch with an unusable KMS key).
     ("instances", "state_reason", "TEXT"),
+    # Volume copies and initialization: the copy's source, VolumeInitializationRate,
+    # and whether the volume was created with fast snapshot restore.
+    ("volumes", "source_volume_id", "TEXT"),
+    ("volumes", "initialization_rate", "INTEGER"),
+    ("volumes", "fast_restored", "INTEGER NOT NULL DEFAULT 0"),
 ]
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from backends import BackendError
 from fakestor import errors, ids
-from fakestor.control import idempotency, kms_keys, rules
+from fakestor.control import idempotency, kms_keys, rules, volume_initializations
 from fakestor.control.account import check_zone, resolve_encryption
 from fakestor.control.context import Ebs, check_dry_run
 from fakestor.control.filter_values import (
@@ -51,9 +51,15 @@ def clear_failure(db: sqlite3.Connection, volume_id: str) -> None:
     )
 
 
-def restorable_snapshot(ebs: Ebs, db: sqlite3.Connection, snapshot_id: str) -> Snapshot:
-    """The snapshot a new volume restores from: it must be completed and not archived."""
-    snapshot = get_snapshot(db, ebs.account_id, snapshot_id)
+def restorable_snapshot(
+    ebs: Ebs, db: sqlite3.Connection, snapshot_id: str, *, launch: bool = False
+) -> Snapshot:
+    """The snapshot a new volume restores from: it must be completed and not archived.
+
+    A `launch` may also restore Amazon's snapshots behind a built-in image, which the
+    account can neither see nor restore with CreateVolume.
+    """
+    snapshot = get_snapshot(db, ebs.account_id, snapshot_id, others=launch)
     if snapshot.state != SnapshotState.COMPLETED:
         raise errors.IncorrectState(
             f"Snapshot '{snapshot.id}' is in invalid state - {snapshot.state}"
@@ -93,6 +99,7 @@ def create_volume(
             return idempotency.still_there(load_volumes(db, [earlier]))[0]
         size = request.size
         snapshot = None
+        volume_initializations.check_rate(request.initialization_rate, request.snapshot_id)
         if request.snapshot_id is not None:
             snapshot = restorable_snapshot(ebs, db, request.snapshot_id)
             if size is None:
@@ -120,9 +127,14 @@ def create_volume(
             ),
             tags,
         )  # fmt: skip
+        initializes = request.snapshot_id is not None and volume_initializations.begin_restore(
+            db, volume_id, zone, request.snapshot_id, request.initialization_rate
+        )
         idempotency.record(db, idempotency.CREATE_VOLUME, client_token, zone, volume_id)
         volume = get_volume(db, volume_id)
     submit_create_volume(ebs, volume_id, request.snapshot_id)
+    if initializes:
+        volume_initializations.submit_initialization(ebs, volume_id)
     return volume
 
 
@@ -232,6 +244,7 @@ def vanish_volume(ebs: Ebs, volume_id: str, why: str) -> None:
         )
         db.execute("DELETE FROM attachments WHERE volume_id=?", (volume_id,))
         db.execute("DELETE FROM tags WHERE resource_id=?", (volume_id,))
+        db.execute("DELETE FROM volume_initializations WHERE volume_id=?", (volume_id,))
         db.execute("DELETE FROM volumes WHERE id=?", (volume_id,))
 
 
@@ -304,6 +317,7 @@ def submit_delete_volume(ebs: Ebs, volume_id: str) -> None:
         with ebs.store.transaction() as db:
             db.execute("DELETE FROM tags WHERE resource_id=?", (volume_id,))
             db.execute("DELETE FROM modifications WHERE volume_id=?", (volume_id,))
+            db.execute("DELETE FROM volume_initializations WHERE volume_id=?", (volume_id,))
             db.execute("DELETE FROM volumes WHERE id=?", (volume_id,))
 
     ebs.tasks.submit([volume_id], work, f"delete {volume_id}", on_failure=failed)

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from fakestor import errors
-from fakestor.control.regions import Regions
+from fakestor.control.regions import READ_PREFIXES, Regions
 from fakestor.direct_errors import (
     AccessDeniedException,
     DirectError,
@@ -61,7 +61,8 @@ def ebs_blueprint(regions: Regions) -> Blueprint:
             params = wire.parse_request(operation, incoming)
             region = region_of(request)
             try:
-                ebs = regions.get(region) if region else regions.home
+                reading = operation.name.startswith(READ_PREFIXES)
+                ebs = regions.get(region, reading=reading) if region else regions.home
             except errors.Ec2Error as refused:  # a region AWS does not have
                 raise AccessDeniedException(refused.message) from None
             result = ACTIONS[operation.name](ebs, params)

@@ -13,7 +13,7 @@ from flask import Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from fakestor import errors
-from fakestor.control.regions import Regions
+from fakestor.control.regions import READ_PREFIXES, Regions
 from fakestor.ec2 import wire
 from fakestor.ec2.actions import ACTIONS
 from fakestor.services import region_of
@@ -59,7 +59,8 @@ def ec2_handler(regions: Regions, deny: Sequence[str] = ()) -> Callable[[], Resp
             if any(fnmatch.fnmatchcase(action, pattern) for pattern in deny):
                 raise errors.UnauthorizedOperation()
             region = region_of(request)
-            ebs = regions.get(region) if region else regions.home
+            reading = action.startswith(READ_PREFIXES)
+            ebs = regions.get(region, reading=reading) if region else regions.home
             result = handler(ebs, wire.parse_request(operation, params))
             body = wire.serialize_response(operation, result, request_id)
             return Response(

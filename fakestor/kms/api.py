@@ -11,7 +11,7 @@ from flask import Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from fakestor import errors, kms_errors
-from fakestor.control.regions import Regions
+from fakestor.control.regions import READ_PREFIXES, Regions
 from fakestor.kms import wire
 from fakestor.kms.actions import ACTIONS
 from fakestor.services import region_of
@@ -50,7 +50,8 @@ def kms_handler(regions: Regions) -> Callable[[], Response]:
             params = wire.parse_request(operation, body)
             region = region_of(request)
             try:
-                ebs = regions.get(region) if region else regions.home
+                reading = operation.name.startswith(READ_PREFIXES)
+                ebs = regions.get(region, reading=reading) if region else regions.home
             except errors.Ec2Error as refused:  # a region AWS does not have
                 raise kms_errors.UnrecognizedClientException(refused.message) from None
             result = handler(ebs, params)

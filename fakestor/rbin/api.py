@@ -11,7 +11,7 @@ from flask import Blueprint, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from fakestor import errors
-from fakestor.control.regions import Regions
+from fakestor.control.regions import READ_PREFIXES, Regions
 from fakestor.direct_errors import DirectError
 from fakestor.ebs import wire
 from fakestor.rbin.actions import ACTIONS
@@ -72,7 +72,8 @@ def rbin_blueprint(regions: Regions) -> Blueprint:
             params = wire.parse_request(operation, incoming)
             region = region_of(request)
             try:
-                ebs = regions.get(region) if region else regions.home
+                reading = operation.name.startswith(READ_PREFIXES)
+                ebs = regions.get(region, reading=reading) if region else regions.home
             except errors.Ec2Error as refused:  # a region AWS does not have
                 raise RbinValidationException(refused.message) from None
             result = ACTIONS[operation.name](ebs, params)
