@@ -8,8 +8,11 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
+import boto3
 import pytest
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from tests.conftest import REGION, Server, ServerFactory, wait_for
@@ -260,3 +263,29 @@ def test_errors_are_json_with_the_error_type(fast: Server) -> None:
     with pytest.raises(urllib.error.HTTPError) as unsigned:
         urllib.request.urlopen(f"{fast.url}/rules")
     assert b"<html" not in unsigned.value.read().lower()
+
+
+def test_signed_requests_verify_with_an_escaped_rule_arn(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    credentials = tmp_path / "credentials"
+    credentials.write_text("AKIDFAKESTOR fakestor-secret\n")
+    server = start_server(*WEEK_A_SECOND, "--credentials", str(credentials))
+    rbin = rbin_client(server.url)
+    arn = rbin.create_rule(ResourceType="EBS_SNAPSHOT", RetentionPeriod=_days(1))["RuleArn"]
+    # The ARN travels in the path with its ':' and '/' escaped; the signature covers that.
+    rbin.tag_resource(ResourceArn=arn, Tags=[{"Key": "a", "Value": "b"}])
+    assert rbin.list_tags_for_resource(ResourceArn=arn)["Tags"] == [{"Key": "a", "Value": "b"}]
+    rbin.untag_resource(ResourceArn=arn, TagKeys=["a"])
+    forged = boto3.client(
+        "rbin",
+        endpoint_url=server.url,
+        region_name=REGION,
+        aws_access_key_id="AKIDFAKESTOR",
+        aws_secret_access_key="not-the-secret",
+        config=Config(retries={"max_attempts": 1}),
+    )
+    with pytest.raises(ClientError) as refused:
+        forged.list_tags_for_resource(ResourceArn=arn)
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert "Traceback" not in server.log(), server.log()

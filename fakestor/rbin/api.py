@@ -20,7 +20,7 @@ from fakestor.rbin_errors import (
     RbinUnknownOperationException,
     RbinValidationException,
 )
-from fakestor.services import not_implemented, region_of, service_of
+from fakestor.services import not_implemented, raw_path, region_of, service_of
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +32,6 @@ def _respond(answer: wire.Response, request_id: str) -> Response:
     return Response(
         answer.body, status=answer.status, headers=headers, content_type=answer.content_type
     )
-
-
-def _raw_path() -> str:
-    """The path as sent: a rule ARN in `/tags/{resourceArn}` has its `/` escaped, which the
-    decoded `request.path` loses."""
-    raw = request.environ.get("REQUEST_URI") or request.environ.get("RAW_URI") or ""
-    path = str(raw).split("?", 1)[0]
-    return path if path.startswith("/") else request.path
 
 
 def rbin_blueprint(regions: Regions) -> Blueprint:
@@ -61,7 +53,7 @@ def rbin_blueprint(regions: Regions) -> Blueprint:
                 raise RbinValidationException("The request body is too large.") from None
             incoming = wire.Request(
                 method=request.method,
-                path=_raw_path(),
+                path=raw_path(request),
                 query=request.args.to_dict(flat=False),
                 headers=dict(request.headers),
                 body=body,
