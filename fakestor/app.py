@@ -20,6 +20,7 @@ from fakestor.imds import IMDS_PREFIXES, imds_blueprint
 from fakestor.kms.api import kms_handler
 from fakestor.rbin.api import rbin_blueprint
 from fakestor.services import not_implemented, service_of
+from fakestor.throttling import Throttle
 from fakestor.ui import UI_PREFIX, ui_blueprint
 
 MAX_REQUEST_BYTES = 1024 * 1024
@@ -32,6 +33,7 @@ def create_app(
     imds_tokens_required: bool = False,
     max_request_bytes: int = MAX_REQUEST_BYTES,
     credentials: Mapping[str, str] | None = None,
+    throttle: Throttle | None = None,
 ) -> Flask:
     """The app; with `credentials` (access key id -> secret) every API request must carry a
     valid SigV4 signature by one of them."""
@@ -41,17 +43,18 @@ def create_app(
     # Instance metadata and the UI are the host's, so its region's.
     app.register_blueprint(imds_blueprint(regions.home, imds_tokens_required))
     app.register_blueprint(ui_blueprint(regions.home))
+    # One set of token buckets (off unless rates are configured) for EC2 and EBS direct.
     # `/` serves every service whose requests post there, by the service of their signature.
     app.register_blueprint(
         front_blueprint(
             {
-                "ec2": ec2_handler(regions, deny),
+                "ec2": ec2_handler(regions, deny, throttle),
                 "kms": kms_handler(regions),
                 "monitoring": cloudwatch_json_handler(regions),
             }
         )
     )
-    app.register_blueprint(ebs_blueprint(regions))
+    app.register_blueprint(ebs_blueprint(regions, throttle))
     app.register_blueprint(cloudwatch_blueprint(regions))
     app.register_blueprint(rbin_blueprint(regions))
 

@@ -13,9 +13,11 @@ from pathlib import Path
 
 from backends import BACKEND_NAMES, BackendError
 from fakestor.control.lifecycle_clock import DEFAULT_TIME_SCALE
+from fakestor.control.quotas import DEFAULT_PENDING_SNAPSHOT_QUOTA
 from fakestor.control.regions import PARTITION, ec2_regions, zone_letters
 from fakestor.control.resources import Region
 from fakestor.server import DEFAULT_PORT, ServerConfig, default_data_dir
+from fakestor.throttling import RateSpecError, parse_rate
 
 
 class CliError(Exception):
@@ -91,7 +93,8 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_TIME_SCALE,
         metavar="FACTOR",
         help="divide EC2's snapshot lifecycle durations (archival, restores, fast snapshot "
-        "restore, lock periods) by FACTOR (default 3600: an hour takes a second)",
+        "restore, lock periods, StartSnapshot's Timeout, which never drops under 10 s) by "
+        "FACTOR (default 3600: an hour takes a second)",
     )
     server.add_argument(
         "--metrics-interval",
@@ -108,6 +111,26 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ACTION",
         help="answer UnauthorizedOperation to this action (glob, repeatable), to test "
         "clients' permission handling",
+    )
+    server.add_argument(
+        "--request-rate",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="throttle requests as AWS does, with a token bucket per rate (repeatable; off "
+        "unless given): SERVICE:ACTION=N/s (or /m), ACTION a name or a glob, optionally "
+        ",burst=B (default N), e.g. ec2:DescribeVolumes=5/s, ec2:*=20/s, "
+        "ebs:GetSnapshotBlock=1000/s; above it EC2 answers RequestLimitExceeded and the EBS "
+        "direct APIs RequestThrottledException",
+    )
+    server.add_argument(
+        "--pending-snapshot-quota",
+        type=int,
+        default=DEFAULT_PENDING_SNAPSHOT_QUOTA,
+        metavar="N",
+        help="StartSnapshot answers ServiceQuotaExceededException while the account has N "
+        f"pending snapshots in the region (default {DEFAULT_PENDING_SNAPSHOT_QUOTA}, AWS's "
+        "'Pending snapshots per account')",
     )
     server.add_argument(
         "--imds-tokens",
@@ -238,6 +261,13 @@ def _run_server(args: argparse.Namespace) -> None:
         raise CliError("--metrics-interval must be at least 1 second")
     if args.latency < 0:
         raise CliError("--latency must not be negative")
+    if args.pending_snapshot_quota < 0:
+        raise CliError("--pending-snapshot-quota must not be negative")
+    for spec in args.request_rate:
+        try:
+            parse_rate(spec)
+        except RateSpecError as failure:
+            raise CliError(f"--request-rate: {failure}") from None
     if len(args.account_id) != 12 or not args.account_id.isdigit():
         raise CliError(f"--account-id must be 12 digits, not {args.account_id!r}")
     address = _check_listen(host, port)
@@ -273,6 +303,8 @@ def _run_server(args: argparse.Namespace) -> None:
         imds_tokens_required=args.imds_tokens == "required",
         imds_address=args.imds_address,
         credentials=credentials,
+        request_rates=args.request_rate,
+        pending_snapshot_quota=args.pending_snapshot_quota,
         metrics_interval=args.metrics_interval,
     )
     logging.basicConfig(

@@ -20,6 +20,7 @@ from fakestor import ids
 from fakestor.app import MAX_REQUEST_BYTES, create_app
 from fakestor.control import reconcile
 from fakestor.control.lifecycle_clock import DEFAULT_TIME_SCALE
+from fakestor.control.quotas import DEFAULT_PENDING_SNAPSHOT_QUOTA
 from fakestor.control.regions import Regions
 from fakestor.control.resources import Region
 from fakestor.control.volume_metrics import Sampler
@@ -30,6 +31,7 @@ from fakestor.imds_address import (
     remove_from_loopback,
 )
 from fakestor.serving import bound_port, create_server, run_until_signalled
+from fakestor.throttling import Throttle
 
 log = logging.getLogger("fakestor")
 
@@ -68,6 +70,8 @@ class ServerConfig:
     imds_tokens_required: bool = False
     imds_address: str | None = None  # also serve on ADDRESS:80, added to lo (EC2's IMDS)
     credentials: dict[str, str] | None = None  # access key id -> secret: verify SigV4
+    request_rates: list[str] = field(default_factory=list)  # throttling.parse_rate specs
+    pending_snapshot_quota: int = DEFAULT_PENDING_SNAPSHOT_QUOTA
     threads: int = 8
     metrics_interval: float = 60.0  # seconds between CloudWatch datapoints (EBS: 60)
 
@@ -130,6 +134,7 @@ def serve(config: ServerConfig) -> None:
                 config.region,
                 host_instance_id(),
                 time_scale=config.time_scale,
+                pending_snapshot_quota=config.pending_snapshot_quota,
             )
             opened.callback(regions.close)
             contexts = regions.with_records()
@@ -147,6 +152,7 @@ def serve(config: ServerConfig) -> None:
             deny=config.deny,
             imds_tokens_required=config.imds_tokens_required,
             credentials=config.credentials,
+            throttle=Throttle.from_specs(config.request_rates),
         )
         if config.imds_address:
             try:

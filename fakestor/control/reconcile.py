@@ -11,7 +11,7 @@ from enum import StrEnum
 from backends import Inventory
 from fakestor.control.attachments import submit_attach, submit_detach, submit_release, submit_relink
 from fakestor.control.context import Ebs
-from fakestor.control.direct_snapshots import is_direct, resume_direct_snapshot
+from fakestor.control.direct_writes import is_direct, resume_direct_snapshot
 from fakestor.control.fast_snapshot_restores import submit_fast_restore
 from fakestor.control.instances import submit_launch, submit_settle, submit_terminate
 from fakestor.control.loaders import load_snapshots, load_volumes

@@ -16,6 +16,7 @@ from fakestor.control import kms_keys
 from fakestor.control.context import Ebs
 from fakestor.control.images import ensure_builtin_root_snapshot
 from fakestor.control.lifecycle_clock import DEFAULT_TIME_SCALE
+from fakestor.control.quotas import DEFAULT_PENDING_SNAPSHOT_QUOTA
 from fakestor.control.resources import Region
 from fakestor.control.state_store import StateStore
 from fakestor.control.tasks import TaskRunner
@@ -88,9 +89,11 @@ class Regions:
         home: Region,
         host_instance_id: str,
         time_scale: float = DEFAULT_TIME_SCALE,
+        pending_snapshot_quota: int = DEFAULT_PENDING_SNAPSHOT_QUOTA,
     ) -> None:
         self.data_dir = data_dir
         self.time_scale = time_scale
+        self.pending_snapshot_quota = pending_snapshot_quota
         self.backend = backend
         self.host_instance_id = host_instance_id
         self.tasks = TaskRunner()
@@ -181,6 +184,7 @@ class Regions:
             self.tasks,
             time_scale=self.time_scale,
             host=home,
+            pending_snapshot_quota=self.pending_snapshot_quota,
         )
         ebs.regions = self
         kms_keys.adopt_legacy_default_key(ebs)

@@ -180,7 +180,7 @@ CREATE TABLE IF NOT EXISTS fast_snapshot_restores (
     disabled_time TEXT,
     PRIMARY KEY (snapshot_id, zone)
 );
--- Snapshots started through the EBS direct APIs (direct_snapshots.py), and the blocks
+-- Snapshots started through the EBS direct APIs (direct_writes.py), and the blocks
 -- put into one while it is pending, each with the SHA-256 its writer gave.
 CREATE TABLE IF NOT EXISTS direct_snapshots (
     snapshot_id TEXT PRIMARY KEY,

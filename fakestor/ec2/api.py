@@ -17,6 +17,7 @@ from fakestor.control.regions import READ_PREFIXES, Regions
 from fakestor.ec2 import wire
 from fakestor.ec2.actions import ACTIONS
 from fakestor.services import region_of
+from fakestor.throttling import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,12 @@ def _out_of_space(failure: sqlite3.OperationalError) -> bool:
     return "disk is full" in str(failure) or "disk I/O error" in str(failure)
 
 
-def ec2_handler(regions: Regions, deny: Sequence[str] = ()) -> Callable[[], Response]:
+def ec2_handler(
+    regions: Regions, deny: Sequence[str] = (), throttle: Throttle | None = None
+) -> Callable[[], Response]:
     """The EC2 endpoint of every region: a request acts in the region of its signature
-    (unsigned: the server's). Actions matching a `deny` glob answer UnauthorizedOperation."""
+    (unsigned: the server's). Actions matching a `deny` glob answer UnauthorizedOperation;
+    actions above their `throttle` rate, RequestLimitExceeded."""
 
     def dispatch() -> Response:
         request_id = str(uuid.uuid4())
@@ -61,6 +65,8 @@ def ec2_handler(regions: Regions, deny: Sequence[str] = ()) -> Callable[[], Resp
             region = region_of(request)
             reading = action.startswith(READ_PREFIXES)
             ebs = regions.get(region, reading=reading) if region else regions.home
+            if throttle is not None and not throttle.admit("ec2", action, ebs.region.name):
+                raise errors.RequestLimitExceeded()
             result = handler(ebs, wire.parse_request(operation, params))
             body = wire.serialize_response(operation, result, request_id)
             return Response(
