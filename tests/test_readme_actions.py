@@ -81,3 +81,20 @@ def test_section_has_no_unmarked_examples() -> None:
     end = readme.find("\n## ", start + 1)
     section = readme[start : end if end >= 0 else None]
     assert not re.search(r"^\s*```(sh|bash|python|yaml|yml)\s*$", section, re.MULTILINE)
+
+
+def test_every_example_in_the_readme_says_how_it_is_checked() -> None:
+    """devenv/check-readme refuses an unmarked block, but runs only with the whole stack up
+    (tests/test_devenv.py): a missing marker is caught here first."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(
+        "check_readme", README.parent / "devenv" / "check_readme.py"
+    )
+    assert spec is not None and spec.loader is not None
+    check_readme = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("check_readme", check_readme)  # its dataclasses look it up
+    spec.loader.exec_module(check_readme)
+    unmarked = [e.line for e in check_readme.parse_examples(README.read_text()) if not e.marker]
+    assert unmarked == [], f"README blocks without a check-readme marker at lines {unmarked}"
