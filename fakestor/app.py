@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 from fakestor.control.regions import Regions
 from fakestor.ebs.api import ebs_blueprint
 from fakestor.ec2.api import ec2_blueprint
+from fakestor.faults_api import faults_blueprint
 from fakestor.imds import IMDS_PREFIXES, imds_blueprint
 from fakestor.services import not_implemented
 from fakestor.ui import ui_blueprint
@@ -31,6 +32,7 @@ def create_app(
     # Instance metadata and the UI are the host's, so its region's.
     app.register_blueprint(imds_blueprint(regions.home, imds_tokens_required))
     app.register_blueprint(ui_blueprint(regions.home))
+    app.register_blueprint(faults_blueprint(regions.home))
     app.register_blueprint(ec2_blueprint(regions, deny))
     app.register_blueprint(ebs_blueprint(regions))
 

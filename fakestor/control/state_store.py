@@ -180,6 +180,14 @@ CREATE TABLE IF NOT EXISTS direct_snapshots (
     fingerprint TEXT NOT NULL,
     completing INTEGER NOT NULL DEFAULT 0
 );
+-- Faults of the whole server (control/server_faults.py), set with `fakestor fault set`:
+-- scope 'zone:NAME', 'type:NAME' or 'action:NAME', name 'capacity' or 'error-rate'.
+CREATE TABLE IF NOT EXISTS server_faults (
+    scope TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (scope, name)
+);
 CREATE TABLE IF NOT EXISTS direct_blocks (
     snapshot_id TEXT NOT NULL,
     block_index INTEGER NOT NULL,
@@ -199,6 +207,11 @@ ADDED_COLUMNS = [
     ("instances", "root_device_name", "TEXT NOT NULL DEFAULT '/dev/xvda'"),
     ("instances", "disable_api_termination", "INTEGER NOT NULL DEFAULT 0"),
     ("instances", "ephemeral", "TEXT NOT NULL DEFAULT '[]'"),  # [[device, ephemeralN], ...]
+    # Faults (control/faults.py) read when an operation starts: until when an attach or
+    # detach is held (a time, 'forever' or NULL), a snapshot's and a modification's fault.
+    ("attachments", "stuck_until", "TEXT"),
+    ("snapshots", "fault", "TEXT"),
+    ("modifications", "fault", "TEXT"),
 ]
 
 

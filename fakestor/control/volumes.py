@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from backends import BackendError
 from fakestor import errors, ids
-from fakestor.control import idempotency, rules
+from fakestor.control import faults, idempotency, rules, server_faults
 from fakestor.control.account import check_zone, resolve_encryption
 from fakestor.control.context import Ebs, check_dry_run
 from fakestor.control.filter_values import (
@@ -109,6 +109,7 @@ def create_volume(
             volume_type, size, request.iops, request.throughput, request.multi_attach
         )
         check_capacity(ebs, size)
+        server_faults.check_capacity(ebs, zone, volume_type)
         check_dry_run(dry_run)
         volume_id = insert_volume(
             db,
@@ -119,7 +120,9 @@ def create_volume(
             tags,
         )  # fmt: skip
         idempotency.record(db, idempotency.CREATE_VOLUME, client_token, zone, volume_id)
+        io_faulted = faults.record_io_changes(db, {volume_id: None})
         volume = get_volume(db, volume_id)
+    faults.apply_io_faults(ebs, io_faulted)
     submit_create_volume(ebs, volume_id, request.snapshot_id)
     return volume
 
@@ -170,7 +173,14 @@ def submit_create_volume(ebs: Ebs, volume_id: str, snapshot_id: str | None) -> N
             row = db.execute(
                 "SELECT size, snapshot_id, state FROM volumes WHERE id=?", (volume_id,)
             ).fetchone()
+            injected = faults.tag_value(db, volume_id, faults.CREATE)
         if row is None or row["state"] != VolumeState.CREATING:
+            return
+        if injected == "error":
+            set_volume_state(
+                ebs, volume_id, VolumeState.ERROR,
+                reason=f"create failed: fault {faults.PREFIX}{faults.CREATE}={injected}",
+            )  # fmt: skip
             return
         try:
             ebs.backend.create_volume(volume_id, row["size"], row["snapshot_id"])
@@ -309,3 +319,4 @@ def enable_volume_io(ebs: Ebs, volume_id: str, *, dry_run: bool = False) -> None
         get_volume(db, volume_id)
         check_dry_run(dry_run)
         db.execute("UPDATE volumes SET io_enabled=1 WHERE id=?", (volume_id,))
+    faults.apply_io_faults(ebs, [volume_id])  # lifts an injected impairment

@@ -12,6 +12,7 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from fakestor import errors
+from fakestor.control import server_faults
 from fakestor.control.regions import Regions
 from fakestor.ec2 import wire
 from fakestor.ec2.actions import ACTIONS
@@ -61,6 +62,7 @@ def ec2_blueprint(regions: Regions, deny: Sequence[str] = ()) -> Blueprint:
                 raise errors.UnauthorizedOperation()
             region = region_of(request)
             ebs = regions.get(region) if region else regions.home
+            server_faults.maybe_fail(ebs, action)
             result = handler(ebs, wire.parse_request(operation, params))
             body = wire.serialize_response(operation, result, request_id)
             return Response(

@@ -6,6 +6,7 @@ from typing import Any
 
 from fakestor.control import Ebs
 from fakestor.control.fast_snapshot_restores import USER_INITIATED, FastRestore, FastRestoreError
+from fakestor.control.faults import INCONSISTENCY
 from fakestor.control.filter_values import io_performance, volume_status
 from fakestor.control.instance_types import INSTANCE_TYPES
 from fakestor.control.resources import (
@@ -121,7 +122,7 @@ def _status_events(item: Volume) -> tuple[list[Doc], list[Doc]]:
     """The volume's last failure as a status event; EBS's action if its I/O is disabled."""
     if not item.status_reason:
         return [], []
-    impaired = volume_status(item) == "impaired"
+    impaired = volume_status(item) == "impaired" or item.status_reason.startswith(INCONSISTENCY)
     event_type = "potential-data-inconsistency" if impaired else "fakestor:operation-failed"
     event_id = "evol-" + item.id.removeprefix("vol-")
     events = [{"EventId": event_id, "EventType": event_type, "Description": item.status_reason}]
