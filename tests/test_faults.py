@@ -3,9 +3,11 @@ own faults), observed with boto3 as a client would see them; they survive a rest
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
+import urllib.request
 from typing import Any
 
 import boto3
@@ -271,6 +273,9 @@ def test_cli_sets_lists_and_clears_volume_faults(faulty: Server) -> None:
     assert tags == {FAULT + "attach": "stuck:30", FAULT + "io": "latency:5"}
     listed = fakestor(faulty, "list").stdout
     assert f"{volume_id} attach=stuck:30" in listed
+    with urllib.request.urlopen(faulty.url + "/ui/state.json") as answer:
+        shown = json.load(answer)["faults"]
+    assert {"resource_id": volume_id, "name": "attach", "value": "stuck:30"} in shown["tags"]
     assert fakestor(faulty, "clear", volume_id, "attach").returncode == 0
     assert f"{volume_id} attach" not in fakestor(faulty, "list").stdout
     assert fakestor(faulty, "clear", volume_id).returncode == 0
