@@ -180,6 +180,37 @@ def test_modification_stuck_in_optimizing_until_the_tag_goes(faulty: Server) -> 
     wait_for(lambda: state() == "completed")
 
 
+def test_impaired_volume_status_until_enable_volume_io(faulty: Server) -> None:
+    ec2 = faulty.client()
+    volume_id = new_volume(ec2)
+    tag(ec2, volume_id, "io", "impaired")
+    status = ec2.describe_volume_status(VolumeIds=[volume_id])["VolumeStatuses"][0]
+    assert status["VolumeStatus"]["Status"] == "impaired"
+    assert {"Name": "io-enabled", "Status": "failed"} in status["VolumeStatus"]["Details"]
+    assert [e["EventType"] for e in status["Events"]] == ["potential-data-inconsistency"]
+    assert status["Events"][0]["Description"].startswith("Potential data inconsistency")
+    assert [a["Code"] for a in status["Actions"]] == ["enable-volume-io"]
+    for name, value in [
+        ("event.event-type", "potential-data-inconsistency"),
+        ("action.code", "enable-volume-io"),
+        ("volume-status.details-status", "failed"),
+    ]:
+        found = ec2.describe_volume_status(Filters=[{"Name": name, "Values": [value]}])
+        assert [s["VolumeId"] for s in found["VolumeStatuses"]] == [volume_id], name
+    ec2.enable_volume_io(VolumeId=volume_id)
+    status = ec2.describe_volume_status(VolumeIds=[volume_id])["VolumeStatuses"][0]
+    assert status["VolumeStatus"]["Status"] == "ok"
+    assert status["Actions"] == []
+    # The tag stays, but the impairment it caused is over, after a restart too.
+    faulty.kill()
+    faulty.start()
+    ec2 = faulty.client()
+    status = ec2.describe_volume_status(VolumeIds=[volume_id])["VolumeStatuses"][0]
+    assert status["VolumeStatus"]["Status"] == "ok"
+    untag(ec2, volume_id, "io")
+    assert ec2.describe_volume_status(VolumeIds=[volume_id])["VolumeStatuses"][0]["Events"] == []
+
+
 def test_bad_fault_tags_are_refused(faulty: Server) -> None:
     ec2 = faulty.client()
     volume_id = new_volume(ec2)

@@ -14,6 +14,7 @@ from datetime import timedelta
 from backends.io_faults import READ, WRITE, IoFault
 from fakestor import errors
 from fakestor.control.context import Ebs
+from fakestor.control.filter_values import INCONSISTENCY
 from fakestor.control.resources import from_text, to_text, utcnow
 
 log = logging.getLogger(__name__)
@@ -24,8 +25,6 @@ ATTACH, DETACH, SNAPSHOT, IO, CREATE, MODIFY = (
 )  # fmt: skip
 FOREVER = "forever"  # a stuck_until that only a forced detach (or the tag, if read) ends
 POLL_SECONDS = 0.5  # how often a held snapshot or modification looks at its tag again
-# Status events of an injected impairment start with this (see ec2.views).
-INCONSISTENCY = "Potential data inconsistency"
 
 FORMS = {
     ATTACH: "stuck or stuck:SECONDS",

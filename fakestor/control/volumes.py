@@ -269,6 +269,7 @@ def submit_delete_volume(ebs: Ebs, volume_id: str) -> None:
         except BackendError as failure:
             failed(failure)
             return
+        ebs.backend.set_io_fault(volume_id, None)
         with ebs.store.transaction() as db:
             db.execute("DELETE FROM tags WHERE resource_id=?", (volume_id,))
             db.execute("DELETE FROM modifications WHERE volume_id=?", (volume_id,))
