@@ -84,7 +84,7 @@ def test_stuck_attach_stays_attaching_until_a_forced_detach(faulty: Server) -> N
 def test_attach_stuck_for_seconds_completes_even_across_a_restart(faulty: Server) -> None:
     ec2 = faulty.client()
     volume_id = new_volume(ec2)
-    tag(ec2, volume_id, "attach", "stuck:3")
+    tag(ec2, volume_id, "attach", "stuck:8")
     started = time.monotonic()
     ec2.attach_volume(VolumeId=volume_id, InstanceId=faulty.host_instance_id, Device="/dev/sdf")
     time.sleep(0.5)
@@ -93,8 +93,8 @@ def test_attach_stuck_for_seconds_completes_even_across_a_restart(faulty: Server
     faulty.start()
     ec2 = faulty.client()
     assert attachment_state(ec2, volume_id) == "attaching"
-    wait_for(lambda: attachment_state(ec2, volume_id) == "attached", timeout=10)
-    assert time.monotonic() - started >= 3
+    wait_for(lambda: attachment_state(ec2, volume_id) == "attached", timeout=20)
+    assert time.monotonic() - started >= 8
 
 
 def test_stuck_detach_stays_detaching_until_forced(faulty: Server) -> None:
