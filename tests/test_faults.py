@@ -290,6 +290,20 @@ def test_error_rate_for_sdk_retries(faulty: Server) -> None:
     assert codes == {"Unavailable", "InternalError"}
     assert fakestor(faulty, "clear", "action:DescribeVolumes", "error-rate").returncode == 0
     once.describe_volumes()
+    # The EBS direct APIs answer their own 5xx.
+    assert fakestor(faulty, "set", "action:ListSnapshotBlocks", "error-rate=1").returncode == 0
+    direct = boto3.client(
+        "ebs",
+        endpoint_url=faulty.url,
+        region_name="us-east-1",
+        aws_access_key_id="AKIDFAKESTOR",
+        aws_secret_access_key="fakestor-secret",
+        config=Config(retries={"max_attempts": 1}),
+    )
+    assert (
+        error_code(lambda: direct.list_snapshot_blocks(SnapshotId="snap-00000000000000001"))
+        == "InternalServerException"
+    )
 
 
 def test_cli_sets_lists_and_clears_volume_faults(faulty: Server) -> None:

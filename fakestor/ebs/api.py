@@ -10,6 +10,7 @@ from flask import Blueprint, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from fakestor import errors
+from fakestor.control import server_faults
 from fakestor.control.regions import Regions
 from fakestor.direct_errors import (
     AccessDeniedException,
@@ -64,6 +65,10 @@ def ebs_blueprint(regions: Regions) -> Blueprint:
                 ebs = regions.get(region) if region else regions.home
             except errors.Ec2Error as refused:  # a region AWS does not have
                 raise AccessDeniedException(refused.message) from None
+            try:
+                server_faults.maybe_fail(ebs, operation.name)
+            except errors.Ec2Error as injected:  # the EBS direct APIs' 5xx is this one
+                raise InternalServerException(injected.message) from None
             result = ACTIONS[operation.name](ebs, params)
             return _respond(wire.serialize_response(operation, result), request_id)
         except DirectError as error:
