@@ -188,18 +188,21 @@ def submit_snapshot_data(
 
 
 def submit_create_snapshot(ebs: Ebs, snapshot_id: str, volume_id: str) -> None:
+    captured = False  # by an earlier run of this task, held by a fault since
+
     def capture(progress: Callable[[int], None]) -> None:
+        nonlocal captured
         hold = faults.snapshot_hold(ebs, snapshot_id, volume_id)
         if hold == "error":
             raise BackendError(f"fault {faults.PREFIX}{faults.SNAPSHOT}=error on {volume_id}")
-        if hold is None:
-            ebs.backend.create_snapshot(snapshot_id, volume_id, progress)
-            return
-        # Stuck: the data is captured (a snapshot is of the moment it started), but the
-        # snapshot stays pending at the percent while the volume's tag says so.
-        ebs.backend.create_snapshot(snapshot_id, volume_id, lambda _: None)
-        faults.hold_snapshot_at(ebs, snapshot_id, int(hold))
-        raise RetryLater(faults.POLL_SECONDS)
+        if not captured:
+            # The data is of the moment the snapshot started, held or not.
+            stop = hold if isinstance(hold, int) else 100
+            ebs.backend.create_snapshot(snapshot_id, volume_id, lambda p: progress(min(p, stop)))
+            captured = True
+        if hold is not None:  # stuck: pending at the percent while the volume's tag says so
+            faults.hold_snapshot_at(ebs, snapshot_id, int(hold))
+            raise RetryLater(faults.POLL_SECONDS)
 
     submit_snapshot_data(
         ebs, snapshot_id, [volume_id, snapshot_id], capture, f"snapshot {volume_id}"
