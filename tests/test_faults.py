@@ -4,10 +4,13 @@ own faults), observed with boto3 as a client would see them; they survive a rest
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -15,6 +18,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from fakestor.device_names import by_id_path
 from tests.conftest import (
     OTHER_ZONE,
     ZONE,
@@ -24,6 +28,7 @@ from tests.conftest import (
     new_volume,
     wait_for,
 )
+from tests.test_loopdev import machine
 
 FAULT = "fakestor:fault/"
 
@@ -61,9 +66,27 @@ def fakestor(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.fixture(params=["metadata", pytest.param("fuse", marks=pytest.mark.privileged)])
+def faulty(
+    request: pytest.FixtureRequest, start_server: ServerFactory, tmp_path: Path
+) -> Iterator[Server]:
+    """A server on the metadata backend, and one with real devices (root)."""
+    if request.param == "metadata":
+        yield start_server()
+        return
+    with machine(start_server, tmp_path, request.param) as host:
+        yield host.server
+
+
 @pytest.fixture
-def faulty(start_server: ServerFactory) -> Server:
+def plain(start_server: ServerFactory) -> Server:
+    """For the server's own faults and the CLI: no devices needed."""
     return start_server()
+
+
+def device_linked(server: Server, volume_id: str) -> bool:
+    """Whether the volume's device link is there (always, on the metadata backend)."""
+    return "fuse" not in server.args or os.path.islink(by_id_path(volume_id))
 
 
 def test_stuck_attach_stays_attaching_until_a_forced_detach(faulty: Server) -> None:
@@ -73,6 +96,7 @@ def test_stuck_attach_stays_attaching_until_a_forced_detach(faulty: Server) -> N
     ec2.attach_volume(VolumeId=volume_id, InstanceId=faulty.host_instance_id, Device="/dev/sdf")
     time.sleep(1.5)
     assert attachment_state(ec2, volume_id) == "attaching"
+    assert "fuse" not in faulty.args or not device_linked(faulty, volume_id)
     # A plain detach cannot finish an attach that never did: it waits in 'detaching'.
     ec2.detach_volume(VolumeId=volume_id)
     time.sleep(1.0)
@@ -95,6 +119,9 @@ def test_attach_stuck_for_seconds_completes_even_across_a_restart(faulty: Server
     assert attachment_state(ec2, volume_id) == "attaching"
     wait_for(lambda: attachment_state(ec2, volume_id) == "attached", timeout=20)
     assert time.monotonic() - started >= 8
+    assert device_linked(faulty, volume_id)
+    ec2.detach_volume(VolumeId=volume_id)
+    fast_waiter(ec2, "volume_available")(VolumeIds=[volume_id])
 
 
 def test_stuck_detach_stays_detaching_until_forced(faulty: Server) -> None:
@@ -106,6 +133,7 @@ def test_stuck_detach_stays_detaching_until_forced(faulty: Server) -> None:
     ec2.detach_volume(VolumeId=volume_id)
     time.sleep(1.5)
     assert attachment_state(ec2, volume_id) == "detaching"
+    assert device_linked(faulty, volume_id)  # the device stays, as a busy one would
     ec2.detach_volume(VolumeId=volume_id, Force=True)
     fast_waiter(ec2, "volume_available")(VolumeIds=[volume_id])
 
@@ -211,8 +239,8 @@ def test_impaired_volume_status_until_enable_volume_io(faulty: Server) -> None:
     assert ec2.describe_volume_status(VolumeIds=[volume_id])["VolumeStatuses"][0]["Events"] == []
 
 
-def test_bad_fault_tags_are_refused(faulty: Server) -> None:
-    ec2 = faulty.client()
+def test_bad_fault_tags_are_refused(plain: Server) -> None:
+    ec2 = plain.client()
     volume_id = new_volume(ec2)
     for name, value in [
         ("attach", "stuck:soon"),
@@ -228,16 +256,16 @@ def test_bad_fault_tags_are_refused(faulty: Server) -> None:
     assert error_code(lambda: tag(ec2, snapshot_id, "attach", "stuck")) == "InvalidParameterValue"
 
 
-def test_no_capacity_in_a_zone_or_for_a_type_set_with_the_cli(faulty: Server) -> None:
-    ec2 = faulty.client()
-    done = fakestor(faulty, "set", f"zone:{ZONE}", "capacity=none")
+def test_no_capacity_in_a_zone_or_for_a_type_set_with_the_cli(plain: Server) -> None:
+    ec2 = plain.client()
+    done = fakestor(plain, "set", f"zone:{ZONE}", "capacity=none")
     assert done.returncode == 0, done.stderr
     assert (
         error_code(lambda: ec2.create_volume(AvailabilityZone=ZONE, Size=1))
         == "InsufficientVolumeCapacity"
     )
     new_volume(ec2, zone=OTHER_ZONE)  # another zone still has room
-    assert fakestor(faulty, "set", "type:io2", "capacity=none").returncode == 0
+    assert fakestor(plain, "set", "type:io2", "capacity=none").returncode == 0
     assert (
         error_code(
             lambda: ec2.create_volume(
@@ -246,34 +274,33 @@ def test_no_capacity_in_a_zone_or_for_a_type_set_with_the_cli(faulty: Server) ->
         )
         == "InsufficientVolumeCapacity"
     )
-    listed = fakestor(faulty, "list")
+    listed = fakestor(plain, "list")
     assert f"zone:{ZONE} capacity=none" in listed.stdout
     assert "type:io2 capacity=none" in listed.stdout
     # Kept in the state store: still there after a restart.
-    faulty.kill()
-    faulty.start()
-    ec2 = faulty.client()
+    plain.kill()
+    plain.start()
+    ec2 = plain.client()
     assert (
         error_code(lambda: ec2.create_volume(AvailabilityZone=ZONE, Size=1))
         == "InsufficientVolumeCapacity"
     )
-    assert fakestor(faulty, "clear", f"zone:{ZONE}").returncode == 0
+    assert fakestor(plain, "clear", f"zone:{ZONE}").returncode == 0
     new_volume(ec2)
 
 
-def test_error_rate_for_sdk_retries(faulty: Server) -> None:
+def test_error_rate_for_sdk_retries(plain: Server) -> None:
     assert (
-        fakestor(faulty, "set", "action:DescribeVolumes", "error-rate=1:Unavailable").returncode
-        == 0
+        fakestor(plain, "set", "action:DescribeVolumes", "error-rate=1:Unavailable").returncode == 0
     )
-    once = faulty.client()
+    once = plain.client()
     assert error_code(lambda: once.describe_volumes()) == "Unavailable"
     once.describe_snapshots()  # other actions answer
-    assert fakestor(faulty, "set", "action:DescribeVolumes", "error-rate=0.5").returncode == 0
+    assert fakestor(plain, "set", "action:DescribeVolumes", "error-rate=0.5").returncode == 0
     # Half the answers fail; botocore's standard retries get through every time.
     retrying = boto3.client(
         "ec2",
-        endpoint_url=faulty.url,
+        endpoint_url=plain.url,
         region_name="us-east-1",
         aws_access_key_id="AKIDFAKESTOR",
         aws_secret_access_key="fakestor-secret",
@@ -288,13 +315,13 @@ def test_error_rate_for_sdk_retries(faulty: Server) -> None:
         except ClientError as failure:
             codes.add(failure.response["Error"]["Code"])
     assert codes == {"Unavailable", "InternalError"}
-    assert fakestor(faulty, "clear", "action:DescribeVolumes", "error-rate").returncode == 0
+    assert fakestor(plain, "clear", "action:DescribeVolumes", "error-rate").returncode == 0
     once.describe_volumes()
     # The EBS direct APIs answer their own 5xx.
-    assert fakestor(faulty, "set", "action:ListSnapshotBlocks", "error-rate=1").returncode == 0
+    assert fakestor(plain, "set", "action:ListSnapshotBlocks", "error-rate=1").returncode == 0
     direct = boto3.client(
         "ebs",
-        endpoint_url=faulty.url,
+        endpoint_url=plain.url,
         region_name="us-east-1",
         aws_access_key_id="AKIDFAKESTOR",
         aws_secret_access_key="fakestor-secret",
@@ -306,25 +333,25 @@ def test_error_rate_for_sdk_retries(faulty: Server) -> None:
     )
 
 
-def test_cli_sets_lists_and_clears_volume_faults(faulty: Server) -> None:
-    ec2 = faulty.client()
+def test_cli_sets_lists_and_clears_volume_faults(plain: Server) -> None:
+    ec2 = plain.client()
     volume_id = new_volume(ec2)
-    done = fakestor(faulty, "set", volume_id, "attach=stuck:30", "io=latency:5")
+    done = fakestor(plain, "set", volume_id, "attach=stuck:30", "io=latency:5")
     assert done.returncode == 0, done.stderr
     tags = {
         t["Key"]: t["Value"]
         for t in ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]["Tags"]
     }
     assert tags == {FAULT + "attach": "stuck:30", FAULT + "io": "latency:5"}
-    listed = fakestor(faulty, "list").stdout
+    listed = fakestor(plain, "list").stdout
     assert f"{volume_id} attach=stuck:30" in listed
-    with urllib.request.urlopen(faulty.url + "/ui/state.json") as answer:
+    with urllib.request.urlopen(plain.url + "/ui/state.json") as answer:
         shown = json.load(answer)["faults"]
     assert {"resource_id": volume_id, "name": "attach", "value": "stuck:30"} in shown["tags"]
-    assert fakestor(faulty, "clear", volume_id, "attach").returncode == 0
-    assert f"{volume_id} attach" not in fakestor(faulty, "list").stdout
-    assert fakestor(faulty, "clear", volume_id).returncode == 0
-    assert volume_id not in fakestor(faulty, "list").stdout
+    assert fakestor(plain, "clear", volume_id, "attach").returncode == 0
+    assert f"{volume_id} attach" not in fakestor(plain, "list").stdout
+    assert fakestor(plain, "clear", volume_id).returncode == 0
+    assert volume_id not in fakestor(plain, "list").stdout
 
 
 @pytest.mark.parametrize(
@@ -339,8 +366,8 @@ def test_cli_sets_lists_and_clears_volume_faults(faulty: Server) -> None:
         ["set", "vol-00000000000000001", "attach=stuck"],  # no such volume
     ],
 )
-def test_cli_bad_input_is_one_line_and_fails(faulty: Server, args: list[str]) -> None:
-    done = fakestor(faulty, *args)
+def test_cli_bad_input_is_one_line_and_fails(plain: Server, args: list[str]) -> None:
+    done = fakestor(plain, *args)
     assert done.returncode != 0
     assert done.stderr.startswith("fakestor: ")
     assert done.stderr.count("\n") == 1, done.stderr
