@@ -35,7 +35,13 @@ def add_parser(commands: Any, default_endpoint: str) -> None:
     actions = fault.add_subparsers(dest="fault_command", required=True, metavar="ACTION")
     set_ = actions.add_parser("set", help="set faults: TARGET NAME=VALUE ...")
     set_.add_argument("target", help="a volume id, or zone:NAME, type:NAME, action:NAME")
-    set_.add_argument("faults", nargs="+", metavar="NAME=VALUE")
+    set_.add_argument(
+        "faults",
+        nargs="+",
+        metavar="NAME=VALUE",
+        help=f"on a volume: {', '.join(faults.FORMS)} (io=error:read:0-1m, attach=stuck:60, "
+        "...); on a scope: capacity=none, error-rate=FRACTION[:CODE]. README: Faults",
+    )
     clear = actions.add_parser("clear", help="clear a target's faults (all, or those named)")
     clear.add_argument("target")
     clear.add_argument("names", nargs="*", metavar="NAME")
