@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -58,19 +59,39 @@ def _pairs(items: Sequence[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def _admin(endpoint: str, method: str, query: str = "", body: Any = None) -> Any:
+def _signed_headers(method: str, url: str, data: bytes | None, region: str) -> dict[str, str]:
+    """SigV4 headers, as for EC2, so a server verifying signatures accepts the call."""
+    import boto3
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    found = boto3.Session().get_credentials()
+    credentials = found or Credentials("fakestor", "fakestor")  # loopback takes any
+    signed = AWSRequest(
+        method=method, url=url, data=data, headers={"Content-Type": "application/json"}
+    )
+    SigV4Auth(credentials, "ec2", region).add_auth(signed)
+    return dict(signed.headers.items())
+
+
+def _admin(args: argparse.Namespace, method: str, query: str = "", body: Any = None) -> Any:
+    endpoint = args.endpoint
     data = None if body is None else json.dumps(body).encode()
     url = endpoint.rstrip("/") + PATH + query
-    call = urllib.request.Request(url, data=data, method=method)
-    call.add_header("Content-Type", "application/json")
+    headers = _signed_headers(method, url, data, args.region)
+    call = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(call, timeout=30) as answer:
             return json.load(answer)
     except urllib.error.HTTPError as failure:
+        text = failure.read().decode(errors="replace")
         try:
-            message = json.load(failure).get("error") or failure.reason
+            message = json.loads(text).get("error") or failure.reason
         except (ValueError, AttributeError):
-            message = failure.reason
+            # A refused signature: EC2's XML error, whose Message says why.
+            found = re.search(r"<Message>(.*?)</Message>", text, re.S)
+            message = found.group(1) if found else f"{failure.code} {failure.reason}"
         raise FaultError(str(message)) from None
     except (urllib.error.URLError, OSError) as failure:
         raise FaultError(f"cannot reach the server at {endpoint}: {failure}") from None
@@ -118,7 +139,7 @@ def run(args: argparse.Namespace, out: Callable[[str], None]) -> None:
                 except ValueError as failure:
                     raise FaultError(str(failure)) from None
             for name, value in pairs:
-                _admin(args.endpoint, "PUT", body={"scope": target, "name": name, "value": value})
+                _admin(args, "PUT", body={"scope": target, "name": name, "value": value})
         for name, value in pairs:
             out(f"{target} {name}={value}")
     elif args.fault_command == "clear":
@@ -133,10 +154,10 @@ def run(args: argparse.Namespace, out: Callable[[str], None]) -> None:
                 query = "?" + urllib.parse.urlencode(
                     {"scope": target, **({"name": name} if name else {})}
                 )
-                cleared += int(_admin(args.endpoint, "DELETE", query)["cleared"])
+                cleared += int(_admin(args, "DELETE", query)["cleared"])
             out(f"{target}: cleared {cleared} fault(s)")
     else:
-        listed = _admin(args.endpoint, "GET")
+        listed = _admin(args, "GET")
         for item in listed["server"]:
             out(f"{item['scope']} {item['name']}={item['value']}")
         found = _ec2(

@@ -21,7 +21,7 @@ PROTOCOLS = {
     "ebs": "rest-json",
     "rbin": "rest-json",
     "kms": "json",
-    "monitoring": "query",
+    "monitoring": "query",  # CloudWatch JSON and CBOR are served; its Query protocol is not
 }
 
 

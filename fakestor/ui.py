@@ -13,6 +13,8 @@ from fakestor.device_names import by_id_path
 from fakestor.faults_api import active_faults
 from fakestor.mounts_svg import render_svg
 
+UI_PREFIX = "/ui"  # every path the UI serves starts with this
+
 PAGE = """<!doctype html>
 <html lang="en">
 <head>

@@ -57,12 +57,15 @@ def error_code(call: Any) -> str:
     return str(raised.value.response["Error"]["Code"])
 
 
-def fakestor(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
+def fakestor(
+    server: Server, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "fakestor", "fault", "--endpoint", server.url, *args],
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -371,3 +374,19 @@ def test_cli_bad_input_is_one_line_and_fails(plain: Server, args: list[str]) -> 
     assert done.returncode != 0
     assert done.stderr.startswith("fakestor: ")
     assert done.stderr.count("\n") == 1, done.stderr
+
+
+def test_cli_signs_its_calls_for_a_server_that_verifies(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    credentials = tmp_path / "credentials"
+    credentials.write_text("AKIDFAULTS  faults-secret\n")
+    server = start_server("--credentials", str(credentials))
+    right = {"AWS_ACCESS_KEY_ID": "AKIDFAULTS", "AWS_SECRET_ACCESS_KEY": "faults-secret"}
+    done = fakestor(server, "set", f"zone:{ZONE}", "capacity=none", env=right)
+    assert done.returncode == 0, done.stderr
+    assert f"zone:{ZONE} capacity=none" in fakestor(server, "list", env=right).stdout
+    wrong = {**right, "AWS_SECRET_ACCESS_KEY": "not-it"}
+    refused = fakestor(server, "clear", f"zone:{ZONE}", env=wrong)
+    assert refused.returncode != 0
+    assert refused.stderr.startswith("fakestor: ") and refused.stderr.count("\n") == 1

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from backends import BackendError
 from fakestor import errors, ids
-from fakestor.control import faults
-from fakestor.control.account import resolve_encryption
+from fakestor.control import faults, kms_keys
+from fakestor.control.account import default_encryption_key, resolve_encryption
 from fakestor.control.context import Ebs, check_dry_run
 from fakestor.control.filter_values import (
     SNAPSHOT_FILTERS,
@@ -251,7 +251,7 @@ def copy_snapshot(ebs: Ebs, request: SnapshotCopyRequest, *, dry_run: bool = Fal
     kms_key_id = request.kms_key_id
     if source_ebs is not ebs and source.encrypted and kms_key_id is None:
         # A KMS key is regional: an encrypted copy in another region takes this one's.
-        kms_key_id = ebs.region.default_kms_key_id
+        kms_key_id = default_encryption_key(ebs)
     with ebs.store.transaction() as db:
         encrypted, kms_key_id = resolve_encryption(
             ebs, request.encrypted, kms_key_id, source, "its copy"
@@ -277,16 +277,34 @@ def _source_region(ebs: Ebs, name: str) -> Ebs:
             f"Value ({name}) for parameter SourceRegion is invalid. Expected a region "
             "that DescribeRegions lists."
         )
-    return ebs.regions.get(name)
+    return ebs.regions.get(name, reading=True)
+
+
+# The state message of a copy whose KMS key EBS cannot use. EC2 checks the key
+# asynchronously, so CopySnapshot answers and the copy then fails (CopySnapshot's
+# KmsKeyId documentation); the wording is EC2's as AWS Backup relays it
+# (aws-samples/aws-backup-automation#2: "snapshot copy failed with error: Given key ID
+# is not accessible").
+KEY_NOT_ACCESSIBLE = "Given key ID is not accessible"
 
 
 def submit_copy_snapshot(ebs: Ebs, source_snapshot_id: str, snapshot_id: str) -> None:
+    def copy(progress: Callable[[int], None]) -> None:
+        with ebs.store.transaction() as db:
+            row = db.execute(
+                "SELECT encrypted, kms_key_id FROM snapshots WHERE id=?", (snapshot_id,)
+            ).fetchone()
+        if row is not None and row["encrypted"] and row["kms_key_id"]:
+            unusable = kms_keys.unusable_for_ebs(ebs, row["kms_key_id"])
+            if unusable is not None:
+                log.warning(
+                    "copy %s failed: its KMS key cannot be used (%s)", snapshot_id, unusable
+                )
+                raise BackendError(KEY_NOT_ACCESSIBLE)
+        ebs.backend.copy_snapshot(source_snapshot_id, snapshot_id, progress)
+
     submit_snapshot_data(
-        ebs,
-        snapshot_id,
-        [source_snapshot_id, snapshot_id],
-        lambda progress: ebs.backend.copy_snapshot(source_snapshot_id, snapshot_id, progress),
-        f"copy {source_snapshot_id}",
+        ebs, snapshot_id, [source_snapshot_id, snapshot_id], copy, f"copy {source_snapshot_id}"
     )
 
 
@@ -388,6 +406,10 @@ def modify_snapshot_permission(
     add, remove = list(add), list(remove)
     for kind, grantee in add + remove:
         if kind == "group" and grantee != "all":
+            # "all" is the only group (botocore's PermissionGroup enum). EC2 refuses another
+            # with InvalidParameterValue; for AMIs it has its own code instead,
+            # InvalidAMIAttributeItemValue (hashicorp/packer#1068). No snapshot-specific
+            # code or text was found, so the wording is fakestor's.
             raise errors.InvalidParameterValue(
                 f"Value ({grantee}) for parameter UserGroup is invalid. Only 'all' is valid."
             )

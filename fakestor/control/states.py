@@ -68,6 +68,13 @@ class ModificationState(StrEnum):
     FAILED = "failed"
 
 
+class InitializationState(StrEnum):
+    """A new volume's initialization (VolumeStatus detail `initialization-state`)."""
+
+    INITIALIZING = "initializing"
+    COMPLETED = "completed"
+
+
 class InstanceState(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
@@ -95,6 +102,7 @@ TRANSITIONAL: dict[str, frozenset[StrEnum]] = {
     "fast_snapshot_restores": frozenset(
         {FastRestoreState.ENABLING, FastRestoreState.OPTIMIZING, FastRestoreState.DISABLING}
     ),
+    "volume_initializations": frozenset({InitializationState.INITIALIZING}),
     "instances": frozenset(
         {InstanceState.PENDING, InstanceState.SHUTTING_DOWN, InstanceState.STOPPING}
     ),

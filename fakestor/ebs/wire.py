@@ -299,13 +299,15 @@ def serialize_error(service: str, error: DirectError) -> Response:
     """The error document: `x-amzn-ErrorType` and the error shape's members as JSON."""
     model = service_model(service)
     body: dict[str, Any] = {"message": error.message}
+    status = error.http_status
     shape = model.shape_for(error.code) if error.code in model.shape_names else None
     if isinstance(shape, StructureShape):
         body = {"Message": error.message}
         if error.reason is not None and "Reason" in shape.members:
             body["Reason"] = error.reason
+        status = shape.metadata.get("error", {}).get("httpStatusCode", status)
     return Response(
-        error.http_status,
+        status,
         {"x-amzn-ErrorType": error.code},
         json.dumps(body).encode(),
         "application/json",
