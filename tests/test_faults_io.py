@@ -179,3 +179,29 @@ def _by_id(volume_id: str) -> str:
     from fakestor.device_names import by_id_name
 
     return by_id_name(volume_id)
+
+
+def test_server_stops_promptly_while_io_waits_on_an_impaired_volume(fuse_host: Host) -> None:
+    ec2 = fuse_host.ec2
+    volume_id = new_volume(ec2)
+    device = fuse_host.attach(volume_id)
+    set_io(ec2, volume_id, "impaired")
+    reader = subprocess.Popen(
+        ["dd", f"if={device}", "of=/dev/null", "bs=1M", "count=1", "iflag=direct"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        time.sleep(1.0)
+        assert reader.poll() is None
+        started = time.monotonic()
+        assert fuse_host.server.stop() == 0
+        assert time.monotonic() - started < 15
+        assert reader.wait(timeout=30) != 0  # the device went with the server: an error
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.wait()
+    fuse_host.server.start()  # for the fixture's cleanup, which checks nothing is left
+    fuse_host.ec2 = ec2 = fuse_host.server.client()
+    ec2.enable_volume_io(VolumeId=volume_id)

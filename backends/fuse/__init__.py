@@ -123,6 +123,7 @@ class FuseBackend:
         # Unlike image files, the served files vanish with this process: release the loop
         # devices on them rather than leave dead devices behind. The attachments stay
         # recorded, and the next start binds and links them again.
+        self.io_faults.close()  # I/O held by an impaired volume fails now
         self.devices.release_all("as the block store stops")
         self._stop.set()
         if self._flusher is not None:

@@ -21,6 +21,11 @@ class IoFaults:
     def __init__(self) -> None:
         self._faults: dict[str, IoFault] = {}
         self._lock = threading.Lock()
+        self._closing = False
+
+    def close(self) -> None:
+        """Fail the I/O that waits on an impaired volume, so the filesystem can stop."""
+        self._closing = True
 
     def set(self, name: str, fault: IoFault | None) -> None:
         with self._lock:
@@ -42,7 +47,7 @@ class IoFaults:
         if fault.impaired:
             deadline = time.monotonic() + fault.impaired_timeout
             while (current := self._faults.get(name)) is not None and current.impaired:
-                if time.monotonic() >= deadline:
+                if self._closing or time.monotonic() >= deadline:
                     raise pyfuse3.FUSEError(errno.EIO)
                 await trio.sleep(POLL)
             fault = current
