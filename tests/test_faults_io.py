@@ -205,3 +205,25 @@ def test_server_stops_promptly_while_io_waits_on_an_impaired_volume(fuse_host: H
     fuse_host.server.start()  # for the fixture's cleanup, which checks nothing is left
     fuse_host.ec2 = ec2 = fuse_host.server.client()
     ec2.enable_volume_io(VolumeId=volume_id)
+
+
+def test_forced_detach_of_an_impaired_volume_with_io_waiting(fuse_host: Host) -> None:
+    ec2 = fuse_host.ec2
+    volume_id = new_volume(ec2)
+    device = fuse_host.attach(volume_id)
+    set_io(ec2, volume_id, "impaired")
+    reader = subprocess.Popen(
+        ["dd", f"if={device}", "of=/dev/null", "bs=1M", "count=1", "iflag=direct"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        time.sleep(1.0)
+        started = time.monotonic()
+        fuse_host.detach(volume_id, force=True)
+        assert reader.wait(timeout=30) != 0  # the waiting read fails with the device
+        assert time.monotonic() - started < 10
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.wait()

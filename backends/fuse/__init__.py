@@ -187,6 +187,8 @@ class FuseBackend:
         return self.devices.attach(volume_id, device_name)
 
     def detach_volume(self, volume_id: str, force: bool) -> None:
+        if force:
+            self.io_faults.release_waiting(volume_id)
         self.devices.detach(volume_id, force)
 
     def set_io_fault(self, volume_id: str, fault: IoFault | None) -> bool:

@@ -22,10 +22,17 @@ class IoFaults:
         self._faults: dict[str, IoFault] = {}
         self._lock = threading.Lock()
         self._closing = False
+        self._releases: dict[str, int] = {}  # name -> times its waiting I/O was failed
 
     def close(self) -> None:
         """Fail the I/O that waits on an impaired volume, so the filesystem can stop."""
         self._closing = True
+
+    def release_waiting(self, name: str) -> None:
+        """Fail the I/O waiting on the impaired volume now (its device was force-detached);
+        the fault stays for the next attachment."""
+        with self._lock:
+            self._releases[name] = self._releases.get(name, 0) + 1
 
     def set(self, name: str, fault: IoFault | None) -> None:
         with self._lock:
@@ -46,8 +53,13 @@ class IoFaults:
             return
         if fault.impaired:
             deadline = time.monotonic() + fault.impaired_timeout
+            release = self._releases.get(name, 0)
             while (current := self._faults.get(name)) is not None and current.impaired:
-                if self._closing or time.monotonic() >= deadline:
+                if (
+                    self._closing
+                    or self._releases.get(name, 0) != release
+                    or time.monotonic() >= deadline
+                ):
                     raise pyfuse3.FUSEError(errno.EIO)
                 await trio.sleep(POLL)
             fault = current
