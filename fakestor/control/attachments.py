@@ -107,6 +107,7 @@ def submit_attach(ebs: Ebs, volume_id: str, instance_id: str) -> None:
         if row is None:
             return
         if _held(row["stuck_until"]):
+            log.info("attach of %s held by its fault until a forced detach", volume_id)
             return
         device_path = None
         if row["is_host"]:
@@ -251,6 +252,7 @@ def submit_detach(ebs: Ebs, volume_id: str, instance_id: str) -> None:
         if row is None:
             return
         if not row["force_detach"] and _held(row["stuck_until"]):
+            log.info("detach of %s held by a fault until a forced detach", volume_id)
             return
         try:
             if row["is_host"]:

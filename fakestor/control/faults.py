@@ -292,6 +292,7 @@ def apply_io_faults(ebs: Ebs, volume_ids: Iterable[str]) -> None:
     for volume_id in volume_ids:
         with ebs.store.transaction() as db:
             fault = io_fault(db, volume_id)
+        log.info("I/O fault of %s: %s", volume_id, fault or "none")
         if not ebs.backend.set_io_fault(volume_id, fault) and fault is not None:
             log.warning(
                 "the %s backend cannot apply I/O faults; %s%s on %s has no effect",
