@@ -1,5 +1,6 @@
 """Snapshots: create (one volume or all of an instance's), copy, describe, delete, permissions,
-and the tasks that capture, copy and delete their data."""
+and the tasks that capture and copy their data; a deleted snapshot goes to the Recycle Bin if
+a rule retains it (recycle_bin.py), else its record and data go (snapshot_trash.py)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from fakestor.control.loaders import (
     load_snapshots,
     load_volumes,
 )
+from fakestor.control.recycle_bin import retain_or_remove, submit_disposal
 from fakestor.control.requests import InstanceSnapshotsRequest, SnapshotCopyRequest, TagSpec
 from fakestor.control.resources import (
     Snapshot,
@@ -147,9 +149,8 @@ def finish_snapshot(ebs: Ebs, snapshot_id: str, failure: Exception | None) -> No
         row = db.execute(
             "SELECT delete_requested FROM snapshots WHERE id=?", (snapshot_id,)
         ).fetchone()
-        if row is not None and row["delete_requested"]:
-            remove_snapshot(db, snapshot_id)
-        elif failure is None:
+        retained = False
+        if failure is None and row is not None:
             db.execute(
                 f"UPDATE snapshots SET state='{SnapshotState.COMPLETED}', progress=100, "
                 "completion_time=? "
@@ -161,8 +162,10 @@ def finish_snapshot(ebs: Ebs, snapshot_id: str, failure: Exception | None) -> No
                 f"UPDATE snapshots SET state='{SnapshotState.ERROR}', state_message=? WHERE id=?",
                 (str(failure), snapshot_id),
             )
+        if row is not None and row["delete_requested"]:
+            retained = retain_or_remove(ebs, db, snapshot_id)
     if row is not None and row["delete_requested"]:
-        submit_empty_trash(ebs, snapshot_id)
+        submit_disposal(ebs, snapshot_id, retained)
 
 
 def submit_snapshot_data(
@@ -352,32 +355,8 @@ def delete_snapshot(ebs: Ebs, snapshot_id: str, *, dry_run: bool = False) -> Non
             # until then it stays visible as `pending`.
             db.execute("UPDATE snapshots SET delete_requested=1 WHERE id=?", (snapshot_id,))
             return
-        remove_snapshot(db, snapshot_id)
-    submit_empty_trash(ebs, snapshot_id)
-
-
-def remove_snapshot(db: sqlite3.Connection, snapshot_id: str) -> None:
-    db.execute("DELETE FROM snapshot_permissions WHERE snapshot_id=?", (snapshot_id,))
-    db.execute("DELETE FROM tags WHERE resource_id=?", (snapshot_id,))
-    for lifecycle in ("snapshot_locks", "snapshot_tiers", "fast_snapshot_restores"):
-        db.execute(f"DELETE FROM {lifecycle} WHERE snapshot_id=?", (snapshot_id,))
-    db.execute("DELETE FROM snapshots WHERE id=?", (snapshot_id,))
-    # The data goes in the background; the trash row carries that across a crash.
-    db.execute("INSERT OR IGNORE INTO trash VALUES ('snapshot', ?)", (snapshot_id,))
-
-
-def submit_empty_trash(ebs: Ebs, snapshot_id: str) -> None:
-    def work() -> None:
-        try:
-            ebs.backend.delete_snapshot(snapshot_id)
-        except BackendError as failure:
-            log.warning("deleting the data of %s failed: %s", snapshot_id, failure)
-            return
-        with ebs.store.transaction() as db:
-            db.execute("DELETE FROM trash WHERE kind='snapshot' AND resource_id=?", (snapshot_id,))
-
-    # Volumes restored from it keep their own copy of the data, as on EBS.
-    ebs.tasks.submit([snapshot_id], work, f"delete {snapshot_id}")
+        retained = retain_or_remove(ebs, db, snapshot_id)
+    submit_disposal(ebs, snapshot_id, retained)
 
 
 def snapshot_attribute(
