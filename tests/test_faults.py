@@ -250,6 +250,8 @@ def test_bad_fault_tags_are_refused(plain: Server) -> None:
         ("snapshot", "stuck:140"),
         ("io", "error:sideways"),
         ("io", "error:read:10-5"),
+        ("io", "impaired:-1"),
+        ("io", "latency:fast"),
         ("nap", "stuck"),
     ]:
         assert (

@@ -78,7 +78,10 @@ def parse_io(value: str) -> IoFault:
     if value == "impaired":
         return IoFault(impaired=True)
     if value.startswith("impaired:"):
-        return IoFault(impaired=True, impaired_timeout=float(value.removeprefix("impaired:")))
+        seconds = float(value.removeprefix("impaired:"))
+        if not 0 < seconds <= 3600:
+            raise ValueError(value)
+        return IoFault(impaired=True, impaired_timeout=seconds)
     if value.startswith("latency:"):
         milliseconds = float(value.removeprefix("latency:"))
         if not 0 <= milliseconds <= 60_000:
