@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from backends.io_faults import IoFault
 from backends.performance import VolumeShape
 
 ProgressCallback = Callable[[int], None]
@@ -150,6 +151,12 @@ class Backend(Protocol):
     def burst_balance(self, volume_id: str) -> float | None:
         """The volume's burst bucket in percent (CloudWatch's BurstBalance); None when no
         model applies to it or its type has no bucket. Raises nothing."""
+
+    def set_io_fault(self, volume_id: str, fault: IoFault | None) -> bool:
+        """Apply `fault` to every I/O on the volume's device from now on (None: lift it).
+
+        Returns False if this backend's data path cannot apply faults. Raises nothing.
+        """
 
     def create_snapshot(self, snapshot_id: str, volume_id: str, progress: ProgressCallback) -> None:
         """Capture the volume's current data as the snapshot (a mounted filesystem frozen).

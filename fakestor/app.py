@@ -1,5 +1,6 @@
-"""The Flask application: the EC2 API, KMS, the EBS direct APIs and CloudWatch's AWS/EBS
-metrics of every region, and the host's instance metadata, on one endpoint."""
+"""The Flask application: the EC2 API, KMS, the EBS direct APIs, the Recycle Bin API and
+CloudWatch's AWS/EBS metrics of every region, and the host's instance metadata, on one
+endpoint."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from fakestor.cloudwatch.api import cloudwatch_blueprint, cloudwatch_json_handle
 from fakestor.control.regions import Regions
 from fakestor.ebs.api import ebs_blueprint
 from fakestor.ec2.api import ec2_handler
+from fakestor.faults_api import faults_blueprint
 from fakestor.front import front_blueprint
 from fakestor.imds import IMDS_PREFIXES, imds_blueprint
 from fakestor.kms.api import kms_handler
+from fakestor.rbin.api import rbin_blueprint
 from fakestor.services import not_implemented, service_of
 from fakestor.throttling import Throttle
 from fakestor.ui import UI_PREFIX, ui_blueprint
@@ -41,6 +44,7 @@ def create_app(
     # Instance metadata and the UI are the host's, so its region's.
     app.register_blueprint(imds_blueprint(regions.home, imds_tokens_required))
     app.register_blueprint(ui_blueprint(regions.home))
+    app.register_blueprint(faults_blueprint(regions.home))
     # One set of token buckets (off unless rates are configured) for EC2 and EBS direct.
     # `/` serves every service whose requests post there, by the service of their signature.
     app.register_blueprint(
@@ -54,6 +58,7 @@ def create_app(
     )
     app.register_blueprint(ebs_blueprint(regions, throttle))
     app.register_blueprint(cloudwatch_blueprint(regions))
+    app.register_blueprint(rbin_blueprint(regions))
 
     def unknown_path(failure: HTTPException) -> Response | HTTPException:
         # Instance metadata answers like EC2's (plain 404s); API paths in their protocol.

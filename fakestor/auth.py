@@ -25,7 +25,7 @@ from flask import Request, Response
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from fakestor.ec2 import wire
-from fakestor.services import PROTOCOLS
+from fakestor.services import PROTOCOLS, raw_path
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 # "In most cases, a request must reach AWS within five minutes of the time stamp in the
@@ -267,7 +267,9 @@ def verify(request: Request, credentials: Mapping[str, str], now: datetime) -> N
     if declared and declared not in UNSIGNED_PAYLOADS and declared != payload_hash:
         raise _mismatch()
     received = AWSRequest(
-        method=request.method, url=f"{request.scheme}://{request.host}{request.path}", data=body
+        method=request.method,
+        url=f"{request.scheme}://{request.host}{raw_path(request)}",
+        data=body,
     )
     for name, value in request.headers.items():
         received.headers[name] = value  # HTTPHeaders keeps repeated headers

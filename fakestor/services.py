@@ -37,6 +37,15 @@ def region_of(request: Request) -> str | None:
     return match.group(1) if match else None
 
 
+def raw_path(request: Request) -> str:
+    """The path as the client sent it: a label that holds a `/` escaped as %2F (rbin's rule
+    ARN in `/tags/{resourceArn}`) loses that in the decoded `request.path`, which signatures
+    and URI templates need."""
+    raw = request.environ.get("REQUEST_URI") or request.environ.get("RAW_URI") or ""
+    path = str(raw).split("?", 1)[0]
+    return path if path.startswith("/") else request.path
+
+
 def _scope_of(request: Request) -> re.Match[str] | None:
     match = _SCOPE.search(request.headers.get("Authorization", ""))
     if match is None:

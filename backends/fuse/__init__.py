@@ -28,7 +28,9 @@ from backends.fuse.chunks import (
     NoSuchImage,
     check_store,
 )
+from backends.fuse.faults import IoFaults
 from backends.fuse.fs import MountedFilesystem
+from backends.io_faults import IoFault
 from backends.performance import Shaper, VolumeShape
 from fakestor.mounts import is_mounted
 
@@ -63,6 +65,7 @@ class FuseBackend:
         self._flusher: threading.Thread | None = None
         self._lost: dict[str, int] = {}  # image -> chunks lost, found by the check at start
         self.shapers: dict[str, Shaper] = {}  # volume -> its EBS performance model, if on
+        self.io_faults = IoFaults()
 
     def _chunk_store(self) -> ChunkStore:
         if self.chunk_store is None:
@@ -94,6 +97,7 @@ class FuseBackend:
         self.chunk_store = ChunkStore(self.fuse_dir)
         self.filesystem = MountedFilesystem(self.chunk_store, self.mountpoint)
         self.filesystem.operations.shapers = self.shapers
+        self.filesystem.operations.faults = self.io_faults
         try:
             self.filesystem.start()
         except RuntimeError as failure:
@@ -122,6 +126,7 @@ class FuseBackend:
         # Unlike image files, the served files vanish with this process: release the loop
         # devices on them rather than leave dead devices behind. The attachments stay
         # recorded, and the next start binds and links them again.
+        self.io_faults.close()  # I/O held by an impaired volume fails now
         self.devices.release_all("as the block store stops")
         self._stop.set()
         if self._flusher is not None:
@@ -185,6 +190,8 @@ class FuseBackend:
         return self.devices.attach(volume_id, device_name)
 
     def detach_volume(self, volume_id: str, force: bool) -> None:
+        if force:
+            self.io_faults.release_waiting(volume_id)
         self.devices.detach(volume_id, force)
 
     def set_performance(
@@ -201,6 +208,10 @@ class FuseBackend:
     def burst_balance(self, volume_id: str) -> float | None:
         shaper = self.shapers.get(volume_id)
         return shaper.burst_balance() if shaper is not None else None
+
+    def set_io_fault(self, volume_id: str, fault: IoFault | None) -> bool:
+        self.io_faults.set(volume_id, fault)
+        return True
 
     # ---- snapshots ------------------------------------------------------------------
 

@@ -21,6 +21,8 @@ import pyfuse3
 import trio
 
 from backends.fuse.chunks import ChunkStore, ChunkStoreError, ChunkStoreFull, NoSuchImage
+from backends.fuse.faults import IoFaults
+from backends.io_faults import READ, WRITE
 from backends.performance import Shaper
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ class BlockFilesystem(pyfuse3.Operations):
         self._lock = threading.Lock()
         self.largest_write = 0
         self.shapers: dict[str, Shaper] = {}  # image -> EBS performance model, if on
+        self.faults = IoFaults()  # the backend's, once it is started
 
     def inode_of(self, name: str) -> int:
         with self._lock:
@@ -165,11 +168,13 @@ class BlockFilesystem(pyfuse3.Operations):
     async def read(self, fh: int, off: int, size: int) -> bytes:
         name = self._name(fh)
         await self._shape(name, size)
+        await self.faults.check(name, READ, off, size)
         return await self._run(lambda: self.chunk_store.read(name, off, size))
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         name = self._name(fh)
         await self._shape(name, len(buf))
+        await self.faults.check(name, WRITE, off, len(buf))
         self.largest_write = max(self.largest_write, len(buf))
         return await self._run(lambda: self.chunk_store.write(name, off, buf))
 

@@ -21,6 +21,7 @@ from backends import (
     SizeLimit,
 )
 from backends.devices import LoopDevices
+from backends.io_faults import IoFault
 from backends.loopdev.copy import copy_image, data_bytes, data_extents, visit_data
 from backends.performance import VolumeShape
 from fakestor import failpoints
@@ -223,6 +224,10 @@ class LoopdevBackend:
 
     def detach_volume(self, volume_id: str, force: bool) -> None:
         self.devices.detach(volume_id, force)
+
+    def set_io_fault(self, volume_id: str, fault: IoFault | None) -> bool:
+        # The kernel reads the image directly: no layer in the path to apply it yet.
+        return False
 
     # ---- snapshots ----------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 from backends import SNAPSHOT_BLOCK_SIZE, Inventory, ProgressCallback, SizeLimit
+from backends.io_faults import IoFault
 from backends.performance import VolumeShape
 
 GIB = 1024**3
@@ -65,6 +66,9 @@ class MetadataBackend:
 
     def detach_volume(self, volume_id: str, force: bool) -> None:
         self._wait()
+
+    def set_io_fault(self, volume_id: str, fault: IoFault | None) -> bool:
+        return False  # no data, no I/O to fault
 
     def create_snapshot(self, snapshot_id: str, volume_id: str, progress: ProgressCallback) -> None:
         self._wait(progress)

@@ -157,9 +157,12 @@ def load_snapshots(
     snapshot_ids: Sequence[str] | None = None,
     *,
     others: bool = False,
+    in_recycle_bin: bool = False,
 ) -> list[Snapshot]:
     """The account's snapshots (`owner_id`); with `others`, also those of other accounts
-    kept here (the built-in image's root snapshot), which the account cannot see."""
+    kept here (the built-in image's root snapshot), which the account cannot see. Those in
+    the Recycle Bin only if `in_recycle_bin` (to every other use they do not exist until
+    restored)."""
     if snapshot_ids is None:
         rows = db.execute("SELECT * FROM snapshots").fetchall()
     else:
@@ -167,6 +170,8 @@ def load_snapshots(
         rows = db.execute(f"SELECT * FROM snapshots WHERE id IN ({marks})", snapshot_ids).fetchall()
     if not others:
         rows = [row for row in rows if row["owner_id"] is None]
+    if not in_recycle_bin:
+        rows = [row for row in rows if row["state"] != SnapshotState.RECOVERABLE]
     tags = tags_of(db, "snapshot")
     grants: dict[str, list[tuple[str, str]]] = {}
     for grant in db.execute("SELECT * FROM snapshot_permissions"):

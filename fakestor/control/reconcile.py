@@ -9,6 +9,7 @@ from collections.abc import Callable
 from enum import StrEnum
 
 from backends import Inventory
+from fakestor.control import faults
 from fakestor.control.attachments import submit_attach, submit_detach, submit_release, submit_relink
 from fakestor.control.context import Ebs
 from fakestor.control.direct_writes import is_direct, resume_direct_snapshot
@@ -16,12 +17,10 @@ from fakestor.control.fast_snapshot_restores import submit_fast_restore
 from fakestor.control.instances import submit_launch, submit_settle, submit_terminate
 from fakestor.control.loaders import load_snapshots, load_volumes
 from fakestor.control.modifications import submit_modify
+from fakestor.control.recycle_bin import resume_binned
 from fakestor.control.snapshot_tiers import submit_tiering
-from fakestor.control.snapshots import (
-    submit_copy_snapshot,
-    submit_create_snapshot,
-    submit_empty_trash,
-)
+from fakestor.control.snapshot_trash import submit_empty_trash
+from fakestor.control.snapshots import submit_copy_snapshot, submit_create_snapshot
 from fakestor.control.states import (
     TRANSITIONAL,
     USABLE_VOLUME,
@@ -81,7 +80,9 @@ def _reconcile_region(
     the volumes and snapshots (trash included) it has records of."""
     with ebs.store.transaction() as db:
         volumes = {volume.id: volume for volume in load_volumes(db)}
-        snapshots = {s.id: s for s in load_snapshots(db, ebs.account_id, others=True)}
+        snapshots = {
+            s.id: s for s in load_snapshots(db, ebs.account_id, others=True, in_recycle_bin=True)
+        }
         trash = {row[0] for row in db.execute("SELECT resource_id FROM trash")}
         for volume in volumes.values():
             if volume.state in USABLE_VOLUME and volume.id not in inventory.volumes:
@@ -164,6 +165,10 @@ RESUMERS: list[tuple[str, StrEnum, Resumer]] = [
         lambda e, r: submit_initialization(e, r["volume_id"]),
     ),
     ("snapshots", SnapshotState.PENDING, _resume_snapshot),
+    *[
+        ("snapshots", state, lambda e, r: resume_binned(e, r["id"], r["state"]))
+        for state in (SnapshotState.RECOVERING, SnapshotState.RECOVERABLE)
+    ],
     (
         "attachments",
         AttachmentState.ATTACHING,
@@ -225,6 +230,7 @@ def resume(*contexts: Ebs) -> None:
     reconcile(*contexts)
     trash: list[tuple[Ebs, str]] = []
     for ebs in contexts:
+        faults.restore_io_faults(ebs)
         with ebs.store.transaction() as db:
             found = [
                 (resumer, row)

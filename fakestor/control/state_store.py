@@ -192,6 +192,29 @@ CREATE TABLE IF NOT EXISTS direct_snapshots (
     fingerprint TEXT NOT NULL,
     completing INTEGER NOT NULL DEFAULT 0
 );
+-- Recycle Bin (recycle_bin_rules.py, recycle_bin.py): retention rules, whose tag lists are
+-- JSON [[key, value or null], ...], and the snapshots in the bin (state `recoverable`) with
+-- when they leave it (recover_due is set while one is being restored, `recovering`).
+CREATE TABLE IF NOT EXISTS rbin_rules (
+    id TEXT PRIMARY KEY,
+    resource_type TEXT NOT NULL,
+    retention_days INTEGER NOT NULL,
+    description TEXT NOT NULL,
+    resource_tags TEXT NOT NULL,
+    exclude_tags TEXT NOT NULL,
+    lock_delay_days INTEGER,
+    lock_state TEXT,
+    lock_end_time TEXT,
+    tags TEXT NOT NULL,
+    create_time TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS recycle_bin (
+    snapshot_id TEXT PRIMARY KEY,
+    rule_id TEXT NOT NULL,
+    enter_time TEXT NOT NULL,
+    exit_time TEXT NOT NULL,
+    recover_due TEXT
+);
 -- KMS (kms_keys.py, kms_aliases.py): the region's keys, aliases (key_id NULL for a
 -- predefined AWS alias whose key is not made yet) and key tags.
 CREATE TABLE IF NOT EXISTS kms_keys (
@@ -219,6 +242,14 @@ CREATE TABLE IF NOT EXISTS kms_key_tags (
     tag_key TEXT NOT NULL,
     tag_value TEXT NOT NULL,
     PRIMARY KEY (key_id, tag_key)
+);
+-- Faults of the whole server (control/server_faults.py), set with `fakestor fault set`:
+-- scope 'zone:NAME', 'type:NAME' or 'action:NAME', name 'capacity' or 'error-rate'.
+CREATE TABLE IF NOT EXISTS server_faults (
+    scope TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (scope, name)
 );
 CREATE TABLE IF NOT EXISTS direct_blocks (
     snapshot_id TEXT NOT NULL,
@@ -264,6 +295,11 @@ ADDED_COLUMNS = [
     ("volumes", "source_volume_id", "TEXT"),
     ("volumes", "initialization_rate", "INTEGER"),
     ("volumes", "fast_restored", "INTEGER NOT NULL DEFAULT 0"),
+    # Faults (control/faults.py) read when an operation starts: until when an attach or
+    # detach is held (a time, 'forever' or NULL), a snapshot's and a modification's fault.
+    ("attachments", "stuck_until", "TEXT"),
+    ("snapshots", "fault", "TEXT"),
+    ("modifications", "fault", "TEXT"),
 ]
 
 
