@@ -12,6 +12,7 @@ from fakestor.control.regions import Regions
 from fakestor.ebs.api import ebs_blueprint
 from fakestor.ec2.api import ec2_blueprint
 from fakestor.imds import IMDS_PREFIXES, imds_blueprint
+from fakestor.node_api import NODE_PREFIX, node_blueprint
 from fakestor.services import not_implemented
 from fakestor.ui import ui_blueprint
 
@@ -33,11 +34,18 @@ def create_app(
     app.register_blueprint(ui_blueprint(regions.home))
     app.register_blueprint(ec2_blueprint(regions, deny))
     app.register_blueprint(ebs_blueprint(regions))
+    app.register_blueprint(node_blueprint(regions.home))  # nodes are the host region's
 
     def unknown_path(failure: HTTPException) -> Response | HTTPException:
         # Instance metadata answers like EC2's (plain 404s); API paths in their protocol.
         if request.path.startswith(IMDS_PREFIXES):
             return failure
+        if request.path.startswith(NODE_PREFIX):
+            return Response(
+                '{"error": {"code": "NotFound", "message": "no such node API path"}}',
+                status=failure.code or 404,
+                content_type="application/json",
+            )
         return not_implemented(request)
 
     app.register_error_handler(404, unknown_path)

@@ -16,6 +16,7 @@ import waitress.server
 from flask import Flask
 
 from backends import load_backend
+from backends.nbd_exports import NbdExports
 from fakestor import ids
 from fakestor.app import MAX_REQUEST_BYTES, create_app
 from fakestor.control import reconcile
@@ -135,6 +136,9 @@ def serve(config: ServerConfig) -> None:
         ebs = regions.home
         opened.callback(backend.close)  # close() also undoes a start() that failed half-way
         backend.start()
+        if backend.name != "metadata":  # attachments to node instances get NBD exports
+            ebs.exports = NbdExports(config.data_dir / "exports")
+            opened.callback(ebs.exports.close_all)  # after the tasks stop, before the backend
         opened.callback(regions.tasks.shutdown)  # before the backend closes
         app = create_app(
             regions, deny=config.deny, imds_tokens_required=config.imds_tokens_required

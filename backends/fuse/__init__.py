@@ -184,6 +184,13 @@ class FuseBackend:
     def detach_volume(self, volume_id: str, force: bool) -> None:
         self.devices.detach(volume_id, force)
 
+    def volume_file(self, volume_id: str) -> Path | None:
+        file = self.devices.file_of(volume_id)
+        try:
+            return file if file.exists() else None
+        except OSError:  # the FUSE mount is gone
+            return None
+
     # ---- snapshots ------------------------------------------------------------------
 
     def create_snapshot(self, snapshot_id: str, volume_id: str, progress: ProgressCallback) -> None:

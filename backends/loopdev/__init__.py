@@ -215,6 +215,10 @@ class LoopdevBackend:
     def detach_volume(self, volume_id: str, force: bool) -> None:
         self.devices.detach(volume_id, force)
 
+    def volume_file(self, volume_id: str) -> Path | None:
+        image = self.volume_image(volume_id)
+        return image if image.exists() else None
+
     # ---- snapshots ----------------------------------------------------------
 
     def _copy(
