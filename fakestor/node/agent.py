@@ -172,7 +172,13 @@ def run_node(config: NodeConfig) -> None:
         except Exception as failure:  # botocore's errors have no common base worth naming
             raise NodeStartError(f"cannot launch an instance for this node: {failure}") from None
     agent = Agent(config, instance_id)
-    agent.register()
+    try:
+        agent.register()
+    except NodeStartError:
+        # What a previous agent left (after a kill -9) serves nothing now: release it.
+        agent.devices.adopt()
+        agent.devices.release_all()
+        raise
     agent.devices.adopt()
     imds = None
     if config.imds_listen:
