@@ -374,3 +374,97 @@ def _listening_port(node: Node) -> int:
         if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
             return int(fields[1].split(":")[1], 16)
     raise AssertionError("the agent listens nowhere")
+
+
+@pytest.mark.parametrize("cluster", ["loopdev"], indirect=True)
+def test_a_launched_instance_gets_devices_for_its_mappings_once_its_agent_runs(
+    cluster: tuple[Server, Node, Any], tmp_path: Path
+) -> None:
+    server, _, ec2 = cluster
+    launched = ec2.run_instances(
+        ImageId="ami-00000000000f4e570",  # the built-in EBS image: an 8 GiB root at /dev/xvda
+        MinCount=1,
+        MaxCount=1,
+        BlockDeviceMappings=[{"DeviceName": "/dev/sdf", "Ebs": {"VolumeSize": 2}}],
+    )["Instances"][0]
+    instance_id = launched["InstanceId"]
+    ec2.get_waiter("instance_running").wait(
+        InstanceIds=[instance_id], WaiterConfig={"Delay": 0.2, "MaxAttempts": 100}
+    )
+    mappings = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0][
+        "BlockDeviceMappings"
+    ]
+    volumes = {m["DeviceName"]: m["Ebs"]["VolumeId"] for m in mappings}
+    assert set(volumes) == {"/dev/xvda", "/dev/sdf"}
+    second = Node(server, tmp_path / "second", instance_id)
+    (tmp_path / "second").mkdir()
+    try:
+        second.start()
+        for device_name, volume_id in volumes.items():
+            link = second.link(volume_id)
+            wait_for(link.exists, timeout=30)
+            alias = second.dev_root / "fakestor" / device_name.removeprefix("/dev/")
+            assert os.readlink(alias) == os.readlink(link)
+        sizes = {v: loop.size_bytes(os.path.realpath(second.link(v))) for v in volumes.values()}
+        assert sizes == {volumes["/dev/xvda"]: 8 * 1024**3, volumes["/dev/sdf"]: 2 * 1024**3}
+        # Stopped, the instance has no devices; started again, it has them back.
+        ec2.stop_instances(InstanceIds=[instance_id])
+        ec2.get_waiter("instance_stopped").wait(
+            InstanceIds=[instance_id], WaiterConfig={"Delay": 0.2, "MaxAttempts": 100}
+        )
+        wait_for(lambda: not any(second.link(v).exists() for v in volumes.values()), timeout=30)
+        assert all(_state(ec2, v) == "attached" for v in volumes.values())
+        ec2.start_instances(InstanceIds=[instance_id])
+        wait_for(lambda: all(second.link(v).exists() for v in volumes.values()), timeout=30)
+        ec2.terminate_instances(InstanceIds=[instance_id])
+        wait_for(lambda: not any(second.link(v).exists() for v in volumes.values()), timeout=30)
+    finally:
+        second.stop()
+
+
+@pytest.mark.parametrize("cluster", ["loopdev"], indirect=True)
+def test_a_multi_attach_volume_has_one_export_per_node(
+    cluster: tuple[Server, Node, Any], tmp_path: Path
+) -> None:
+    server, node, ec2 = cluster
+    volume_id = ec2.create_volume(
+        AvailabilityZone="us-east-1a", Size=4, VolumeType="io2", Iops=100, MultiAttachEnabled=True
+    )["VolumeId"]
+    wait_for(lambda: ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]["State"]
+             == "available")  # fmt: skip
+    (tmp_path / "second").mkdir()
+    second = Node(server, tmp_path / "second", None)
+    try:
+        second.start()
+        for instance_id in (node.instance_id, second.instance_id):
+            ec2.attach_volume(VolumeId=volume_id, InstanceId=instance_id, Device="/dev/sdf")
+
+        def both_attached() -> bool:
+            found = ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]["Attachments"]
+            return len(found) == 2 and all(a["State"] == "attached" for a in found)
+
+        wait_for(both_attached, timeout=30)
+        assert len(_processes(f"{server.data_dir}/exports")) == 2
+        first_device = os.path.realpath(node.link(volume_id))
+        second_device = os.path.realpath(second.link(volume_id))
+        data = os.urandom(4096)
+        fd = os.open(first_device, os.O_RDWR | os.O_DIRECT)
+        try:
+            os.pwrite(fd, _aligned(data), 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fd = os.open(second_device, os.O_RDONLY | os.O_DIRECT)
+        try:
+            buffer = _aligned(bytes(4096))
+            os.preadv(fd, [buffer], 0)
+            assert bytes(buffer) == data  # the same data, through the other node's export
+        finally:
+            os.close(fd)
+        for instance_id in (node.instance_id, second.instance_id):
+            ec2.detach_volume(VolumeId=volume_id, InstanceId=instance_id)
+        wait_for(lambda: not ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"][0][
+            "Attachments"], timeout=30)  # fmt: skip
+        assert not _processes(f"{server.data_dir}/exports")
+    finally:
+        second.stop()
