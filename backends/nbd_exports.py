@@ -31,6 +31,7 @@ class Export:
     name: str  # the export name: a secret, as is the key
     psk_identity: str
     psk: str  # hex, as nbdkit's PSK file holds it
+    tls: bool = False  # TLS-PSK required; else the export name alone admits a client
 
 
 def free_port(host: str) -> int:
@@ -43,12 +44,13 @@ def free_port(host: str) -> int:
 
 def nbdkit_command(export: Export, file: Path, psk_file: Path, pid_file: Path) -> list[str]:
     # The ip filter of Debian's nbdkit 1.32 cannot parse IPv4 addresses ("cannot parse
-    # address"), so a node is told apart by the key and export name it holds.
+    # address"), so a node is told apart by the export name (and key) it holds.
+    tls = ["--tls=require", f"--tls-psk={psk_file}"] if export.tls else ["--tls=off"]
     return [
         "nbdkit", "--foreground", "--exit-with-parent",
         "--ipaddr", export.host, "--port", str(export.port),
         "--pidfile", str(pid_file),
-        "--tls=require", f"--tls-psk={psk_file}",
+        *tls,
         "--filter=exportname",
         "file", f"file={file}",
         "exportname-strict=true", f"exportname={export.name}", "exportname-list=error",
@@ -58,13 +60,17 @@ def nbdkit_command(export: Export, file: Path, psk_file: Path, pid_file: Path) -
 class NbdExports:
     """The nbdkit processes this server runs, by (volume id, instance id).
 
+    An export admits a client that names its secret export name; with `tls`, only
+    over TLS with its pre-shared key too (which costs throughput: see the README).
+
     Files (keys, pid files) live in `directory`. nbdkit exits with the server (and
     so with a crash of it); a restarted server opens the recorded exports again with
     the same address and secrets, and the nodes' clients reconnect.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, tls: bool = False) -> None:
         self.directory = directory
+        self.tls = tls  # whether new exports require TLS-PSK (recorded ones keep theirs)
         self._processes: dict[tuple[str, str], subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
         # nbdkit's --exit-with-parent follows the thread that started it: start every

@@ -116,6 +116,12 @@ def _parser() -> argparse.ArgumentParser:
         help="also serve instance metadata at ADDRESS:80 (default 169.254.169.254), added to "
         "the loopback interface while the server runs (root); off unless given",
     )
+    server.add_argument(
+        "--node-tls",
+        action="store_true",
+        help="nodes' NBD exports require TLS with a per-attachment pre-shared key, besides "
+        "their secret export name (slower: see the README's Nodes section)",
+    )
     server.add_argument("-v", "--verbose", action="store_true", help="log every request")
 
     mounts = commands.add_parser(
@@ -274,6 +280,7 @@ def _run_server(args: argparse.Namespace) -> None:
         deny=args.deny,
         imds_tokens_required=args.imds_tokens == "required",
         imds_address=args.imds_address,
+        node_tls=args.node_tls,
     )
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -67,6 +67,7 @@ class ServerConfig:
     deny: list[str] = field(default_factory=list)
     imds_tokens_required: bool = False
     imds_address: str | None = None  # also serve on ADDRESS:80, added to lo (EC2's IMDS)
+    node_tls: bool = False  # the nodes' NBD exports require TLS-PSK too
     threads: int = 8
 
 
@@ -137,7 +138,7 @@ def serve(config: ServerConfig) -> None:
         opened.callback(backend.close)  # close() also undoes a start() that failed half-way
         backend.start()
         if backend.name != "metadata":  # attachments to node instances get NBD exports
-            ebs.exports = NbdExports(config.data_dir / "exports")
+            ebs.exports = NbdExports(config.data_dir / "exports", tls=config.node_tls)
             opened.callback(ebs.exports.close_all)  # after the tasks stop, before the backend
         opened.callback(regions.tasks.shutdown)  # before the backend closes
         app = create_app(

@@ -11,6 +11,7 @@ import mmap
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -26,13 +27,12 @@ from fakestor.device_names import by_id_path
 from tests.conftest import Server, ServerFactory, require, require_root_and_loop, wait_for
 
 NODE_IMAGE = "ami-00000000000000001"
-BACKENDS = ["loopdev", "fuse"]
 
 
 def _require(backend: str) -> None:
     require_root_and_loop()
     require(os.path.exists("/dev/fuse"), "needs /dev/fuse (modprobe fuse)")
-    for tool in ("nbdkit", "nbdfuse", "fusermount3"):
+    for tool in ("nbdkit", "nbdfuse", "nbdinfo", "fusermount3"):
         require(shutil.which(tool) is not None, f"needs {tool} (apt-get install nbdkit libnbd-bin)")
 
 
@@ -107,9 +107,11 @@ def cluster(
 ) -> Iterator[tuple[Server, Node, Any]]:
     """A server on `backend`, a second instance and its running agent; afterwards nothing
     of theirs is left: no nbdkit, nbdfuse, loop device, mount or link."""
-    backend = request.param
+    backend, _, tls = request.param.partition("-")
     _require(backend)
-    server = start_server(backend=backend, data_dir=tmp_path / "data")
+    server = start_server(
+        *(["--node-tls"] if tls else []), backend=backend, data_dir=tmp_path / "data"
+    )
     ec2 = server.client()
     node = Node(server, tmp_path, None)
     try:
@@ -181,7 +183,7 @@ def _mount(device: Path, point: Path) -> None:
     subprocess.run(["mount", str(device), str(point)], check=True)
 
 
-@pytest.mark.parametrize("cluster", BACKENDS, indirect=True)
+@pytest.mark.parametrize("cluster", ["loopdev", "fuse-tls"], indirect=True)
 def test_a_volume_moves_between_a_node_and_the_host(
     cluster: tuple[Server, Node, Any], tmp_path: Path
 ) -> None:
@@ -245,6 +247,17 @@ def test_a_forced_detach_fences_the_node(cluster: tuple[Server, Node, Any], tmp_
     ec2.attach_volume(VolumeId=volume_id, InstanceId=node.instance_id, Device="/dev/sdf")
     wait_for(lambda: _state(ec2, volume_id) == "attached", timeout=30)
     device = os.path.realpath(node.link(volume_id))
+    # Only a client naming the attachment's secret export name is served.
+    with sqlite3.connect(server.data_dir / "state.db") as db:
+        port, name = db.execute("SELECT port, export_name FROM exports").fetchone()
+    for guess in ("", volume_id, node.instance_id):
+        refused = subprocess.run(
+            ["nbdinfo", f"nbd://127.0.0.1:{port}/{guess}"], capture_output=True, check=False
+        )
+        assert refused.returncode != 0
+    assert subprocess.run(["nbdinfo", "--size", f"nbd://127.0.0.1:{port}/{name}"],
+                          capture_output=True, text=True, check=True).stdout.strip() == str(
+        1024**3)  # fmt: skip
     block = os.urandom(4096)
     fd = os.open(device, os.O_RDWR | os.O_DIRECT)
     try:

@@ -30,7 +30,9 @@ def export_of(db: sqlite3.Connection, volume_id: str, instance_id: str) -> Expor
     ).fetchone()
     if row is None:
         return None
-    return Export(row["host"], row["port"], row["export_name"], instance_id, row["psk"])
+    return Export(
+        row["host"], row["port"], row["export_name"], instance_id, row["psk"], bool(row["tls"])
+    )
 
 
 def open_export(ebs: Ebs, volume_id: str, instance_id: str) -> bool:
@@ -57,12 +59,21 @@ def open_export(ebs: Ebs, volume_id: str, instance_id: str) -> bool:
             name=secrets.token_urlsafe(24),
             psk_identity=instance_id,
             psk=secrets.token_hex(32),
+            tls=ebs.exports.tls,
         )
         with ebs.store.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO exports(volume_id, instance_id, host, port, "
-                "export_name, psk) VALUES (?, ?, ?, ?, ?, ?)",
-                (volume_id, instance_id, export.host, export.port, export.name, export.psk),
+                "export_name, psk, tls) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    volume_id,
+                    instance_id,
+                    export.host,
+                    export.port,
+                    export.name,
+                    export.psk,
+                    int(export.tls),
+                ),
             )
     pid = ebs.exports.open(volume_id, instance_id, export, file)
     with ebs.store.transaction() as db:

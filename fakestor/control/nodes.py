@@ -102,6 +102,7 @@ def node_view(ebs: Ebs, instance_id: str) -> dict[str, Any]:
                     "name": export.name,
                     "psk_identity": export.psk_identity,
                     "psk": export.psk,
+                    "tls": export.tls,
                 },
             }
         )

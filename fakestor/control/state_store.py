@@ -73,6 +73,7 @@ CREATE TABLE IF NOT EXISTS exports (
     port INTEGER NOT NULL,
     export_name TEXT NOT NULL,
     psk TEXT NOT NULL,
+    tls INTEGER NOT NULL DEFAULT 0,
     pid INTEGER,
     PRIMARY KEY (volume_id, instance_id)
 );

@@ -44,13 +44,14 @@ class LocalDevice:
 
 
 def proxy_args(export: dict[str, Any], psk_file: Path, reconnect_seconds: int) -> list[str]:
-    """nbdkit's arguments to be the TLS-PSK client of the server's export; the retry
-    filter reconnects for `reconnect_seconds` (a server restart), then I/O fails (a
-    closed export)."""
+    """nbdkit's arguments to be the client of the server's export (over TLS-PSK if the
+    export asks for it); the retry filter reconnects for `reconnect_seconds` (a server
+    restart), then I/O fails (a closed export)."""
+    tls = ["tls=require", f"tls-psk={psk_file}", f"tls-username={export['psk_identity']}"]
     return [
         "--filter=retry", "nbd",
         f"hostname={export['host']}", f"port={export['port']}", f"export={export['name']}",
-        "tls=require", f"tls-psk={psk_file}", f"tls-username={export['psk_identity']}",
+        *(tls if export.get("tls") else []),
         f"retries={max(reconnect_seconds, 1)}", "retry-delay=1", "retry-exponential=no",
     ]  # fmt: skip
 
