@@ -35,6 +35,11 @@ def _listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", port
 
 
+def _imds_listen(value: str) -> tuple[str, int]:
+    """HOST[:PORT] of instance metadata: port 80 (EC2's) unless given."""
+    return _listen(value if ":" in value else f"{value}:80")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fakestor", description="A local stand-in for Amazon EBS."
@@ -180,10 +185,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     node.add_argument(
         "--imds-listen",
-        type=_listen,
+        type=_imds_listen,
         default=None,
-        metavar="HOST:PORT",
-        help="serve this instance's metadata there (e.g. 169.254.169.254:80 in a node netns)",
+        metavar="HOST[:PORT]",
+        help="serve this instance's metadata there (port 80 unless given), e.g. "
+        "169.254.169.254 in a node's network namespace (added to lo if no interface has it)",
     )
     node.add_argument(
         "--region", default="us-east-1", help="the region of the instance launched (us-east-1)"

@@ -109,3 +109,18 @@ def test_docker_benchmark_quick_mode_runs() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "| create + first run + rm |" in result.stdout
     assert "| rand read 4 KiB |" in result.stdout
+
+
+def test_nodes_benchmark_quick_mode_runs() -> None:
+    require_root_and_loop()
+    for tool in ("fio", "nbdkit", "nbdfuse"):
+        require(shutil.which(tool) is not None, f"needs {tool} (apt-get install)")
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--no-record", "--only", "nodes"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "| rand read 4 KiB, qd 1 |" in result.stdout
+    assert "node over NBD, TLS-PSK" in result.stdout

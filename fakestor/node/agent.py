@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -10,10 +11,17 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from fakestor.imds_address import (
+    EC2_IMDS_ADDRESS,
+    ImdsAddressError,
+    add_to_loopback,
+    remove_from_loopback,
+)
 from fakestor.node.client import NodeApiError, NodeClient, launch_instance
 from fakestor.node.devices import NodeDeviceError, NodeDevices
 from fakestor.node.imds import imds_server, serve_in_background
@@ -157,6 +165,26 @@ class Agent:
             return False
 
 
+def _imds(config: NodeConfig, instance_id: str) -> tuple[ThreadingHTTPServer, bool]:
+    """The metadata server on --imds-listen; True if EC2's address had to be put on lo.
+
+    Raises OSError, ImdsAddressError.
+    """
+    assert config.imds_listen is not None
+    try:
+        return imds_server(config.imds_listen, config.endpoint, instance_id), False
+    except OSError as failure:
+        if failure.errno != errno.EADDRNOTAVAIL or config.imds_listen[0] != EC2_IMDS_ADDRESS:
+            raise
+    added = add_to_loopback(EC2_IMDS_ADDRESS)
+    try:
+        return imds_server(config.imds_listen, config.endpoint, instance_id), added
+    except OSError:
+        if added:
+            remove_from_loopback(EC2_IMDS_ADDRESS)
+        raise
+
+
 def run_node(config: NodeConfig) -> None:
     """Run the agent until SIGTERM or SIGINT, then release every device it made.
 
@@ -180,15 +208,15 @@ def run_node(config: NodeConfig) -> None:
         agent.devices.release_all()
         raise
     agent.devices.adopt()
-    imds = None
+    imds, added_address = None, False
     if config.imds_listen:
         try:
-            imds = imds_server(config.imds_listen, config.endpoint, instance_id)
-        except OSError as failure:
+            imds, added_address = _imds(config, instance_id)
+        except (OSError, ImdsAddressError) as failure:
             agent.devices.release_all()
             raise NodeStartError(
                 f"cannot serve instance metadata on {config.imds_listen[0]}:"
-                f"{config.imds_listen[1]}: {failure.strerror}"
+                f"{config.imds_listen[1]}: {getattr(failure, 'strerror', None) or failure}"
             ) from None
         serve_in_background(imds)
     line = f"fakestor node ready: instance {instance_id} endpoint {config.endpoint}"
@@ -201,4 +229,6 @@ def run_node(config: NodeConfig) -> None:
         if imds is not None:
             imds.shutdown()
             imds.server_close()
+        if added_address and config.imds_listen:
+            remove_from_loopback(config.imds_listen[0])
         print(f"fakestor node: stopped, devices of {instance_id} released", flush=True)
