@@ -24,7 +24,14 @@ import pytest
 
 from backends import loop
 from fakestor.device_names import by_id_path
-from tests.conftest import Server, ServerFactory, require, require_root_and_loop, wait_for
+from tests.conftest import (
+    Server,
+    ServerFactory,
+    ec2_client,
+    require,
+    require_root_and_loop,
+    wait_for,
+)
 
 NODE_IMAGE = "ami-00000000000000001"
 
@@ -39,8 +46,18 @@ def _require(backend: str) -> None:
 class Node:
     """A `fakestor node` process started by a test."""
 
-    def __init__(self, server: Server, root: Path, instance_id: str | None) -> None:
+    def __init__(
+        self,
+        server: Server,
+        root: Path,
+        instance_id: str | None,
+        *,
+        endpoint: str | None = None,
+        prefix: tuple[str, ...] = (),
+    ) -> None:
         self.server = server
+        self.endpoint = endpoint or server.url
+        self.prefix = prefix  # runs the agent elsewhere: ip netns exec NAME
         self.data_dir = root / "node"
         self.dev_root = root / "dev"
         self.log_path = root / "node.log"
@@ -49,7 +66,7 @@ class Node:
 
     def start(self, *extra: str) -> None:
         command = [
-            sys.executable, "-m", "fakestor", "node", "--endpoint", self.server.url,
+            *self.prefix, sys.executable, "-m", "fakestor", "node", "--endpoint", self.endpoint,
             "--data-dir", str(self.data_dir), "--dev-root", str(self.dev_root),
             "--reconnect-seconds", "2", *extra,
         ]  # fmt: skip
@@ -481,3 +498,55 @@ def test_a_multi_attach_volume_has_one_export_per_node(
         assert not _processes(f"{server.data_dir}/exports")
     finally:
         second.stop()
+
+
+def test_a_node_in_its_own_network_namespace(start_server: ServerFactory, tmp_path: Path) -> None:
+    """As on a separate machine: the agent reaches the server over a veth pair, its export
+    listens on the server's address there, and its metadata is at 169.254.169.254."""
+    _require("loopdev")
+    require(shutil.which("ip") is not None, "needs ip (apt-get install iproute2)")
+    name, outside, inside = f"fsn{os.getpid()}", f"fsh{os.getpid()}", f"fsv{os.getpid()}"
+    server_address, node_address = "10.231.77.1", "10.231.77.2"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    node: Node | None = None
+    try:
+        for command in (
+            ["ip", "link", "add", outside, "type", "veth", "peer", "name", inside],
+            ["ip", "link", "set", inside, "netns", name],
+            ["ip", "addr", "add", f"{server_address}/30", "dev", outside],
+            ["ip", "link", "set", outside, "up"],
+            ["ip", "-n", name, "addr", "add", f"{node_address}/30", "dev", inside],
+            ["ip", "-n", name, "link", "set", inside, "up"],
+            ["ip", "-n", name, "link", "set", "lo", "up"],
+        ):
+            subprocess.run(command, check=True)
+        server = start_server(
+            "--listen", f"{server_address}:0", backend="loopdev", data_dir=tmp_path / "data"
+        )
+        endpoint = f"http://{server_address}:{server.port}"
+        ec2 = ec2_client(endpoint)
+        node = Node(server, tmp_path, None, endpoint=endpoint, prefix=("ip", "netns", "exec", name))
+        node.start("--imds-listen", "169.254.169.254")
+        volume_id = _new_volume(ec2)
+        ec2.attach_volume(VolumeId=volume_id, InstanceId=node.instance_id, Device="/dev/sdf")
+        wait_for(lambda: _state(ec2, volume_id) == "attached", timeout=30)
+        assert Path(os.path.realpath(node.link(volume_id))).is_block_device()
+        (export,) = _processes(f"{server.data_dir}/exports")
+        command = Path(f"/proc/{export}/cmdline").read_bytes().split(b"\0")
+        assert command[command.index(b"--ipaddr") + 1] == server_address.encode()
+        read = subprocess.run(
+            ["ip", "netns", "exec", name, sys.executable, "-c",
+             "import urllib.request; print(urllib.request.urlopen('http://169.254.169.254"
+             "/latest/meta-data/block-device-mapping/ebs1').read().decode())"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert read.stdout.strip() == "sdf"
+        ec2.detach_volume(VolumeId=volume_id)
+        wait_for(lambda: _state(ec2, volume_id) == "detached", timeout=30)
+    finally:
+        if node is not None:
+            node.stop()
+        subprocess.run(["ip", "netns", "del", name], check=False)
+        subprocess.run(["ip", "link", "del", outside], capture_output=True, check=False)
+        _force_clean(tmp_path)
+    assert not _processes(str(tmp_path))
