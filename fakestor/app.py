@@ -1,5 +1,5 @@
-"""The Flask application: the EC2 API and the EBS direct APIs of every region, and the
-host's instance metadata, on one endpoint."""
+"""The Flask application: the EC2 API and the EBS direct APIs of every region, the node
+agents' endpoint, and the host's instance metadata, on one endpoint."""
 
 from __future__ import annotations
 
