@@ -157,6 +157,30 @@ class Backend(Protocol):
     def delete_snapshot(self, snapshot_id: str) -> None:
         """Delete the snapshot's data; nothing to delete is not an error. Raises BackendError."""
 
+    # ---- volume copies and initialization ----------------------------------------------
+
+    def copy_volume(self, source_volume_id: str, volume_id: str, size_gib: int) -> None:
+        """Create `volume_id` as a crash-consistent copy of the source volume's current data
+        (a mounted filesystem frozen meanwhile), grown to `size_gib`.
+
+        Raises OutOfSpace, BackingStoreMissing (the source's data is gone), BackendError.
+        """
+
+    def initialization_bytes(self, volume_id: str, size_gib: int) -> int:
+        """How many bytes of data the volume's initialization pass visits.
+
+        Raises BackingStoreMissing, BackendError.
+        """
+
+    def initialize_volume(
+        self, volume_id: str, size_gib: int, position: int, budget: int
+    ) -> tuple[int, int]:
+        """Visit (read, or copy where the volume still shares it) the volume's data from
+        byte `position` on, about `budget` bytes of it; return (the position reached, the
+        bytes of data visited). The pass is over once the position reaches the volume's
+        size. Raises BackingStoreMissing, BackendError.
+        """
+
     # ---- the EBS direct APIs: blocks of SNAPSHOT_BLOCK_SIZE by index -------------------
 
     def snapshot_blocks(self, snapshot_id: str) -> list[int]:

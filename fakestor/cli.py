@@ -13,9 +13,11 @@ from pathlib import Path
 
 from backends import BACKEND_NAMES, BackendError
 from fakestor.control.lifecycle_clock import DEFAULT_TIME_SCALE
-from fakestor.control.regions import zone_letters
+from fakestor.control.quotas import DEFAULT_PENDING_SNAPSHOT_QUOTA
+from fakestor.control.regions import PARTITION, ec2_regions, zone_letters
 from fakestor.control.resources import Region
 from fakestor.server import DEFAULT_PORT, ServerConfig, default_data_dir
+from fakestor.throttling import RateSpecError, parse_rate
 
 
 class CliError(Exception):
@@ -96,7 +98,16 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_TIME_SCALE,
         metavar="FACTOR",
         help="divide EC2's snapshot lifecycle durations (archival, restores, fast snapshot "
-        "restore, lock periods) by FACTOR (default 3600: an hour takes a second)",
+        "restore, lock periods, StartSnapshot's Timeout, which never drops under 10 s) by "
+        "FACTOR (default 3600: an hour takes a second)",
+    )
+    server.add_argument(
+        "--metrics-interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how often the CloudWatch AWS/EBS datapoints are taken from the devices' "
+        "counters (default 60, as EBS; shorter for tests)",
     )
     server.add_argument(
         "--deny",
@@ -105,6 +116,26 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ACTION",
         help="answer UnauthorizedOperation to this action (glob, repeatable), to test "
         "clients' permission handling",
+    )
+    server.add_argument(
+        "--request-rate",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="throttle requests as AWS does, with a token bucket per rate (repeatable; off "
+        "unless given): SERVICE:ACTION=N/s (or /m), ACTION a name or a glob, optionally "
+        ",burst=B (default N), e.g. ec2:DescribeVolumes=5/s, ec2:*=20/s, "
+        "ebs:GetSnapshotBlock=1000/s; above it EC2 answers RequestLimitExceeded and the EBS "
+        "direct APIs RequestThrottledException",
+    )
+    server.add_argument(
+        "--pending-snapshot-quota",
+        type=int,
+        default=DEFAULT_PENDING_SNAPSHOT_QUOTA,
+        metavar="N",
+        help="StartSnapshot answers ServiceQuotaExceededException while the account has N "
+        f"pending snapshots in the region (default {DEFAULT_PENDING_SNAPSHOT_QUOTA}, AWS's "
+        "'Pending snapshots per account')",
     )
     server.add_argument(
         "--imds-tokens",
@@ -126,6 +157,21 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="nodes' NBD exports require TLS with a per-attachment pre-shared key, besides "
         "their secret export name (slower: see the README's Nodes section)",
+    )
+    server.add_argument(
+        "--credentials",
+        type=Path,
+        default=os.environ.get("FAKESTOR_CREDENTIALS") or None,
+        metavar="FILE",
+        help="verify every API request's SigV4 signature against the key pairs in FILE, one "
+        "'ACCESS_KEY_ID SECRET_ACCESS_KEY' a line (default $FAKESTOR_CREDENTIALS; off if "
+        "neither is given); needed to --listen beyond loopback",
+    )
+    server.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve beyond loopback without --credentials: anyone who reaches the port may "
+        "use the API",
     )
     server.add_argument("-v", "--verbose", action="store_true", help="log every request")
 
@@ -253,20 +299,47 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run_server(args: argparse.Namespace) -> None:
+    from fakestor.auth import CredentialsError, is_loopback, load_credentials
     from fakestor.server import ServeError, serve
 
     host, port = args.listen
+    if args.region not in ec2_regions():
+        raise CliError(
+            f"--region {args.region!r} is not an EC2 region of AWS's {PARTITION} partition "
+            "(botocore's endpoints); name one such as us-east-1 or eu-west-1"
+        )
     if args.zones is None:
         args.zones = zone_letters(args.region)
     if not args.zones.isalpha() or not args.zones.islower():
         raise CliError(f"--zones takes lowercase zone letters such as 'abc', not {args.zones!r}")
     if args.time_scale <= 0:
         raise CliError("--time-scale must be positive")
+    if args.metrics_interval < 1:
+        raise CliError("--metrics-interval must be at least 1 second")
     if args.latency < 0:
         raise CliError("--latency must not be negative")
+    if args.pending_snapshot_quota < 0:
+        raise CliError("--pending-snapshot-quota must not be negative")
+    for spec in args.request_rate:
+        try:
+            parse_rate(spec)
+        except RateSpecError as failure:
+            raise CliError(f"--request-rate: {failure}") from None
     if len(args.account_id) != 12 or not args.account_id.isdigit():
         raise CliError(f"--account-id must be 12 digits, not {args.account_id!r}")
-    _check_listen(host, port)
+    address = _check_listen(host, port)
+    credentials = None
+    if args.credentials is not None:
+        try:
+            credentials = load_credentials(Path(args.credentials))
+        except CredentialsError as failure:
+            raise CliError(str(failure)) from None
+    if credentials is None and not is_loopback(address) and not args.insecure_no_auth:
+        raise CliError(
+            f"--listen {host} is reachable beyond loopback: give --credentials FILE (lines "
+            "'ACCESS_KEY_ID SECRET_ACCESS_KEY') so every request's signature is verified, "
+            "or --insecure-no-auth to serve unverified"
+        )
     data_dir = args.data_dir or default_data_dir()
     not_a_dir = False
     with contextlib.suppress(OSError):  # unreadable: the server says what it lacks
@@ -287,6 +360,10 @@ def _run_server(args: argparse.Namespace) -> None:
         imds_tokens_required=args.imds_tokens == "required",
         imds_address=args.imds_address,
         node_tls=args.node_tls,
+        credentials=credentials,
+        request_rates=args.request_rate,
+        pending_snapshot_quota=args.pending_snapshot_quota,
+        metrics_interval=args.metrics_interval,
     )
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -298,8 +375,9 @@ def _run_server(args: argparse.Namespace) -> None:
         raise CliError(str(failure)) from None
 
 
-def _check_listen(host: str, port: int) -> None:
-    """Refuse an address this machine cannot serve on, before anything is created."""
+def _check_listen(host: str, port: int) -> str:
+    """Refuse an address this machine cannot serve on, before anything is created; the
+    IP address it resolves to."""
     try:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror:
@@ -313,6 +391,7 @@ def _check_listen(host: str, port: int) -> None:
             probe.bind(address)
         except OSError as failure:
             raise CliError(f"cannot serve on {host}:{port}: {failure.strerror}") from None
+    return str(address[0])
 
 
 def _run_plugin(args: argparse.Namespace) -> None:

@@ -12,6 +12,8 @@ from fakestor.control import Ebs, snapshots, volumes
 from fakestor.device_names import by_id_path
 from fakestor.mounts_svg import render_svg
 
+UI_PREFIX = "/ui"  # every path the UI serves starts with this
+
 PAGE = """<!doctype html>
 <html lang="en">
 <head>

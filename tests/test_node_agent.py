@@ -15,11 +15,13 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
 from backends import loop
@@ -27,11 +29,12 @@ from fakestor.device_names import by_id_path
 from tests.conftest import (
     Server,
     ServerFactory,
-    ec2_client,
     require,
     require_root_and_loop,
     wait_for,
 )
+
+pytestmark = pytest.mark.privileged
 
 NODE_IMAGE = "ami-00000000000000001"
 
@@ -54,7 +57,9 @@ class Node:
         *,
         endpoint: str | None = None,
         prefix: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
+        self.env = {**os.environ, **(env or {})}
         self.server = server
         self.endpoint = endpoint or server.url
         self.prefix = prefix  # runs the agent elsewhere: ip netns exec NAME
@@ -74,7 +79,7 @@ class Node:
             command += ["--instance-id", self.instance_id]
         log = self.log_path.open("ab")
         offset = log.tell()
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self.env)
 
         def ready() -> str | None:
             text = self.log_path.read_bytes()[offset:].decode()
@@ -520,12 +525,28 @@ def test_a_node_in_its_own_network_namespace(start_server: ServerFactory, tmp_pa
             ["ip", "-n", name, "link", "set", "lo", "up"],
         ):
             subprocess.run(command, check=True)
+        # Off loopback the server verifies signatures: the agent signs with these.
+        (tmp_path / "credentials").write_text("AKIDNODETEST node-test-secret\n")
         server = start_server(
-            "--listen", f"{server_address}:0", backend="loopdev", data_dir=tmp_path / "data"
-        )
+            "--listen", f"{server_address}:0", "--credentials", str(tmp_path / "credentials"),
+            backend="loopdev", data_dir=tmp_path / "data",
+        )  # fmt: skip
         endpoint = f"http://{server_address}:{server.port}"
-        ec2 = ec2_client(endpoint)
-        node = Node(server, tmp_path, None, endpoint=endpoint, prefix=("ip", "netns", "exec", name))
+        ec2 = boto3.client(
+            "ec2", endpoint_url=endpoint, region_name="us-east-1",
+            aws_access_key_id="AKIDNODETEST", aws_secret_access_key="node-test-secret",
+        )  # fmt: skip
+        unsigned = urllib.request.Request(
+            f"{endpoint}/node/v1/instances/{server.host_instance_id}/register", method="POST"
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(unsigned)
+        assert b"AuthFailure" in refused.value.read()
+        node = Node(
+            server, tmp_path, None, endpoint=endpoint, prefix=("ip", "netns", "exec", name),
+            env={"AWS_ACCESS_KEY_ID": "AKIDNODETEST",
+                 "AWS_SECRET_ACCESS_KEY": "node-test-secret"},
+        )  # fmt: skip
         node.start("--imds-listen", "169.254.169.254")
         volume_id = _new_volume(ec2)
         ec2.attach_volume(VolumeId=volume_id, InstanceId=node.instance_id, Device="/dev/sdf")

@@ -224,6 +224,53 @@ class FuseBackend:
         except (ChunkStoreError, OSError) as failure:
             raise BackendError(f"cannot delete {snapshot_id}: {failure}") from None
 
+    # ---- volume copies and initialization --------------------------------------------
+
+    def copy_volume(self, source_volume_id: str, volume_id: str, size_gib: int) -> None:
+        chunks = self._chunk_store()
+        if volume_id in chunks.images:
+            return
+        if source_volume_id not in chunks.images:
+            raise BackingStoreMissing(
+                f"the data of {source_volume_id} is missing from the block store"
+            )
+        try:
+            # As a snapshot: freeze a mounted filesystem, then share every chunk.
+            with self.devices.frozen(source_volume_id):
+                chunks.flush()
+                size = max(size_gib * GIB, chunks.image(source_volume_id).size)
+                chunks.create(volume_id, size, source=source_volume_id)
+        except ChunkStoreError as failure:
+            raise self._translate(failure, f"copy {source_volume_id}") from None
+
+    def initialization_bytes(self, volume_id: str, size_gib: int) -> int:
+        return len(self._volume_chunks(volume_id)) * CHUNK_SIZE
+
+    def _volume_chunks(self, volume_id: str) -> dict[int, int]:
+        try:
+            image = self._chunk_store().image(volume_id)
+        except ChunkStoreError as failure:
+            raise self._translate(failure, f"read {volume_id}") from None
+        with image.lock:
+            return dict(image.chunks)
+
+    def initialize_volume(
+        self, volume_id: str, size_gib: int, position: int, budget: int
+    ) -> tuple[int, int]:
+        # Initialization reads the chunks the volume maps, in order; unwritten ones are zeros.
+        chunks = self._chunk_store()
+        indexes = sorted(i for i in self._volume_chunks(volume_id) if i >= position // CHUNK_SIZE)
+        visited = 0
+        try:
+            for index in indexes:
+                if visited >= budget:
+                    return index * CHUNK_SIZE, visited
+                chunks.read(volume_id, index * CHUNK_SIZE, CHUNK_SIZE)
+                visited += CHUNK_SIZE
+            return max(size_gib * GIB, chunks.image(volume_id).size), visited
+        except ChunkStoreError as failure:
+            raise self._translate(failure, f"initialize {volume_id}") from None
+
     # ---- the EBS direct APIs: a block is a chunk -------------------------------------
 
     def _snapshot_chunks(self, snapshot_id: str) -> dict[int, int]:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from backends import SNAPSHOT_BLOCK_SIZE, Inventory, ProgressCallback, SizeLimit
 
+GIB = 1024**3
+
 
 class MetadataBackend:
     """A backend that stores nothing; each operation just takes `latency` seconds."""
@@ -69,6 +71,18 @@ class MetadataBackend:
 
     def delete_snapshot(self, snapshot_id: str) -> None:
         self._wait()
+
+    def copy_volume(self, source_volume_id: str, volume_id: str, size_gib: int) -> None:
+        self._wait()
+
+    def initialization_bytes(self, volume_id: str, size_gib: int) -> int:
+        return size_gib * GIB  # no data here: as EBS, which initializes every block
+
+    def initialize_volume(
+        self, volume_id: str, size_gib: int, position: int, budget: int
+    ) -> tuple[int, int]:
+        reached = min(position + budget, size_gib * GIB)
+        return reached, reached - position
 
     def snapshot_blocks(self, snapshot_id: str) -> list[int]:
         return []

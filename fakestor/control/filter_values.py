@@ -49,7 +49,7 @@ def volume_filter_values(volume: Volume, zone_id: str) -> dict[str, list[str]]:
             "create-time": [to_wire_time(volume.create_time)],
             "encrypted": [_flag(volume.encrypted)],
             "multi-attach-enabled": [_flag(volume.multi_attach)],
-            "fast-restored": ["false"],
+            "fast-restored": [str(volume.fast_restored).lower()],
             # No volume here is managed by another AWS service.
             "operator.managed": ["false"],
             "operator.principal": [],
@@ -113,11 +113,13 @@ def volume_status_filter_values(volume: Volume) -> dict[str, list[str]]:
         "event.event-type": [],
         "event.not-after": [],
         "event.not-before": [],
-        "volume-status.details-name": ["io-enabled", "io-performance"],
+        "volume-status.details-name": ["io-enabled", "io-performance"]
+        + (["initialization-state"] if volume.initialization else []),
         "volume-status.details-status": [
             "passed" if volume.io_enabled else "failed",
             io_performance(volume),
-        ],
+        ]
+        + ([str(volume.initialization.state)] if volume.initialization else []),
         "volume-status.status": [volume_status(volume)],
     }
 

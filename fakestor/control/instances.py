@@ -30,6 +30,7 @@ from fakestor.control.states import (
     VolumeState,
 )
 from fakestor.control.tags import set_tags, tags_for
+from fakestor.control.volume_initializations import submit_initialization
 from fakestor.control.volumes import submit_create_volume, submit_delete_volume
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,8 @@ def run_instances(
     for instance_id, volumes in launched:
         for volume_id, snapshot_id in volumes:
             submit_create_volume(ebs, volume_id, snapshot_id)
+            if snapshot_id is not None:  # restored: initialized (at once if fast-restored)
+                submit_initialization(ebs, volume_id)
             submit_attach(ebs, volume_id, instance_id)
         # Running once its volumes are: the launch queues behind their tasks.
         submit_launch(ebs, instance_id, [volume_id for volume_id, _ in volumes])
@@ -114,6 +117,14 @@ def reservation_instances(db: sqlite3.Connection, reservation_id: str) -> list[I
 
 def submit_launch(ebs: Ebs, instance_id: str, volume_ids: Sequence[str] = ()) -> None:
     def work() -> None:
+        with ebs.store.transaction() as db:
+            row = db.execute(
+                "SELECT state, state_reason FROM instances WHERE id=?", (instance_id,)
+            ).fetchone()
+        if row is not None and row["state"] == InstanceState.SHUTTING_DOWN and row["state_reason"]:
+            # EC2 ended the launch (a volume's KMS key it cannot use: volumes.vanish_volume).
+            submit_terminate(ebs, instance_id, volume_ids)
+            return
         wait = ebs.backend.latency
         if wait and not ebs.tasks.sleep(wait):
             return

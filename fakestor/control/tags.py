@@ -9,7 +9,7 @@ from fakestor import errors, ids
 from fakestor.control.context import Ebs, check_dry_run
 from fakestor.control.filter_values import TAG_FILTERS
 from fakestor.control.filters import Filter, check_filters, matches
-from fakestor.control.loaders import get_instance, get_snapshot, get_volume
+from fakestor.control.loaders import get_instance, get_snapshot, get_volume, load_snapshots
 from fakestor.control.requests import TagSpec
 from fakestor.control.resources import Tag
 
@@ -81,7 +81,9 @@ def type_of_resource(ebs: Ebs, db: sqlite3.Connection, resource_id: str) -> str:
     if kind == ids.VOLUME:
         get_volume(db, resource_id)
     elif kind == ids.SNAPSHOT:
-        get_snapshot(db, ebs.account_id, resource_id)
+        # A snapshot in the Recycle Bin can still be tagged, as on EC2.
+        if not load_snapshots(db, ebs.account_id, [resource_id], in_recycle_bin=True):
+            get_snapshot(db, ebs.account_id, resource_id)  # InvalidSnapshot.NotFound
     else:
         get_instance(db, resource_id)
     return _RESOURCE_TYPES[kind]

@@ -56,7 +56,9 @@ def volume(item: Volume, zone_id: str) -> Doc:
         "Iops": item.iops,
         "Throughput": item.throughput,
         "MultiAttachEnabled": item.multi_attach,
-        "FastRestored": False,
+        "FastRestored": item.fast_restored,
+        "SourceVolumeId": item.source_volume_id,
+        "VolumeInitializationRate": item.initialization_rate,
         "Tags": tag_list(item.tags),
     }
 
@@ -141,16 +143,23 @@ def _status_events(item: Volume) -> tuple[list[Doc], list[Doc]]:
 def volume_status_item(item: Volume) -> Doc:
     performance = io_performance(item)
     events, actions = _status_events(item)
+    details = [
+        {"Name": "io-enabled", "Status": "passed" if item.io_enabled else "failed"},
+        {"Name": "io-performance", "Status": performance},
+    ]
+    initialization = None
+    if item.initialization is not None:  # restored or copied volumes only, as on EC2
+        details.append({"Name": "initialization-state", "Status": item.initialization.state})
+        initialization = {
+            "InitializationType": item.initialization.kind,
+            "Progress": item.initialization.progress,
+            "EstimatedTimeToCompleteInSeconds": item.initialization.seconds_left,
+        }
     return {
         "VolumeId": item.id,
         "AvailabilityZone": item.zone,
-        "VolumeStatus": {
-            "Status": volume_status(item),
-            "Details": [
-                {"Name": "io-enabled", "Status": "passed" if item.io_enabled else "failed"},
-                {"Name": "io-performance", "Status": performance},
-            ],
-        },
+        "VolumeStatus": {"Status": volume_status(item), "Details": details},
+        "InitializationStatusDetails": initialization,
         "Events": events,
         "Actions": actions,
         "AttachmentStatuses": [
@@ -215,6 +224,9 @@ def instance(item: Instance, ebs: Ebs) -> Doc:
         "PrivateDnsName": f"ip-127-0-0-1.{ebs.region.name}.compute.internal"
         if item.is_host
         else "",
+        "StateReason": {"Code": item.state_reason[0], "Message": item.state_reason[1]}
+        if item.state_reason
+        else None,
     }
 
 

@@ -70,7 +70,7 @@ class Agent:
     def __init__(self, config: NodeConfig, instance_id: str) -> None:
         self.config = config
         self.instance_id = instance_id
-        self.client = NodeClient(config.endpoint, instance_id)
+        self.client = NodeClient(config.endpoint, instance_id, config.region)
         self.devices = NodeDevices(config.data_dir, config.dev_root, config.reconnect_seconds)
         self.reported: dict[str, str] = {}  # volume id -> device reported present
         self.stopping = threading.Event()
