@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from backends.io_faults import IoFault
+
 ProgressCallback = Callable[[int], None]
 """Called with a percentage (0-100) while a long operation runs."""
 
@@ -141,6 +143,12 @@ class Backend(Protocol):
 
         Without `force`, returns once the kernel has let go of the device. Raises
         DeviceBusy (in use and not `force`, or not released in time), BackendError.
+        """
+
+    def set_io_fault(self, volume_id: str, fault: IoFault | None) -> bool:
+        """Apply `fault` to every I/O on the volume's device from now on (None: lift it).
+
+        Returns False if this backend's data path cannot apply faults. Raises nothing.
         """
 
     def create_snapshot(self, snapshot_id: str, volume_id: str, progress: ProgressCallback) -> None:

@@ -15,6 +15,7 @@ from fakestor.cloudwatch.api import cloudwatch_blueprint, cloudwatch_json_handle
 from fakestor.control.regions import Regions
 from fakestor.ebs.api import ebs_blueprint
 from fakestor.ec2.api import ec2_handler
+from fakestor.faults_api import faults_blueprint
 from fakestor.front import front_blueprint
 from fakestor.imds import IMDS_PREFIXES, imds_blueprint
 from fakestor.kms.api import kms_handler
@@ -45,6 +46,7 @@ def create_app(
     app.register_blueprint(imds_blueprint(regions.home, imds_tokens_required))
     app.register_blueprint(ui_blueprint(regions.home))
     app.register_blueprint(node_blueprint(regions.home))  # nodes are the host region's
+    app.register_blueprint(faults_blueprint(regions.home))
     # One set of token buckets (off unless rates are configured) for EC2 and EBS direct.
     # `/` serves every service whose requests post there, by the service of their signature.
     app.register_blueprint(

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from backends import BACKEND_NAMES, BackendError
+from fakestor import fault_cli
 from fakestor.control.lifecycle_clock import DEFAULT_TIME_SCALE
 from fakestor.control.quotas import DEFAULT_PENDING_SNAPSHOT_QUOTA
 from fakestor.control.regions import PARTITION, ec2_regions, zone_letters
@@ -295,6 +296,7 @@ def _parser() -> argparse.ArgumentParser:
         help="ext4 or xfs, when -o fstype is absent (default $FAKESTOR_DEFAULT_FSTYPE, else ext4)",
     )
     plugin.add_argument("-v", "--verbose", action="store_true", help="log every operation")
+    fault_cli.add_parser(commands, f"http://127.0.0.1:{DEFAULT_PORT}")
     return parser
 
 
@@ -531,6 +533,15 @@ def _run_lab(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _run_fault(args: argparse.Namespace) -> None:
+    from fakestor.fault_cli import FaultError, run
+
+    try:
+        run(args, out=lambda line: print(line, flush=True))
+    except FaultError as failure:
+        raise CliError(str(failure)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -546,6 +557,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _run_mounts(args)
         elif args.command == "lab":
             return _run_lab(args)
+        elif args.command == "fault":
+            _run_fault(args)
     except CliError as failure:
         print(f"fakestor: {failure}", file=sys.stderr)
         return 1

@@ -28,7 +28,9 @@ from backends.fuse.chunks import (
     NoSuchImage,
     check_store,
 )
+from backends.fuse.faults import IoFaults
 from backends.fuse.fs import MountedFilesystem
+from backends.io_faults import IoFault
 from fakestor.mounts import is_mounted
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,7 @@ class FuseBackend:
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
         self._lost: dict[str, int] = {}  # image -> chunks lost, found by the check at start
+        self.io_faults = IoFaults()
 
     def _chunk_store(self) -> ChunkStore:
         if self.chunk_store is None:
@@ -91,6 +94,7 @@ class FuseBackend:
         self._lost = report.lost_chunks
         self.chunk_store = ChunkStore(self.fuse_dir)
         self.filesystem = MountedFilesystem(self.chunk_store, self.mountpoint)
+        self.filesystem.operations.faults = self.io_faults
         try:
             self.filesystem.start()
         except RuntimeError as failure:
@@ -119,6 +123,7 @@ class FuseBackend:
         # Unlike image files, the served files vanish with this process: release the loop
         # devices on them rather than leave dead devices behind. The attachments stay
         # recorded, and the next start binds and links them again.
+        self.io_faults.close()  # I/O held by an impaired volume fails now
         self.devices.release_all("as the block store stops")
         self._stop.set()
         if self._flusher is not None:
@@ -182,6 +187,8 @@ class FuseBackend:
         return self.devices.attach(volume_id, device_name)
 
     def detach_volume(self, volume_id: str, force: bool) -> None:
+        if force:
+            self.io_faults.release_waiting(volume_id)
         self.devices.detach(volume_id, force)
 
     def volume_file(self, volume_id: str) -> Path | None:
@@ -190,6 +197,10 @@ class FuseBackend:
             return file if file.exists() else None
         except OSError:  # the FUSE mount is gone
             return None
+
+    def set_io_fault(self, volume_id: str, fault: IoFault | None) -> bool:
+        self.io_faults.set(volume_id, fault)
+        return True
 
     # ---- snapshots ------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from backends import (
     SizeLimit,
 )
 from backends.devices import LoopDevices
+from backends.io_faults import IoFault
 from backends.loopdev.copy import copy_image, data_bytes, data_extents, visit_data
 from fakestor import failpoints
 from fakestor.mounts import mount_table
@@ -218,6 +219,10 @@ class LoopdevBackend:
     def volume_file(self, volume_id: str) -> Path | None:
         image = self.volume_image(volume_id)
         return image if image.exists() else None
+
+    def set_io_fault(self, volume_id: str, fault: IoFault | None) -> bool:
+        # The kernel reads the image directly: no layer in the path to apply it yet.
+        return False
 
     # ---- snapshots ----------------------------------------------------------
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from backends import SNAPSHOT_BLOCK_SIZE, Inventory, ProgressCallback, SizeLimit
+from backends.io_faults import IoFault
 
 GIB = 1024**3
 
@@ -60,6 +61,9 @@ class MetadataBackend:
 
     def volume_file(self, volume_id: str) -> Path | None:
         return None
+
+    def set_io_fault(self, volume_id: str, fault: IoFault | None) -> bool:
+        return False  # no data, no I/O to fault
 
     def create_snapshot(self, snapshot_id: str, volume_id: str, progress: ProgressCallback) -> None:
         self._wait(progress)

@@ -71,6 +71,24 @@ def volume_status(volume: Volume) -> str:
     return "ok"
 
 
+# Status events of an injected impairment start with this (control/faults.py sets them).
+INCONSISTENCY = "Potential data inconsistency"
+
+
+def status_event_type(volume: Volume) -> str | None:
+    """The type of the volume's status event, if it has one: its I/O disabled (or
+    re-enabled after an injected impairment), or its last operation failed."""
+    if not volume.status_reason:
+        return None
+    if volume_status(volume) == "impaired" or volume.status_reason.startswith(INCONSISTENCY):
+        return "potential-data-inconsistency"
+    return "fakestor:operation-failed"
+
+
+def status_event_id(volume: Volume) -> str:
+    return "evol-" + volume.id.removeprefix("vol-")
+
+
 VOLUME_STATUS_FILTERS = (
     "action.code",
     "action.description",
@@ -96,11 +114,14 @@ def io_performance(volume: Volume) -> str:
 
 def volume_status_filter_values(volume: Volume) -> dict[str, list[str]]:
     provisioned = volume.volume_type in ("io1", "io2")
+    event_type = status_event_type(volume)
+    event = event_type is not None
+    action = event and not volume.io_enabled
     return {
-        # fakestor raises no scheduled events, so nothing matches the event and action filters.
-        "action.code": [],
-        "action.description": [],
-        "action.event-id": [],
+        # fakestor raises no scheduled events: not-before and not-after match nothing.
+        "action.code": ["enable-volume-io"] if action else [],
+        "action.description": ["Enable volume I/O"] if action else [],
+        "action.event-id": [status_event_id(volume)] if action else [],
         "attachment-status.instance-id": (
             [a.instance_id for a in volume.attachments] if provisioned else []
         ),
@@ -108,9 +129,9 @@ def volume_status_filter_values(volume: Volume) -> dict[str, list[str]]:
             [io_performance(volume)] * len(volume.attachments) if provisioned else []
         ),
         "availability-zone": [volume.zone],
-        "event.description": [],
-        "event.event-id": [],
-        "event.event-type": [],
+        "event.description": [volume.status_reason or ""] if event else [],
+        "event.event-id": [status_event_id(volume)] if event else [],
+        "event.event-type": [event_type] if event_type else [],
         "event.not-after": [],
         "event.not-before": [],
         "volume-status.details-name": ["io-enabled", "io-performance"]

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from enum import StrEnum
 
 from backends import Inventory
+from fakestor.control import faults
 from fakestor.control.attachments import submit_attach, submit_detach, submit_release, submit_relink
 from fakestor.control.context import Ebs
 from fakestor.control.direct_writes import is_direct, resume_direct_snapshot
@@ -230,6 +231,7 @@ def resume(*contexts: Ebs) -> None:
     reconcile(*contexts)
     trash: list[tuple[Ebs, str]] = []
     for ebs in contexts:
+        faults.restore_io_faults(ebs)
         with ebs.store.transaction() as db:
             found = [
                 (resumer, row)

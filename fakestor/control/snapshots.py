@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from backends import BackendError
 from fakestor import errors, ids
-from fakestor.control import kms_keys
+from fakestor.control import faults, kms_keys
 from fakestor.control.account import default_encryption_key, resolve_encryption
 from fakestor.control.context import Ebs, check_dry_run
 from fakestor.control.filter_values import (
@@ -44,6 +44,7 @@ from fakestor.control.states import (
     VolumeState,
 )
 from fakestor.control.tags import set_tags, tags_for
+from fakestor.control.tasks import RetryLater
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +100,8 @@ def insert_snapshot(
     snapshot_id = ids.new_id(ids.SNAPSHOT)
     db.execute(
         "INSERT INTO snapshots(id, volume_id, volume_size, state, progress, start_time, "
-        "description, encrypted, kms_key_id, source_snapshot_id) "
-        "VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?)",
+        "description, encrypted, kms_key_id, source_snapshot_id, fault) "
+        "VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)",
         (
             snapshot_id,
             new.volume_id,
@@ -111,6 +112,7 @@ def insert_snapshot(
             int(new.encrypted),
             new.kms_key_id,
             new.source_snapshot_id,
+            None if new.source_snapshot_id else faults.snapshot_fault_at_start(db, new.volume_id),
         ),
     )
     set_tags(db, snapshot_id, "snapshot", tags)
@@ -189,12 +191,24 @@ def submit_snapshot_data(
 
 
 def submit_create_snapshot(ebs: Ebs, snapshot_id: str, volume_id: str) -> None:
+    captured = False  # by an earlier run of this task, held by a fault since
+
+    def capture(progress: Callable[[int], None]) -> None:
+        nonlocal captured
+        hold = faults.snapshot_hold(ebs, snapshot_id, volume_id)
+        if hold == "error":
+            raise BackendError(f"fault {faults.PREFIX}{faults.SNAPSHOT}=error on {volume_id}")
+        if not captured:
+            # The data is of the moment the snapshot started, held or not.
+            stop = hold if isinstance(hold, int) else 100
+            ebs.backend.create_snapshot(snapshot_id, volume_id, lambda p: progress(min(p, stop)))
+            captured = True
+        if hold is not None:  # stuck: pending at the percent while the volume's tag says so
+            faults.hold_snapshot_at(ebs, snapshot_id, int(hold))
+            raise RetryLater(faults.POLL_SECONDS)
+
     submit_snapshot_data(
-        ebs,
-        snapshot_id,
-        [volume_id, snapshot_id],
-        lambda progress: ebs.backend.create_snapshot(snapshot_id, volume_id, progress),
-        f"snapshot {volume_id}",
+        ebs, snapshot_id, [volume_id, snapshot_id], capture, f"snapshot {volume_id}"
     )
 
 

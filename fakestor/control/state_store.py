@@ -261,6 +261,14 @@ CREATE TABLE IF NOT EXISTS kms_key_tags (
     tag_value TEXT NOT NULL,
     PRIMARY KEY (key_id, tag_key)
 );
+-- Faults of the whole server (control/server_faults.py), set with `fakestor fault set`:
+-- scope 'zone:NAME', 'type:NAME' or 'action:NAME', name 'capacity' or 'error-rate'.
+CREATE TABLE IF NOT EXISTS server_faults (
+    scope TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (scope, name)
+);
 CREATE TABLE IF NOT EXISTS direct_blocks (
     snapshot_id TEXT NOT NULL,
     block_index INTEGER NOT NULL,
@@ -305,6 +313,11 @@ ADDED_COLUMNS = [
     ("volumes", "source_volume_id", "TEXT"),
     ("volumes", "initialization_rate", "INTEGER"),
     ("volumes", "fast_restored", "INTEGER NOT NULL DEFAULT 0"),
+    # Faults (control/faults.py) read when an operation starts: until when an attach or
+    # detach is held (a time, 'forever' or NULL), a snapshot's and a modification's fault.
+    ("attachments", "stuck_until", "TEXT"),
+    ("snapshots", "fault", "TEXT"),
+    ("modifications", "fault", "TEXT"),
 ]
 
 

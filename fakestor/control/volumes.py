@@ -11,7 +11,14 @@ from dataclasses import dataclass
 
 from backends import BackendError
 from fakestor import errors, ids
-from fakestor.control import idempotency, kms_keys, rules, volume_initializations
+from fakestor.control import (
+    faults,
+    idempotency,
+    kms_keys,
+    rules,
+    server_faults,
+    volume_initializations,
+)
 from fakestor.control.account import check_zone, resolve_encryption
 from fakestor.control.context import Ebs, check_dry_run
 from fakestor.control.filter_values import (
@@ -118,6 +125,7 @@ def create_volume(
             volume_type, size, request.iops, request.throughput, request.multi_attach
         )
         check_capacity(ebs, size)
+        server_faults.check_capacity(ebs, zone, volume_type)
         check_dry_run(dry_run)
         volume_id = insert_volume(
             db,
@@ -131,7 +139,9 @@ def create_volume(
             db, volume_id, zone, request.snapshot_id, request.initialization_rate
         )
         idempotency.record(db, idempotency.CREATE_VOLUME, client_token, zone, volume_id)
+        io_faulted = faults.record_io_changes(db, {volume_id: None})
         volume = get_volume(db, volume_id)
+    faults.apply_io_faults(ebs, io_faulted)
     submit_create_volume(ebs, volume_id, request.snapshot_id)
     if initializes:
         volume_initializations.submit_initialization(ebs, volume_id)
@@ -185,6 +195,7 @@ def submit_create_volume(ebs: Ebs, volume_id: str, snapshot_id: str | None) -> N
                 "SELECT size, snapshot_id, state, encrypted, kms_key_id FROM volumes WHERE id=?",
                 (volume_id,),
             ).fetchone()
+            injected = faults.tag_value(db, volume_id, faults.CREATE)
         if row is None or row["state"] != VolumeState.CREATING:
             return
         if row["encrypted"] and row["kms_key_id"]:
@@ -192,6 +203,12 @@ def submit_create_volume(ebs: Ebs, volume_id: str, snapshot_id: str | None) -> N
             if unusable is not None:
                 vanish_volume(ebs, volume_id, unusable)
                 return
+        if injected == "error":
+            set_volume_state(
+                ebs, volume_id, VolumeState.ERROR,
+                reason=f"create failed: fault {faults.PREFIX}{faults.CREATE}={injected}",
+            )  # fmt: skip
+            return
         try:
             ebs.backend.create_volume(volume_id, row["size"], row["snapshot_id"])
         except BackendError as failure:
@@ -314,6 +331,7 @@ def submit_delete_volume(ebs: Ebs, volume_id: str) -> None:
         except BackendError as failure:
             failed(failure)
             return
+        ebs.backend.set_io_fault(volume_id, None)
         with ebs.store.transaction() as db:
             db.execute("DELETE FROM tags WHERE resource_id=?", (volume_id,))
             db.execute("DELETE FROM modifications WHERE volume_id=?", (volume_id,))
@@ -365,3 +383,4 @@ def enable_volume_io(ebs: Ebs, volume_id: str, *, dry_run: bool = False) -> None
         get_volume(db, volume_id)
         check_dry_run(dry_run)
         db.execute("UPDATE volumes SET io_enabled=1 WHERE id=?", (volume_id,))
+    faults.apply_io_faults(ebs, [volume_id])  # lifts an injected impairment

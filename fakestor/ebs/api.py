@@ -10,6 +10,7 @@ from flask import Blueprint, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from fakestor import errors
+from fakestor.control import server_faults
 from fakestor.control.regions import READ_PREFIXES, Regions
 from fakestor.direct_errors import (
     AccessDeniedException,
@@ -67,6 +68,10 @@ def ebs_blueprint(regions: Regions, throttle: Throttle | None = None) -> Bluepri
                 ebs = regions.get(region, reading=reading) if region else regions.home
             except errors.Ec2Error as refused:  # a region AWS does not have
                 raise AccessDeniedException(refused.message) from None
+            try:
+                server_faults.maybe_fail(ebs, operation.name)
+            except errors.Ec2Error as injected:  # the EBS direct APIs' 5xx is this one
+                raise InternalServerException(injected.message) from None
             name = operation.name
             if throttle is not None and not throttle.admit(SERVICE, name, ebs.region.name):
                 raise RequestThrottledException(name)

@@ -13,6 +13,7 @@ from flask import Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from fakestor import errors
+from fakestor.control import server_faults
 from fakestor.control.regions import READ_PREFIXES, Regions
 from fakestor.ec2 import wire
 from fakestor.ec2.actions import ACTIONS
@@ -67,6 +68,7 @@ def ec2_handler(
             ebs = regions.get(region, reading=reading) if region else regions.home
             if throttle is not None and not throttle.admit("ec2", action, ebs.region.name):
                 raise errors.RequestLimitExceeded()
+            server_faults.maybe_fail(ebs, action)
             result = handler(ebs, wire.parse_request(operation, params))
             body = wire.serialize_response(operation, result, request_id)
             return Response(

@@ -6,7 +6,12 @@ from typing import Any
 
 from fakestor.control import Ebs
 from fakestor.control.fast_snapshot_restores import USER_INITIATED, FastRestore, FastRestoreError
-from fakestor.control.filter_values import io_performance, volume_status
+from fakestor.control.filter_values import (
+    io_performance,
+    status_event_id,
+    status_event_type,
+    volume_status,
+)
 from fakestor.control.instance_types import INSTANCE_TYPES
 from fakestor.control.resources import (
     INSTANCE_STATE_CODES,
@@ -121,11 +126,10 @@ def modification(item: Modification) -> Doc:
 
 def _status_events(item: Volume) -> tuple[list[Doc], list[Doc]]:
     """The volume's last failure as a status event; EBS's action if its I/O is disabled."""
-    if not item.status_reason:
+    event_type = status_event_type(item)
+    if event_type is None:
         return [], []
-    impaired = volume_status(item) == "impaired"
-    event_type = "potential-data-inconsistency" if impaired else "fakestor:operation-failed"
-    event_id = "evol-" + item.id.removeprefix("vol-")
+    event_id = status_event_id(item)
     events = [{"EventId": event_id, "EventType": event_type, "Description": item.status_reason}]
     actions = []
     if not item.io_enabled:
