@@ -131,6 +131,13 @@ class Backend(Protocol):
         it did not become usable), BackingStoreMissing, BackendError.
         """
 
+    def volume_file(self, volume_id: str) -> Path | None:
+        """The file holding the volume's data as a block device would show it, for an NBD
+        export to another node; None for a backend without data or if it is missing.
+
+        Raises nothing.
+        """
+
     def detach_volume(self, volume_id: str, force: bool) -> None:
         """Release the volume's device and its links; not attached is not an error.
 

@@ -191,6 +191,13 @@ class FuseBackend:
             self.io_faults.release_waiting(volume_id)
         self.devices.detach(volume_id, force)
 
+    def volume_file(self, volume_id: str) -> Path | None:
+        file = self.devices.file_of(volume_id)
+        try:
+            return file if file.exists() else None
+        except OSError:  # the FUSE mount is gone
+            return None
+
     def set_io_fault(self, volume_id: str, fault: IoFault | None) -> bool:
         self.io_faults.set(volume_id, fault)
         return True

@@ -216,6 +216,10 @@ class LoopdevBackend:
     def detach_volume(self, volume_id: str, force: bool) -> None:
         self.devices.detach(volume_id, force)
 
+    def volume_file(self, volume_id: str) -> Path | None:
+        image = self.volume_image(volume_id)
+        return image if image.exists() else None
+
     def set_io_fault(self, volume_id: str, fault: IoFault | None) -> bool:
         # The kernel reads the image directly: no layer in the path to apply it yet.
         return False

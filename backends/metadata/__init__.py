@@ -6,6 +6,7 @@ Through the EBS direct APIs its snapshots list no blocks, read as zeros and drop
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from backends import SNAPSHOT_BLOCK_SIZE, Inventory, ProgressCallback, SizeLimit
 from backends.io_faults import IoFault
@@ -57,6 +58,9 @@ class MetadataBackend:
 
     def detach_volume(self, volume_id: str, force: bool) -> None:
         self._wait()
+
+    def volume_file(self, volume_id: str) -> Path | None:
+        return None
 
     def set_io_fault(self, volume_id: str, fault: IoFault | None) -> bool:
         return False  # no data, no I/O to fault

@@ -15,6 +15,7 @@ from fakestor.control.states import InstanceState
 from fakestor.control.tasks import TaskRunner
 
 if TYPE_CHECKING:
+    from backends.nbd_exports import NbdExports
     from fakestor.control.regions import Regions
 
 HOST_INSTANCE_TYPE = "m5.large"
@@ -48,6 +49,9 @@ class Ebs:
         self.time_scale = time_scale  # EC2 durations are divided by this (lifecycle_clock)
         self.pending_snapshot_quota = pending_snapshot_quota  # control/quotas.py
         self.regions: Regions | None = None
+        # The NBD exports of attachments to node instances (fakestor node); None where
+        # attachments to other instances are records only.
+        self.exports: NbdExports | None = None
         if host:
             self._register_host()
 
