@@ -11,8 +11,9 @@ fsyncs every chunk file written since the last flush (outside the store's lock,
 so writers go on meanwhile; one flush at a time, so a flush returns only once
 everything written before it began is durable). So after a crash (even
 kill -9) an image reads back every write that a flush (fsync, or the periodic
-flush) acknowledged: a map change is never durable before the data it points
-at. A chunk written but never committed is an orphan file: garbage once its
+commit of map changes) acknowledged: a map change is never durable before the
+data it points at; data rewritten in place lives in the page cache, which a
+killed server leaves behind. A chunk written but never committed is an orphan file: garbage once its
 writer is gone, which only the owner of the data dir (the server holding its
 lock, or `fakestor check --repair` on a stopped server) may decide and remove.
 A missing chunk file is damage: nothing repairs it, and reads of it fail.
@@ -541,6 +542,18 @@ class ChunkStore:
                         self.refs.pop(chunk, None)
                         self._forget_fd(chunk)
                         self.chunk_path(chunk).unlink(missing_ok=True)
+
+    def commit_changes(self) -> None:
+        """`flush` if a map, reference count or image changed since the last one.
+
+        For the periodic flush: chunk data rewritten in place lives in the page cache,
+        which a killed server does not take with it; only map changes need a commit
+        (and the sync of the data they point at) to survive one.
+        """
+        with self._lock:
+            pending = bool(self._map_changes or self._ref_changes or self._image_changes)
+        if pending:
+            self.flush()
 
     def _commit(
         self,
