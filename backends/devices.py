@@ -155,10 +155,12 @@ class LoopDevices:
 
     def _unlink(self, volume_id: str, device_paths: set[str]) -> None:
         by_id_path(volume_id, self.by_id_dir).unlink(missing_ok=True)
-        if self.alias_dir.is_dir():
-            for alias in self.alias_dir.iterdir():
-                if alias.is_symlink() and os.readlink(alias) in device_paths:
-                    alias.unlink(missing_ok=True)
+        # Every detach looks at every alias: plain os calls, not pathlib's, for hundreds.
+        with contextlib.suppress(FileNotFoundError), os.scandir(self.alias_dir) as aliases:
+            for alias in aliases:
+                with contextlib.suppress(OSError):  # not a link, or removed meanwhile
+                    if os.readlink(alias.path) in device_paths:
+                        os.unlink(alias.path)
         for directory in (self.alias_dir, self.by_id_dir, self.by_id_dir.parent):
             # Only directories fakestor made and left empty; udev's are never empty.
             with contextlib.suppress(OSError):
