@@ -3,7 +3,8 @@
 Each volume or snapshot (an "image") maps chunk index -> chunk id; a chunk is a
 512 KiB file under chunks/ with a reference count. Unwritten chunks read as
 zeros and take no space. A snapshot copies the map and counts references; a
-later write to a shared chunk copies it first.
+later write to a shared chunk copies it first, unless the write leaves the
+chunk's bytes as they are (then the chunk stays shared, and unchanged).
 
 Crash safety. Chunk data is written in place with pwrite; map and reference
 changes are kept in memory and committed to SQLite by `flush`, which first
@@ -430,9 +431,9 @@ class ChunkStore:
                 )
             pieces: list[tuple[int, int, int, int, int]] = []
             try:
-                if not self._pieces(image, offset, len(data), nowait, pieces):
-                    return None
                 view = memoryview(data)
+                if not self._pieces(image, offset, view, nowait, pieces):
+                    return None
                 for _, fd, within, start, take in pieces:
                     os.pwrite(fd, view[start : start + take], within)
             except OSError as failure:
@@ -449,24 +450,28 @@ class ChunkStore:
         self,
         image: Image,
         offset: int,
-        length: int,
+        data: memoryview,
         nowait: bool,
         pieces: list[tuple[int, int, int, int, int]],
     ) -> bool:
         """Fill `pieces` with (chunk, its descriptor in use, offset in it, offset in the
         data, length) for a write, making each chunk writable (own, not shared) first.
+        A piece a shared chunk already holds exactly is left out.
 
         With `nowait`, False if a chunk would have to be created or copied first.
         """
         position = 0
-        while position < length:
+        while position < len(data):
             index, within = divmod(offset + position, CHUNK_SIZE)
-            take = min(CHUNK_SIZE - within, length - position)
+            take = min(CHUNK_SIZE - within, len(data) - position)
             if nowait:
                 # Under the image's lock, a chunk only this image maps stays its own.
                 chunk = image.chunks.get(index)
                 if chunk is None or self.refs.get(chunk) != 1:
                     return False
+            elif self._shared_and_same(image, index, within, data[position : position + take]):
+                position += take
+                continue
             else:
                 chunk = self._writable_chunk(image, index)
             fd = self._use_fd(image, index, chunk, nowait)
@@ -475,6 +480,26 @@ class ChunkStore:
             pieces.append((chunk, fd, within, position, take))
             position += take
         return True
+
+    def _shared_and_same(self, image: Image, index: int, within: int, piece: memoryview) -> bool:
+        """Whether `piece` would land on a shared chunk that already holds exactly it.
+
+        Such a write is left out: copying the chunk would change nothing but its id, and
+        the id is what tells a snapshot's changed blocks (ListChangedBlocks) from shared
+        ones. The comparison reads at most what the copy would have read.
+        """
+        with self._lock:
+            chunk = image.chunks.get(index)
+            if chunk is None or self.refs[chunk] <= 1:
+                return False
+            fd = self._use_fd(image, index, chunk, nowait=False)
+        assert fd is not None
+        try:
+            held = os.pread(fd, len(piece), within)
+        finally:
+            self._done_with([chunk])
+        held += ZEROS[: len(piece) - len(held)]  # a short chunk file reads as zeros past its end
+        return held == piece
 
     def _writable_chunk(self, image: Image, index: int) -> int:
         """The chunk to write index `index` of `image` into: its own, copying a shared one."""

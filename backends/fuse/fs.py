@@ -23,6 +23,8 @@ import pyfuse3
 import trio
 
 from backends.fuse.chunks import ChunkStore, ChunkStoreError, ChunkStoreFull, NoSuchImage
+from backends.fuse.faults import IoFaults
+from backends.io_faults import READ, WRITE
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ class BlockFilesystem(pyfuse3.Operations):
         self._next_inode = SNAPSHOTS_INODE + 1
         self._lock = threading.Lock()
         self.largest_write = 0
+        self.faults = IoFaults()  # the backend's, once it is started
 
     def inode_of(self, name: str) -> int:
         with self._lock:
@@ -162,6 +165,7 @@ class BlockFilesystem(pyfuse3.Operations):
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         name = self._name(fh)
+        await self.faults.check(name, READ, off, size)
         with self._errors():
             data = self.chunk_store.read_nowait(name, off, size)
         if data is not None:
@@ -170,6 +174,7 @@ class BlockFilesystem(pyfuse3.Operations):
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         name = self._name(fh)
+        await self.faults.check(name, WRITE, off, len(buf))
         self.largest_write = max(self.largest_write, len(buf))
         with self._errors():
             written = self.chunk_store.write_nowait(name, off, buf)
