@@ -37,7 +37,7 @@ from fakestor.mounts import is_mounted
 log = logging.getLogger(__name__)
 
 GIB = 1024**3
-FLUSH_INTERVAL = 1.0  # seconds between background flushes of the chunk store
+FLUSH_INTERVAL = 1.0  # seconds between background commits of the chunk store's map changes
 
 
 class FuseBackend:
@@ -117,7 +117,7 @@ class FuseBackend:
     def _flush_regularly(self) -> None:
         while not self._stop.wait(FLUSH_INTERVAL):
             try:
-                self._chunk_store().flush()
+                self._chunk_store().commit_changes()
             except (OSError, ChunkStoreError, BackendError) as failure:
                 log.warning("periodic flush of the block store failed: %s", failure)
 
