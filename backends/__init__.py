@@ -132,6 +132,13 @@ class Backend(Protocol):
         it did not become usable), BackingStoreMissing, BackendError.
         """
 
+    def volume_file(self, volume_id: str) -> Path | None:
+        """The file holding the volume's data as a block device would show it, for an NBD
+        export to another node; None for a backend without data or if it is missing.
+
+        Raises nothing.
+        """
+
     def detach_volume(self, volume_id: str, force: bool) -> None:
         """Release the volume's device and its links; not attached is not an error.
 
@@ -228,6 +235,19 @@ class Backend(Protocol):
         """Make the written snapshot durable and a snapshot like any other (idempotent).
 
         Raises OutOfSpace, BackingStoreMissing, BackendError.
+        """
+
+    def archive_snapshot(self, snapshot_id: str) -> None:
+        """Move the snapshot's data to the archive tier (a full copy of its own, out of
+        whatever it shares); it cannot be read until restored. Idempotent.
+
+        Raises BackingStoreMissing, OutOfSpace, BackendError.
+        """
+
+    def restore_archived_snapshot(self, snapshot_id: str) -> None:
+        """Bring an archived snapshot's data back so it can be read. Idempotent.
+
+        Raises OutOfSpace, BackendError.
         """
 
     def inventory(self) -> Inventory | None:

@@ -17,6 +17,7 @@ from benchmarks import (
     docker_path,
     ebs_direct,
     loopdev,
+    nodes,
     scale,
     snapshots,
 )
@@ -24,6 +25,7 @@ from benchmarks.common import write_section
 
 SECTIONS = (
     "control-plane", "loopdev", "datapath", "snapshots", "scale", "docker", "ebs-direct",
+    "nodes",
 )  # fmt: skip
 
 
@@ -64,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         _docker(args, 1 if args.quick else min(runs, 3))
     if "datapath" in sections:
         _datapath(args, 1 if args.quick else min(runs, 3))
+    if "nodes" in sections:
+        _nodes(args, 1 if args.quick else min(runs, 3))
     if "ebs-direct" in sections:
         _ebs_direct(args, 1 if args.quick else min(runs, 3))
     return 0
@@ -117,13 +121,15 @@ def _scale(args: argparse.Namespace, runs: int) -> None:
     count = 20 if args.quick else 200
     figures = scale.measure(args.work_dir, count, runs)
     body = (
-        f"## Scale: {count} volumes attached at once (loopdev)\n\n"
+        f"## Scale: {count} volumes (loopdev)\n\n"
         f"Command: `python -m benchmarks --only scale` ({runs} runs; median, min-max). "
         "fakestor: CreateVolume, AttachVolume, DetachVolume and DeleteVolume for every "
         "volume through boto3, each phase timed until DescribeVolumes says all are done. "
         "By hand: a sparse 1 GiB image per volume, `losetup --find --show --direct-io=on` "
         "for each until its device opens, `losetup --detach`, and unlinking the images. "
-        "Loop devices are created as needed; leaks are counted after each run.\n\n"
+        "Loop devices are created as needed; leaks are counted after each run. The host "
+        "instance takes as many volumes as its type's EBS attachment limit, so both sides "
+        "attach and detach in waves of that many; a phase is the sum of its waves.\n\n"
         + scale.summary(figures, count)
     )
     print(body)
@@ -165,6 +171,22 @@ def _datapath(args: argparse.Namespace, runs: int) -> None:
     print(body)
     if not args.no_record:
         write_section("datapath", body, args.work_dir)
+
+
+def _nodes(args: argparse.Namespace, runs: int) -> None:
+    results = nodes.measure(args.work_dir, args.quick, runs)
+    body = (
+        "## Nodes: fio through a node's NBD path vs the same volume on the host\n\n"
+        f"Command: `python -m benchmarks --only nodes` ({runs} runs of each job; median "
+        "MiB/s, IOPS with min-max, mean completion latency, and the IOPS ratio to the "
+        "host). One 2 GiB loopdev volume, fio with direct I/O and libaio on its device: "
+        "attached to the host instance (a loop device on the image), then to a node on "
+        "the same machine (`fakestor node`: nbdfuse and a loop device, nbdkit on the "
+        "server, over TCP on loopback), without and with `--node-tls`.\n\n" + nodes.summary(results)
+    )
+    print(body)
+    if not args.no_record:
+        write_section("nodes", body, args.work_dir)
 
 
 def _ebs_direct(args: argparse.Namespace, runs: int) -> None:

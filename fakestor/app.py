@@ -1,6 +1,6 @@
 """The Flask application: the EC2 API, KMS, the EBS direct APIs, the Recycle Bin API and
-CloudWatch's AWS/EBS metrics of every region, and the host's instance metadata, on one
-endpoint."""
+CloudWatch's AWS/EBS metrics of every region, the node agents' endpoint, and the host's
+instance metadata, on one endpoint."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from fakestor.faults_api import faults_blueprint
 from fakestor.front import front_blueprint
 from fakestor.imds import IMDS_PREFIXES, imds_blueprint
 from fakestor.kms.api import kms_handler
+from fakestor.node_api import NODE_PREFIX, node_blueprint
 from fakestor.rbin.api import rbin_blueprint
 from fakestor.services import not_implemented, service_of
 from fakestor.throttling import Throttle
@@ -44,6 +45,7 @@ def create_app(
     # Instance metadata and the UI are the host's, so its region's.
     app.register_blueprint(imds_blueprint(regions.home, imds_tokens_required))
     app.register_blueprint(ui_blueprint(regions.home))
+    app.register_blueprint(node_blueprint(regions.home))  # nodes are the host region's
     app.register_blueprint(faults_blueprint(regions.home))
     # One set of token buckets (off unless rates are configured) for EC2 and EBS direct.
     # `/` serves every service whose requests post there, by the service of their signature.
@@ -64,6 +66,12 @@ def create_app(
         # Instance metadata answers like EC2's (plain 404s); API paths in their protocol.
         if request.path.startswith(IMDS_PREFIXES):
             return failure
+        if request.path.startswith(NODE_PREFIX):
+            return Response(
+                '{"error": {"code": "NotFound", "message": "no such node API path"}}',
+                status=failure.code or 404,
+                content_type="application/json",
+            )
         return not_implemented(request)
 
     if credentials:
@@ -81,6 +89,8 @@ def _verify_signatures(app: Flask, credentials: Mapping[str, str]) -> None:
             return None
         if request.path.startswith(UI_PREFIX) and is_loopback(request.remote_addr or ""):
             return None
+        if request.path.startswith(NODE_PREFIX) and not request.path.endswith("/register"):
+            return None  # a node's calls carry the token its signed registration received
         if body_too_large(request):
             return None  # refused by the API's own handler, unread
         service = service_of(request)

@@ -38,6 +38,11 @@ def _listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", port
 
 
+def _imds_listen(value: str) -> tuple[str, int]:
+    """HOST[:PORT] of instance metadata: port 80 (EC2's) unless given."""
+    return _listen(value if ":" in value else f"{value}:80")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fakestor", description="A local stand-in for Amazon EBS."
@@ -164,6 +169,12 @@ def _parser() -> argparse.ArgumentParser:
         "the loopback interface while the server runs (root); off unless given",
     )
     server.add_argument(
+        "--node-tls",
+        action="store_true",
+        help="nodes' NBD exports require TLS with a per-attachment pre-shared key, besides "
+        "their secret export name (slower: see the README's Nodes section)",
+    )
+    server.add_argument(
         "--credentials",
         type=Path,
         default=os.environ.get("FAKESTOR_CREDENTIALS") or None,
@@ -206,6 +217,52 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--repair", action="store_true", help="remove garbage chunks and fix reference counts"
     )
+
+    node = commands.add_parser(
+        "node", help="the node agent: devices of this host's instance's volumes, over NBD"
+    )
+    node.add_argument(
+        "--endpoint",
+        default=os.environ.get("FAKESTOR_ENDPOINT") or f"http://127.0.0.1:{DEFAULT_PORT}",
+        help="the fakestor server (default $FAKESTOR_ENDPOINT, else "
+        f"http://127.0.0.1:{DEFAULT_PORT}); its exports listen at the address given here",
+    )
+    node.add_argument(
+        "--instance-id",
+        default=os.environ.get("FAKESTOR_INSTANCE_ID") or None,
+        help="the instance this node is (default $FAKESTOR_INSTANCE_ID, else a new instance "
+        "launched with RunInstances)",
+    )
+    node.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("/var/lib/fakestor-node"),
+        help="the agent's state: keys and FUSE mount points (default /var/lib/fakestor-node)",
+    )
+    node.add_argument(
+        "--dev-root",
+        type=Path,
+        default=Path("/dev"),
+        help="where the disk/by-id and fakestor/ links go (default /dev)",
+    )
+    node.add_argument(
+        "--imds-listen",
+        type=_imds_listen,
+        default=None,
+        metavar="HOST[:PORT]",
+        help="serve this instance's metadata there (port 80 unless given), e.g. "
+        "169.254.169.254 in a node's network namespace (added to lo if no interface has it)",
+    )
+    node.add_argument(
+        "--region", default="us-east-1", help="the region of the instance launched (us-east-1)"
+    )
+    node.add_argument(
+        "--reconnect-seconds",
+        type=int,
+        default=5,
+        help="how long a device's I/O waits for a lost export to come back (default 5)",
+    )
+    node.add_argument("-v", "--verbose", action="store_true", help="log every change")
 
     plugin = commands.add_parser("plugin", help="serve the Docker volume plugin on a Unix socket")
     plugin.add_argument(
@@ -321,6 +378,7 @@ def _run_server(args: argparse.Namespace) -> None:
         deny=args.deny,
         imds_tokens_required=args.imds_tokens == "required",
         imds_address=args.imds_address,
+        node_tls=args.node_tls,
         credentials=credentials,
         request_rates=args.request_rate,
         pending_snapshot_quota=args.pending_snapshot_quota,
@@ -390,6 +448,30 @@ def _run_plugin(args: argparse.Namespace) -> None:
     try:
         run_plugin(config)
     except (PluginStartError, OSError) as failure:
+        raise CliError(str(failure)) from None
+
+
+def _run_node(args: argparse.Namespace) -> None:
+    from fakestor.node.agent import NodeConfig, NodeStartError, run_node
+
+    if args.reconnect_seconds < 1:
+        raise CliError("--reconnect-seconds must be at least 1")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = NodeConfig(
+        endpoint=args.endpoint,
+        instance_id=args.instance_id,
+        data_dir=args.data_dir,
+        dev_root=args.dev_root,
+        imds_listen=args.imds_listen,
+        region=args.region,
+        reconnect_seconds=args.reconnect_seconds,
+    )
+    try:
+        run_node(config)
+    except NodeStartError as failure:
         raise CliError(str(failure)) from None
 
 
@@ -486,6 +568,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _run_server(args)
         elif args.command == "plugin":
             _run_plugin(args)
+        elif args.command == "node":
+            _run_node(args)
         elif args.command == "check":
             return _run_check(args)
         elif args.command == "mounts":

@@ -16,6 +16,7 @@ import waitress.server
 from flask import Flask
 
 from backends import BackendError, load_backend
+from backends.nbd_exports import NbdExports
 from fakestor import ids
 from fakestor.app import MAX_REQUEST_BYTES, create_app
 from fakestor.control import performance_model, reconcile
@@ -69,6 +70,7 @@ class ServerConfig:
     deny: list[str] = field(default_factory=list)
     imds_tokens_required: bool = False
     imds_address: str | None = None  # also serve on ADDRESS:80, added to lo (EC2's IMDS)
+    node_tls: bool = False  # the nodes' NBD exports require TLS-PSK too
     credentials: dict[str, str] | None = None  # access key id -> secret: verify SigV4
     request_rates: list[str] = field(default_factory=list)  # throttling.parse_rate specs
     pending_snapshot_quota: int = DEFAULT_PENDING_SNAPSHOT_QUOTA
@@ -147,6 +149,9 @@ def serve(config: ServerConfig) -> None:
         ebs = regions.home
         opened.callback(backend.close)  # close() also undoes a start() that failed half-way
         backend.start()
+        if backend.name != "metadata":  # attachments to node instances get NBD exports
+            ebs.exports = NbdExports(config.data_dir / "exports", tls=config.node_tls)
+            opened.callback(ebs.exports.close_all)  # after the tasks stop, before the backend
         opened.callback(regions.tasks.shutdown)  # before the backend closes
         sampler = Sampler(regions.with_records, config.metrics_interval)
         sampler.start()

@@ -6,6 +6,7 @@ Through the EBS direct APIs its snapshots list no blocks, read as zeros and drop
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from backends import SNAPSHOT_BLOCK_SIZE, Inventory, ProgressCallback, SizeLimit
 from backends.io_faults import IoFault
@@ -67,6 +68,9 @@ class MetadataBackend:
     def detach_volume(self, volume_id: str, force: bool) -> None:
         self._wait()
 
+    def volume_file(self, volume_id: str) -> Path | None:
+        return None
+
     def set_io_fault(self, volume_id: str, fault: IoFault | None) -> bool:
         return False  # no data, no I/O to fault
 
@@ -109,6 +113,12 @@ class MetadataBackend:
         pass
 
     def complete_snapshot_data(self, snapshot_id: str) -> None:
+        self._wait()
+
+    def archive_snapshot(self, snapshot_id: str) -> None:
+        self._wait()
+
+    def restore_archived_snapshot(self, snapshot_id: str) -> None:
         self._wait()
 
     def inventory(self) -> Inventory | None:

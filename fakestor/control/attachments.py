@@ -7,7 +7,7 @@ import sqlite3
 
 from backends import BackendError, DeviceBusy
 from fakestor import device_names, errors, failpoints
-from fakestor.control import faults, instance_types, performance_model, rules
+from fakestor.control import exports, faults, instance_types, performance_model, rules
 from fakestor.control.context import Ebs, check_dry_run
 from fakestor.control.loaders import get_instance, get_volume
 from fakestor.control.resources import (
@@ -109,15 +109,18 @@ def submit_attach(ebs: Ebs, volume_id: str, instance_id: str) -> None:
         if _held(row["stuck_until"]):
             log.info("attach of %s held by its fault until a forced detach", volume_id)
             return
+        performance_model.apply(ebs, volume_id)  # its limits, before the first I/O
         device_path = None
-        if row["is_host"]:
-            failpoints.hit("attach.backend")
-            try:
+        try:
+            if row["is_host"]:
+                failpoints.hit("attach.backend")
                 device_path = ebs.backend.attach_volume(volume_id, row["device"])
-            except BackendError as failure:
-                log.warning("attach of %s failed: %s", volume_id, failure)
-                failed(failure)
-                return
+            elif exports.open_export(ebs, volume_id, instance_id):
+                return  # 'attached' once the node agent reports the device (nodes.py)
+        except BackendError as failure:
+            log.warning("attach of %s failed: %s", volume_id, failure)
+            failed(failure)
+            return
         with ebs.store.transaction() as db:
             db.execute(
                 f"UPDATE attachments SET state='{AttachmentState.ATTACHED}', device_path=? "
@@ -125,11 +128,11 @@ def submit_attach(ebs: Ebs, volume_id: str, instance_id: str) -> None:
                 (device_path, volume_id, instance_id),
             )
             clear_failure(db, volume_id)
-        performance_model.apply(ebs, volume_id)
 
     def failed(failure: Exception) -> None:
         # As EC2 reports an attach that cannot complete: the attachment ends, the
         # volume is available again, and the status events say why.
+        exports.close_export(ebs, volume_id, instance_id)
         with ebs.store.transaction() as db:
             drop_attachment(db, volume_id, instance_id)
             db.execute(
@@ -255,6 +258,14 @@ def submit_detach(ebs: Ebs, volume_id: str, instance_id: str) -> None:
         if not row["force_detach"] and _held(row["stuck_until"]):
             log.info("detach of %s held by a fault until a forced detach", volume_id)
             return
+        with ebs.store.transaction() as db:
+            exported = exports.is_exported(db, volume_id, instance_id)
+        if exported and not row["force_detach"]:
+            # The node agent flushes and removes the device, then reports; the export
+            # closes then (nodes.py). A node that is gone leaves it 'detaching', as EC2.
+            return
+        if exported:
+            exports.close_export(ebs, volume_id, instance_id)  # fenced at once
         try:
             if row["is_host"]:
                 ebs.backend.detach_volume(volume_id, bool(row["force_detach"]))

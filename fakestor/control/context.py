@@ -15,6 +15,7 @@ from fakestor.control.states import InstanceState
 from fakestor.control.tasks import TaskRunner
 
 if TYPE_CHECKING:
+    from backends.nbd_exports import NbdExports
     from fakestor.control.regions import Regions
 
 HOST_INSTANCE_TYPE = "m5.large"
@@ -52,6 +53,9 @@ class Ebs:
         self.performance_model = False
         self.credit_time_scale = 1.0
         self.regions: Regions | None = None
+        # The NBD exports of attachments to node instances (fakestor node); None where
+        # attachments to other instances are records only.
+        self.exports: NbdExports | None = None
         if host:
             self._register_host()
 

@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from fakestor import errors, ids
-from fakestor.control import idempotency, instance_types
+from fakestor.control import exports, idempotency, instance_types
 from fakestor.control.account import check_zone
 from fakestor.control.attachments import drop_attachment, submit_attach
 from fakestor.control.context import HOST_INSTANCE_TYPE, Ebs, check_dry_run
@@ -134,6 +134,9 @@ def submit_launch(ebs: Ebs, instance_id: str, volume_ids: Sequence[str] = ()) ->
                 f"state='{InstanceState.PENDING}'",
                 (instance_id,),
             )
+            has_node = exports.node_address(db, instance_id) is not None
+        if has_node:  # started again: its node gets its volumes back
+            exports.submit_instance_exports(ebs, instance_id)
 
     def failed(failure: Exception) -> None:
         with ebs.store.transaction() as db:
@@ -211,6 +214,7 @@ def terminate_instances(
 
 def submit_terminate(ebs: Ebs, instance_id: str, volume_ids: Sequence[str] = ()) -> None:
     def work() -> None:
+        exports.close_instance_exports(ebs, instance_id)  # its node is fenced at once
         with ebs.store.transaction() as db:
             attachments = [
                 attachment_from_row(row)
@@ -218,7 +222,7 @@ def submit_terminate(ebs: Ebs, instance_id: str, volume_ids: Sequence[str] = ())
                     "SELECT * FROM attachments WHERE instance_id=?", (instance_id,)
                 )
             ]
-            # Non-host instances have no devices: their attachments just end.
+            # The host is never terminated; a node's devices went with its exports.
             for attachment in attachments:
                 drop_attachment(db, attachment.volume_id, instance_id)
             doomed = [a.volume_id for a in attachments if a.delete_on_termination]
@@ -319,6 +323,8 @@ def submit_settle(ebs: Ebs, instance_id: str, state: InstanceState) -> None:
         wait = ebs.backend.latency
         if wait and not ebs.tasks.sleep(wait):
             return
+        # A stopped instance has no devices: its node loses them, its volumes stay attached.
+        exports.close_instance_exports(ebs, instance_id)
         with ebs.store.transaction() as db:
             db.execute(
                 "UPDATE instances SET state=? WHERE id=? AND state=?",

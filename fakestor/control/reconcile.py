@@ -13,6 +13,7 @@ from fakestor.control import faults
 from fakestor.control.attachments import submit_attach, submit_detach, submit_release, submit_relink
 from fakestor.control.context import Ebs
 from fakestor.control.direct_writes import is_direct, resume_direct_snapshot
+from fakestor.control.exports import resume_exports
 from fakestor.control.fast_snapshot_restores import submit_fast_restore
 from fakestor.control.instances import submit_launch, submit_settle, submit_terminate
 from fakestor.control.loaders import load_snapshots, load_volumes
@@ -242,3 +243,5 @@ def resume(*contexts: Ebs) -> None:
             resumer(ebs, row)
     for ebs, snapshot_id in trash:  # after the restores that read them, queued on the same ids
         submit_empty_trash(ebs, snapshot_id)
+    for ebs in contexts:  # the nodes' exports, with the secrets they had
+        resume_exports(ebs)

@@ -59,6 +59,24 @@ CREATE TABLE IF NOT EXISTS attachments (
     PRIMARY KEY (volume_id, instance_id)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS attachments_device ON attachments(instance_id, device);
+CREATE TABLE IF NOT EXISTS nodes (
+    instance_id TEXT PRIMARY KEY REFERENCES instances(id),
+    token_hash TEXT NOT NULL,
+    address TEXT NOT NULL,
+    registered_at TEXT NOT NULL,
+    last_seen TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS exports (
+    volume_id TEXT NOT NULL,
+    instance_id TEXT NOT NULL,
+    host TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    export_name TEXT NOT NULL,
+    psk TEXT NOT NULL,
+    tls INTEGER NOT NULL DEFAULT 0,
+    pid INTEGER,
+    PRIMARY KEY (volume_id, instance_id)
+);
 CREATE TABLE IF NOT EXISTS snapshots (
     id TEXT PRIMARY KEY,
     volume_id TEXT NOT NULL,
