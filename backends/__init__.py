@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 from backends.io_faults import IoFault
+from backends.performance import VolumeShape
 
 ProgressCallback = Callable[[int], None]
 """Called with a percentage (0-100) while a long operation runs."""
@@ -144,6 +145,19 @@ class Backend(Protocol):
         Without `force`, returns once the kernel has let go of the device. Raises
         DeviceBusy (in use and not `force`, or not released in time), BackendError.
         """
+
+    def set_performance(
+        self, volume_id: str, shape: VolumeShape | None, credit_scale: float = 1.0
+    ) -> bool:
+        """Enforce EBS's performance model for `shape` on the volume's I/O from now on
+        (None: no limits); `credit_scale` shrinks the burst buckets (performance.Shaper).
+
+        Returns False if this backend's data path cannot enforce it. Raises nothing.
+        """
+
+    def burst_balance(self, volume_id: str) -> float | None:
+        """The volume's burst bucket in percent (CloudWatch's BurstBalance); None when no
+        model applies to it or its type has no bucket. Raises nothing."""
 
     def set_io_fault(self, volume_id: str, fault: IoFault | None) -> bool:
         """Apply `fault` to every I/O on the volume's device from now on (None: lift it).

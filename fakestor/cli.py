@@ -130,6 +130,21 @@ def _parser() -> argparse.ArgumentParser:
         "direct APIs RequestThrottledException",
     )
     server.add_argument(
+        "--performance-model",
+        action="store_true",
+        help="enforce EBS's IOPS and throughput limits (and gp2/st1/sc1 burst buckets) on "
+        "every volume's I/O; the tag fakestor:performance-model=on|off overrides it per "
+        "volume (fuse backend)",
+    )
+    server.add_argument(
+        "--credit-time-scale",
+        type=float,
+        default=1.0,
+        metavar="FACTOR",
+        help="make the gp2/st1/sc1 burst buckets FACTOR times smaller than EBS's, so they "
+        "drain in seconds (default 1)",
+    )
+    server.add_argument(
         "--pending-snapshot-quota",
         type=int,
         default=DEFAULT_PENDING_SNAPSHOT_QUOTA,
@@ -320,6 +335,8 @@ def _run_server(args: argparse.Namespace) -> None:
         raise CliError("--metrics-interval must be at least 1 second")
     if args.latency < 0:
         raise CliError("--latency must not be negative")
+    if args.credit_time_scale <= 0:
+        raise CliError("--credit-time-scale must be positive")
     if args.pending_snapshot_quota < 0:
         raise CliError("--pending-snapshot-quota must not be negative")
     for spec in args.request_rate:
@@ -365,6 +382,8 @@ def _run_server(args: argparse.Namespace) -> None:
         credentials=credentials,
         request_rates=args.request_rate,
         pending_snapshot_quota=args.pending_snapshot_quota,
+        performance_model=args.performance_model,
+        credit_time_scale=args.credit_time_scale,
         metrics_interval=args.metrics_interval,
     )
     logging.basicConfig(

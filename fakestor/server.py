@@ -19,7 +19,7 @@ from backends import BackendError, load_backend
 from backends.nbd_exports import NbdExports
 from fakestor import ids
 from fakestor.app import MAX_REQUEST_BYTES, create_app
-from fakestor.control import reconcile
+from fakestor.control import performance_model, reconcile
 from fakestor.control.lifecycle_clock import DEFAULT_TIME_SCALE
 from fakestor.control.quotas import DEFAULT_PENDING_SNAPSHOT_QUOTA
 from fakestor.control.regions import Regions
@@ -74,6 +74,8 @@ class ServerConfig:
     credentials: dict[str, str] | None = None  # access key id -> secret: verify SigV4
     request_rates: list[str] = field(default_factory=list)  # throttling.parse_rate specs
     pending_snapshot_quota: int = DEFAULT_PENDING_SNAPSHOT_QUOTA
+    performance_model: bool = False  # EBS's IOPS and throughput limits on the data path
+    credit_time_scale: float = 1.0  # burst buckets this many times smaller than EBS's
     threads: int = 8
     metrics_interval: float = 60.0  # seconds between CloudWatch datapoints (EBS: 60)
 
@@ -137,6 +139,8 @@ def serve(config: ServerConfig) -> None:
                 host_instance_id(),
                 time_scale=config.time_scale,
                 pending_snapshot_quota=config.pending_snapshot_quota,
+                performance_model=config.performance_model,
+                credit_time_scale=config.credit_time_scale,
             )
             opened.callback(regions.close)
             contexts = regions.with_records()
@@ -169,6 +173,8 @@ def serve(config: ServerConfig) -> None:
         port = bound_port(server)
         # Only now, with the port ours, resume what a previous run left unfinished.
         reconcile.resume(*contexts)
+        for context in contexts:
+            performance_model.apply_all(context)
         try:
             regions.start(contexts)
         except BackendError as failure:

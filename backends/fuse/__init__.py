@@ -32,6 +32,7 @@ from backends.fuse.chunks import (
 from backends.fuse.faults import IoFaults
 from backends.fuse.fs import MountedFilesystem
 from backends.io_faults import IoFault
+from backends.performance import Shaper, VolumeShape
 from fakestor.mounts import is_mounted
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class FuseBackend:
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
         self._lost: dict[str, int] = {}  # image -> chunks lost, found by the check at start
+        self.shapers: dict[str, Shaper] = {}  # volume -> its EBS performance model, if on
         self.io_faults = IoFaults()
 
     def _chunk_store(self) -> ChunkStore:
@@ -96,6 +98,7 @@ class FuseBackend:
         self._lost = report.lost_chunks
         self.chunk_store = ChunkStore(self.fuse_dir)
         self.filesystem = MountedFilesystem(self.chunk_store, self.mountpoint)
+        self.filesystem.operations.shapers = self.shapers
         self.filesystem.operations.faults = self.io_faults
         try:
             self.filesystem.start()
@@ -192,6 +195,21 @@ class FuseBackend:
         if force:
             self.io_faults.release_waiting(volume_id)
         self.devices.detach(volume_id, force)
+
+    def set_performance(
+        self, volume_id: str, shape: VolumeShape | None, credit_scale: float = 1.0
+    ) -> bool:
+        if shape is None:
+            self.shapers.pop(volume_id, None)
+        elif volume_id in self.shapers:
+            self.shapers[volume_id].reshape(shape)
+        else:
+            self.shapers[volume_id] = Shaper(shape, credit_scale)
+        return True
+
+    def burst_balance(self, volume_id: str) -> float | None:
+        shaper = self.shapers.get(volume_id)
+        return shaper.burst_balance() if shaper is not None else None
 
     def volume_file(self, volume_id: str) -> Path | None:
         file = self.devices.file_of(volume_id)

@@ -25,6 +25,7 @@ import trio
 from backends.fuse.chunks import ChunkStore, ChunkStoreError, ChunkStoreFull, NoSuchImage
 from backends.fuse.faults import IoFaults
 from backends.io_faults import READ, WRITE
+from backends.performance import Shaper
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class BlockFilesystem(pyfuse3.Operations):
         self._next_inode = SNAPSHOTS_INODE + 1
         self._lock = threading.Lock()
         self.largest_write = 0
+        self.shapers: dict[str, Shaper] = {}  # image -> EBS performance model, if on
         self.faults = IoFaults()  # the backend's, once it is started
 
     def inode_of(self, name: str) -> int:
@@ -163,8 +165,17 @@ class BlockFilesystem(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EROFS)
         return pyfuse3.FileInfo(fh=inode, direct_io=True, keep_cache=False)
 
+    async def _shape(self, name: str, size: int) -> None:
+        """Wait as long as the volume's EBS performance model says this I/O must."""
+        shaper = self.shapers.get(name)
+        if shaper is not None:
+            delay = shaper.delay(size)
+            if delay > 0:
+                await trio.sleep(delay)
+
     async def read(self, fh: int, off: int, size: int) -> bytes:
         name = self._name(fh)
+        await self._shape(name, size)
         await self.faults.check(name, READ, off, size)
         with self._errors():
             data = self.chunk_store.read_nowait(name, off, size)
@@ -174,6 +185,7 @@ class BlockFilesystem(pyfuse3.Operations):
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         name = self._name(fh)
+        await self._shape(name, len(buf))
         await self.faults.check(name, WRITE, off, len(buf))
         self.largest_write = max(self.largest_write, len(buf))
         with self._errors():

@@ -23,6 +23,7 @@ from backends import (
 from backends.devices import LoopDevices
 from backends.io_faults import IoFault
 from backends.loopdev.copy import copy_image, data_bytes, data_extents, visit_data
+from backends.performance import VolumeShape
 from fakestor import failpoints
 from fakestor.mounts import mount_table
 
@@ -213,6 +214,14 @@ class LoopdevBackend:
 
     def attach_volume(self, volume_id: str, device_name: str) -> str | None:
         return self.devices.attach(volume_id, device_name)
+
+    def set_performance(
+        self, volume_id: str, shape: VolumeShape | None, credit_scale: float = 1.0
+    ) -> bool:
+        return shape is None  # the kernel reads the image directly: no policy sits in its path
+
+    def burst_balance(self, volume_id: str) -> float | None:
+        return None
 
     def detach_volume(self, volume_id: str, force: bool) -> None:
         self.devices.detach(volume_id, force)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from backends import SNAPSHOT_BLOCK_SIZE, Inventory, ProgressCallback, SizeLimit
 from backends.io_faults import IoFault
+from backends.performance import VolumeShape
 
 GIB = 1024**3
 
@@ -54,6 +55,14 @@ class MetadataBackend:
 
     def attach_volume(self, volume_id: str, device_name: str) -> str | None:
         self._wait()
+        return None
+
+    def set_performance(
+        self, volume_id: str, shape: VolumeShape | None, credit_scale: float = 1.0
+    ) -> bool:
+        return shape is None  # no data path
+
+    def burst_balance(self, volume_id: str) -> float | None:
         return None
 
     def detach_volume(self, volume_id: str, force: bool) -> None:

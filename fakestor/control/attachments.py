@@ -7,7 +7,7 @@ import sqlite3
 
 from backends import BackendError, DeviceBusy
 from fakestor import device_names, errors, failpoints
-from fakestor.control import exports, faults, instance_types, rules
+from fakestor.control import exports, faults, instance_types, performance_model, rules
 from fakestor.control.context import Ebs, check_dry_run
 from fakestor.control.loaders import get_instance, get_volume
 from fakestor.control.resources import (
@@ -109,6 +109,7 @@ def submit_attach(ebs: Ebs, volume_id: str, instance_id: str) -> None:
         if _held(row["stuck_until"]):
             log.info("attach of %s held by its fault until a forced detach", volume_id)
             return
+        performance_model.apply(ebs, volume_id)  # its limits, before the first I/O
         device_path = None
         try:
             if row["is_host"]:

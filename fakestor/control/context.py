@@ -48,6 +48,10 @@ class Ebs:
         self.tasks = tasks or TaskRunner()
         self.time_scale = time_scale  # EC2 durations are divided by this (lifecycle_clock)
         self.pending_snapshot_quota = pending_snapshot_quota  # control/quotas.py
+        # EBS's performance model (control/performance_model.py): on for every volume, and
+        # how much smaller the burst buckets are than EBS's.
+        self.performance_model = False
+        self.credit_time_scale = 1.0
         self.regions: Regions | None = None
         # The NBD exports of attachments to node instances (fakestor node); None where
         # attachments to other instances are records only.

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from backends import BackendError
 from fakestor import errors
-from fakestor.control import faults, rules, server_faults
+from fakestor.control import faults, performance_model, rules, server_faults
 from fakestor.control.context import Ebs, check_dry_run
 from fakestor.control.filter_values import (
     MODIFICATION_FILTERS,
@@ -188,6 +188,8 @@ def submit_modify(ebs: Ebs, volume_id: str) -> None:
                     ),
                 )
             set_state(ModificationState.OPTIMIZING, 50)
+            # EBS applies a volume's new performance once its modification is optimizing.
+            performance_model.apply(ebs, volume_id)
         # Optimizing is EBS rebalancing data in the background; the new size is usable.
         wait = ebs.backend.latency
         if wait and not ebs.tasks.sleep(wait):

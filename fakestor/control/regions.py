@@ -90,8 +90,12 @@ class Regions:
         host_instance_id: str,
         time_scale: float = DEFAULT_TIME_SCALE,
         pending_snapshot_quota: int = DEFAULT_PENDING_SNAPSHOT_QUOTA,
+        performance_model: bool = False,
+        credit_time_scale: float = 1.0,
     ) -> None:
         self.data_dir = data_dir
+        self.performance_model = performance_model
+        self.credit_time_scale = credit_time_scale
         self.time_scale = time_scale
         self.pending_snapshot_quota = pending_snapshot_quota
         self.backend = backend
@@ -186,6 +190,8 @@ class Regions:
             host=home,
             pending_snapshot_quota=self.pending_snapshot_quota,
         )
+        ebs.performance_model = self.performance_model
+        ebs.credit_time_scale = self.credit_time_scale
         ebs.regions = self
         kms_keys.adopt_legacy_default_key(ebs)
         return ebs

@@ -6,7 +6,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 
 from fakestor import errors, ids
-from fakestor.control import faults
+from fakestor.control import faults, performance_model
 from fakestor.control.context import Ebs, check_dry_run
 from fakestor.control.filter_values import TAG_FILTERS
 from fakestor.control.filters import Filter, check_filters, matches
@@ -97,6 +97,10 @@ def create_tags(
     if not resource_ids:
         raise errors.MissingParameter("ResourceId")
     check_tags(tags)
+    for key, value in tags.items():
+        problem = performance_model.check_tag_value(key, value)
+        if problem:
+            raise errors.InvalidParameterValue(problem)
     with ebs.store.transaction() as db:
         types = {rid: type_of_resource(ebs, db, rid) for rid in resource_ids}
         for resource_type in set(types.values()):
@@ -107,6 +111,8 @@ def create_tags(
             set_tags(db, resource_id, resource_type, tags)
         changed = faults.record_io_changes(db, before)
     faults.apply_io_faults(ebs, changed)
+    if performance_model.TAG in tags:
+        _apply_performance(ebs, [rid for rid, kind in types.items() if kind == "volume"])
 
 
 def delete_tags(
@@ -137,6 +143,14 @@ def delete_tags(
                     )
         changed = faults.record_io_changes(db, before)
     faults.apply_io_faults(ebs, changed)
+    if not tags or any(key == performance_model.TAG for key, _ in tags):
+        _apply_performance(ebs, [rid for rid in resource_ids if rid.startswith("vol-")])
+
+
+def _apply_performance(ebs: Ebs, volume_ids: Sequence[str]) -> None:
+    """The performance model tag changed: the volumes' data path follows at once."""
+    for volume_id in volume_ids:
+        performance_model.apply(ebs, volume_id)
 
 
 def describe_tags(ebs: Ebs, *, filters: Sequence[Filter] = (), dry_run: bool = False) -> list[Tag]:

@@ -91,7 +91,12 @@ class Datapoint:
 
 
 def datapoints(
-    before: Counters, after: Counters, seconds: float, volume_type: str, iops: int | None
+    before: Counters,
+    after: Counters,
+    seconds: float,
+    volume_type: str,
+    iops: int | None,
+    burst_balance: float | None = None,
 ) -> list[Datapoint]:
     """One interval's datapoints from two readings of a volume's device counters."""
     read_ops = after.read_ios - before.read_ios
@@ -117,8 +122,9 @@ def datapoints(
         ),
     ]
     if volume_type in BURSTING_TYPES:
-        # No performance model is applied: the burst bucket never drains.
-        points.append(Datapoint.single("BurstBalance", 100.0))
+        # Without the performance model on the volume, its bucket never drains.
+        balance = 100.0 if burst_balance is None else burst_balance
+        points.append(Datapoint.single("BurstBalance", balance))
     if volume_type in PROVISIONED_TYPES and iops:
         consumed = max(read_ops + write_ops, math.ceil((read_bytes + write_bytes) / IO_UNIT_BYTES))
         points.append(Datapoint.single("VolumeConsumedReadWriteOps", consumed))
@@ -202,7 +208,10 @@ class Sampler:
                 if previous is None or counters.read_ios < previous[1].read_ios:
                     continue  # first reading of this device (or a new one): a baseline
                 seconds = max(now - previous[0], 1e-3)
-                points = datapoints(previous[1], counters, seconds, row["volume_type"], row["iops"])
+                points = datapoints(
+                    previous[1], counters, seconds, row["volume_type"], row["iops"],
+                    ebs.backend.burst_balance(row["volume_id"]),
+                )  # fmt: skip
                 timestamp = int(now // self.interval * self.interval) - int(self.interval)
                 try:
                     record(ebs, row["volume_id"], max(timestamp, 0), points)
