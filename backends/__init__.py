@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from backends.io_faults import IoFault
+
 ProgressCallback = Callable[[int], None]
 """Called with a percentage (0-100) while a long operation runs."""
 
@@ -129,11 +131,24 @@ class Backend(Protocol):
         it did not become usable), BackingStoreMissing, BackendError.
         """
 
+    def volume_file(self, volume_id: str) -> Path | None:
+        """The file holding the volume's data as a block device would show it, for an NBD
+        export to another node; None for a backend without data or if it is missing.
+
+        Raises nothing.
+        """
+
     def detach_volume(self, volume_id: str, force: bool) -> None:
         """Release the volume's device and its links; not attached is not an error.
 
         Without `force`, returns once the kernel has let go of the device. Raises
         DeviceBusy (in use and not `force`, or not released in time), BackendError.
+        """
+
+    def set_io_fault(self, volume_id: str, fault: IoFault | None) -> bool:
+        """Apply `fault` to every I/O on the volume's device from now on (None: lift it).
+
+        Returns False if this backend's data path cannot apply faults. Raises nothing.
         """
 
     def create_snapshot(self, snapshot_id: str, volume_id: str, progress: ProgressCallback) -> None:
@@ -149,6 +164,30 @@ class Backend(Protocol):
 
     def delete_snapshot(self, snapshot_id: str) -> None:
         """Delete the snapshot's data; nothing to delete is not an error. Raises BackendError."""
+
+    # ---- volume copies and initialization ----------------------------------------------
+
+    def copy_volume(self, source_volume_id: str, volume_id: str, size_gib: int) -> None:
+        """Create `volume_id` as a crash-consistent copy of the source volume's current data
+        (a mounted filesystem frozen meanwhile), grown to `size_gib`.
+
+        Raises OutOfSpace, BackingStoreMissing (the source's data is gone), BackendError.
+        """
+
+    def initialization_bytes(self, volume_id: str, size_gib: int) -> int:
+        """How many bytes of data the volume's initialization pass visits.
+
+        Raises BackingStoreMissing, BackendError.
+        """
+
+    def initialize_volume(
+        self, volume_id: str, size_gib: int, position: int, budget: int
+    ) -> tuple[int, int]:
+        """Visit (read, or copy where the volume still shares it) the volume's data from
+        byte `position` on, about `budget` bytes of it; return (the position reached, the
+        bytes of data visited). The pass is over once the position reaches the volume's
+        size. Raises BackingStoreMissing, BackendError.
+        """
 
     # ---- the EBS direct APIs: blocks of SNAPSHOT_BLOCK_SIZE by index -------------------
 

@@ -11,10 +11,22 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
-from benchmarks import control_plane, datapath, docker_path, loopdev, scale, snapshots
+from benchmarks import (
+    control_plane,
+    datapath,
+    docker_path,
+    ebs_direct,
+    loopdev,
+    nodes,
+    scale,
+    snapshots,
+)
 from benchmarks.common import write_section
 
-SECTIONS = ("control-plane", "loopdev", "datapath", "snapshots", "scale", "docker")
+SECTIONS = (
+    "control-plane", "loopdev", "datapath", "snapshots", "scale", "docker", "ebs-direct",
+    "nodes",
+)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         _docker(args, 1 if args.quick else min(runs, 3))
     if "datapath" in sections:
         _datapath(args, 1 if args.quick else min(runs, 3))
+    if "nodes" in sections:
+        _nodes(args, 1 if args.quick else min(runs, 3))
+    if "ebs-direct" in sections:
+        _ebs_direct(args, 1 if args.quick else min(runs, 3))
     return 0
 
 
@@ -153,6 +169,48 @@ def _datapath(args: argparse.Namespace, runs: int) -> None:
     print(body)
     if not args.no_record:
         write_section("datapath", body, args.work_dir)
+
+
+def _nodes(args: argparse.Namespace, runs: int) -> None:
+    results = nodes.measure(args.work_dir, args.quick, runs)
+    body = (
+        "## Nodes: fio through a node's NBD path vs the same volume on the host\n\n"
+        f"Command: `python -m benchmarks --only nodes` ({runs} runs of each job; median "
+        "MiB/s, IOPS with min-max, mean completion latency, and the IOPS ratio to the "
+        "host). One 2 GiB loopdev volume, fio with direct I/O and libaio on its device: "
+        "attached to the host instance (a loop device on the image), then to a node on "
+        "the same machine (`fakestor node`: nbdfuse and a loop device, nbdkit on the "
+        "server, over TCP on loopback), without and with `--node-tls`.\n\n" + nodes.summary(results)
+    )
+    print(body)
+    if not args.no_record:
+        write_section("nodes", body, args.work_dir)
+
+
+def _ebs_direct(args: argparse.Namespace, runs: int) -> None:
+    sizes = ebs_direct.QUICK if args.quick else ebs_direct.Sizes()
+    figures = ebs_direct.measure(args.work_dir, sizes, runs)
+    body = (
+        "## EBS direct APIs: reading a snapshot, and changed blocks, per backend\n\n"
+        f"Command: `python -m benchmarks --only ebs-direct` ({runs} runs; median, min-max; "
+        "ratios above 1 mean fakestor took less time). A boto3 `ebs` client with "
+        f"{ebs_direct.THREADS} threads writes {sizes.read_mib} MiB into a new "
+        f"{sizes.read_volume_gib} GiB snapshot (StartSnapshot, PutSnapshotBlock, "
+        "CompleteSnapshot until `completed`), then reads it all back: ListSnapshotBlocks "
+        "and GetSnapshotBlock of every block. What a user would do instead: the same "
+        "blocks in a local image file, written and read with the same number of threads, "
+        "and `dd` of it; the page cache is dropped before every timed read. "
+        "ListChangedBlocks: a volume with blocks written spread over it, a snapshot, "
+        "every other block rewritten, a second snapshot, then the full listing (all "
+        "pages), the page cache dropped before each. moto "
+        f"{version('moto')} (in the venv) does the same from snapshots written with its "
+        "own StartSnapshot/PutSnapshotBlock, held in memory. loopdev compares the blocks "
+        "both images hold by reading them (its cost follows the data written); fuse "
+        "compares chunk maps, reading nothing.\n\n" + ebs_direct.summary(figures, sizes)
+    )
+    print(body)
+    if not args.no_record:
+        write_section("ebs-direct", body, args.work_dir)
 
 
 def _loopdev(args: argparse.Namespace, runs: int) -> None:

@@ -12,10 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from backends import BACKEND_NAMES, BackendError
+from fakestor import fault_cli
 from fakestor.control.lifecycle_clock import DEFAULT_TIME_SCALE
-from fakestor.control.regions import zone_letters
+from fakestor.control.quotas import DEFAULT_PENDING_SNAPSHOT_QUOTA
+from fakestor.control.regions import PARTITION, ec2_regions, zone_letters
 from fakestor.control.resources import Region
 from fakestor.server import DEFAULT_PORT, ServerConfig, default_data_dir
+from fakestor.throttling import RateSpecError, parse_rate
 
 
 class CliError(Exception):
@@ -33,6 +36,11 @@ def _listen(value: str) -> tuple[str, int]:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"port {port} is out of range")
     return host.strip("[]") or "127.0.0.1", port
+
+
+def _imds_listen(value: str) -> tuple[str, int]:
+    """HOST[:PORT] of instance metadata: port 80 (EC2's) unless given."""
+    return _listen(value if ":" in value else f"{value}:80")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -91,7 +99,16 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_TIME_SCALE,
         metavar="FACTOR",
         help="divide EC2's snapshot lifecycle durations (archival, restores, fast snapshot "
-        "restore, lock periods) by FACTOR (default 3600: an hour takes a second)",
+        "restore, lock periods, StartSnapshot's Timeout, which never drops under 10 s) by "
+        "FACTOR (default 3600: an hour takes a second)",
+    )
+    server.add_argument(
+        "--metrics-interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how often the CloudWatch AWS/EBS datapoints are taken from the devices' "
+        "counters (default 60, as EBS; shorter for tests)",
     )
     server.add_argument(
         "--deny",
@@ -100,6 +117,26 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ACTION",
         help="answer UnauthorizedOperation to this action (glob, repeatable), to test "
         "clients' permission handling",
+    )
+    server.add_argument(
+        "--request-rate",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="throttle requests as AWS does, with a token bucket per rate (repeatable; off "
+        "unless given): SERVICE:ACTION=N/s (or /m), ACTION a name or a glob, optionally "
+        ",burst=B (default N), e.g. ec2:DescribeVolumes=5/s, ec2:*=20/s, "
+        "ebs:GetSnapshotBlock=1000/s; above it EC2 answers RequestLimitExceeded and the EBS "
+        "direct APIs RequestThrottledException",
+    )
+    server.add_argument(
+        "--pending-snapshot-quota",
+        type=int,
+        default=DEFAULT_PENDING_SNAPSHOT_QUOTA,
+        metavar="N",
+        help="StartSnapshot answers ServiceQuotaExceededException while the account has N "
+        f"pending snapshots in the region (default {DEFAULT_PENDING_SNAPSHOT_QUOTA}, AWS's "
+        "'Pending snapshots per account')",
     )
     server.add_argument(
         "--imds-tokens",
@@ -115,6 +152,27 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="also serve instance metadata at ADDRESS:80 (default 169.254.169.254), added to "
         "the loopback interface while the server runs (root); off unless given",
+    )
+    server.add_argument(
+        "--node-tls",
+        action="store_true",
+        help="nodes' NBD exports require TLS with a per-attachment pre-shared key, besides "
+        "their secret export name (slower: see the README's Nodes section)",
+    )
+    server.add_argument(
+        "--credentials",
+        type=Path,
+        default=os.environ.get("FAKESTOR_CREDENTIALS") or None,
+        metavar="FILE",
+        help="verify every API request's SigV4 signature against the key pairs in FILE, one "
+        "'ACCESS_KEY_ID SECRET_ACCESS_KEY' a line (default $FAKESTOR_CREDENTIALS; off if "
+        "neither is given); needed to --listen beyond loopback",
+    )
+    server.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve beyond loopback without --credentials: anyone who reaches the port may "
+        "use the API",
     )
     server.add_argument("-v", "--verbose", action="store_true", help="log every request")
 
@@ -148,6 +206,52 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--repair", action="store_true", help="remove garbage chunks and fix reference counts"
     )
+
+    node = commands.add_parser(
+        "node", help="the node agent: devices of this host's instance's volumes, over NBD"
+    )
+    node.add_argument(
+        "--endpoint",
+        default=os.environ.get("FAKESTOR_ENDPOINT") or f"http://127.0.0.1:{DEFAULT_PORT}",
+        help="the fakestor server (default $FAKESTOR_ENDPOINT, else "
+        f"http://127.0.0.1:{DEFAULT_PORT}); its exports listen at the address given here",
+    )
+    node.add_argument(
+        "--instance-id",
+        default=os.environ.get("FAKESTOR_INSTANCE_ID") or None,
+        help="the instance this node is (default $FAKESTOR_INSTANCE_ID, else a new instance "
+        "launched with RunInstances)",
+    )
+    node.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("/var/lib/fakestor-node"),
+        help="the agent's state: keys and FUSE mount points (default /var/lib/fakestor-node)",
+    )
+    node.add_argument(
+        "--dev-root",
+        type=Path,
+        default=Path("/dev"),
+        help="where the disk/by-id and fakestor/ links go (default /dev)",
+    )
+    node.add_argument(
+        "--imds-listen",
+        type=_imds_listen,
+        default=None,
+        metavar="HOST[:PORT]",
+        help="serve this instance's metadata there (port 80 unless given), e.g. "
+        "169.254.169.254 in a node's network namespace (added to lo if no interface has it)",
+    )
+    node.add_argument(
+        "--region", default="us-east-1", help="the region of the instance launched (us-east-1)"
+    )
+    node.add_argument(
+        "--reconnect-seconds",
+        type=int,
+        default=5,
+        help="how long a device's I/O waits for a lost export to come back (default 5)",
+    )
+    node.add_argument("-v", "--verbose", action="store_true", help="log every change")
 
     plugin = commands.add_parser("plugin", help="serve the Docker volume plugin on a Unix socket")
     plugin.add_argument(
@@ -196,24 +300,52 @@ def _parser() -> argparse.ArgumentParser:
         help="ext4 or xfs, when -o fstype is absent (default $FAKESTOR_DEFAULT_FSTYPE, else ext4)",
     )
     plugin.add_argument("-v", "--verbose", action="store_true", help="log every operation")
+    fault_cli.add_parser(commands, f"http://127.0.0.1:{DEFAULT_PORT}")
     return parser
 
 
 def _run_server(args: argparse.Namespace) -> None:
+    from fakestor.auth import CredentialsError, is_loopback, load_credentials
     from fakestor.server import ServeError, serve
 
     host, port = args.listen
+    if args.region not in ec2_regions():
+        raise CliError(
+            f"--region {args.region!r} is not an EC2 region of AWS's {PARTITION} partition "
+            "(botocore's endpoints); name one such as us-east-1 or eu-west-1"
+        )
     if args.zones is None:
         args.zones = zone_letters(args.region)
     if not args.zones.isalpha() or not args.zones.islower():
         raise CliError(f"--zones takes lowercase zone letters such as 'abc', not {args.zones!r}")
     if args.time_scale <= 0:
         raise CliError("--time-scale must be positive")
+    if args.metrics_interval < 1:
+        raise CliError("--metrics-interval must be at least 1 second")
     if args.latency < 0:
         raise CliError("--latency must not be negative")
+    if args.pending_snapshot_quota < 0:
+        raise CliError("--pending-snapshot-quota must not be negative")
+    for spec in args.request_rate:
+        try:
+            parse_rate(spec)
+        except RateSpecError as failure:
+            raise CliError(f"--request-rate: {failure}") from None
     if len(args.account_id) != 12 or not args.account_id.isdigit():
         raise CliError(f"--account-id must be 12 digits, not {args.account_id!r}")
-    _check_listen(host, port)
+    address = _check_listen(host, port)
+    credentials = None
+    if args.credentials is not None:
+        try:
+            credentials = load_credentials(Path(args.credentials))
+        except CredentialsError as failure:
+            raise CliError(str(failure)) from None
+    if credentials is None and not is_loopback(address) and not args.insecure_no_auth:
+        raise CliError(
+            f"--listen {host} is reachable beyond loopback: give --credentials FILE (lines "
+            "'ACCESS_KEY_ID SECRET_ACCESS_KEY') so every request's signature is verified, "
+            "or --insecure-no-auth to serve unverified"
+        )
     data_dir = args.data_dir or default_data_dir()
     not_a_dir = False
     with contextlib.suppress(OSError):  # unreadable: the server says what it lacks
@@ -233,6 +365,11 @@ def _run_server(args: argparse.Namespace) -> None:
         deny=args.deny,
         imds_tokens_required=args.imds_tokens == "required",
         imds_address=args.imds_address,
+        node_tls=args.node_tls,
+        credentials=credentials,
+        request_rates=args.request_rate,
+        pending_snapshot_quota=args.pending_snapshot_quota,
+        metrics_interval=args.metrics_interval,
     )
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -244,8 +381,9 @@ def _run_server(args: argparse.Namespace) -> None:
         raise CliError(str(failure)) from None
 
 
-def _check_listen(host: str, port: int) -> None:
-    """Refuse an address this machine cannot serve on, before anything is created."""
+def _check_listen(host: str, port: int) -> str:
+    """Refuse an address this machine cannot serve on, before anything is created; the
+    IP address it resolves to."""
     try:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror:
@@ -259,6 +397,7 @@ def _check_listen(host: str, port: int) -> None:
             probe.bind(address)
         except OSError as failure:
             raise CliError(f"cannot serve on {host}:{port}: {failure.strerror}") from None
+    return str(address[0])
 
 
 def _run_plugin(args: argparse.Namespace) -> None:
@@ -294,6 +433,30 @@ def _run_plugin(args: argparse.Namespace) -> None:
     try:
         run_plugin(config)
     except (PluginStartError, OSError) as failure:
+        raise CliError(str(failure)) from None
+
+
+def _run_node(args: argparse.Namespace) -> None:
+    from fakestor.node.agent import NodeConfig, NodeStartError, run_node
+
+    if args.reconnect_seconds < 1:
+        raise CliError("--reconnect-seconds must be at least 1")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = NodeConfig(
+        endpoint=args.endpoint,
+        instance_id=args.instance_id,
+        data_dir=args.data_dir,
+        dev_root=args.dev_root,
+        imds_listen=args.imds_listen,
+        region=args.region,
+        reconnect_seconds=args.reconnect_seconds,
+    )
+    try:
+        run_node(config)
+    except NodeStartError as failure:
         raise CliError(str(failure)) from None
 
 
@@ -392,6 +555,15 @@ def _run_failover_lab() -> int:
     return 1 if failures else 0
 
 
+def _run_fault(args: argparse.Namespace) -> None:
+    from fakestor.fault_cli import FaultError, run
+
+    try:
+        run(args, out=lambda line: print(line, flush=True))
+    except FaultError as failure:
+        raise CliError(str(failure)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -399,12 +571,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             _run_server(args)
         elif args.command == "plugin":
             _run_plugin(args)
+        elif args.command == "node":
+            _run_node(args)
         elif args.command == "check":
             return _run_check(args)
         elif args.command == "mounts":
             _run_mounts(args)
         elif args.command == "lab":
             return _run_lab(args)
+        elif args.command == "fault":
+            _run_fault(args)
     except CliError as failure:
         print(f"fakestor: {failure}", file=sys.stderr)
         return 1

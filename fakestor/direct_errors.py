@@ -64,3 +64,27 @@ class UnknownOperationException(DirectError):
 
     def __init__(self, method: str, path: str) -> None:
         super().__init__(f"No EBS direct API operation is served at {method} {path}.")
+
+
+class RequestThrottledException(DirectError):
+    """Above the request rate of its action (`fakestor server --request-rate`): the account's
+    rate, as the quotas of the EBS direct APIs are per account (ACCOUNT_THROTTLED)."""
+
+    code = "RequestThrottledException"
+    http_status = 400
+
+    def __init__(self, action: str) -> None:
+        # EBS documents no message for this error; this wording is fakestor's.
+        super().__init__(
+            f"The number of {action} requests has exceeded the request rate allowed for "
+            "this account; retry with backoff.",
+            "ACCOUNT_THROTTLED",
+        )
+
+
+class ServiceQuotaExceededException(DirectError):
+    code = "ServiceQuotaExceededException"
+    http_status = 402
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "DEPENDENCY_SERVICE_QUOTA_EXCEEDED")

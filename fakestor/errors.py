@@ -292,3 +292,13 @@ class MalformedHttpRequest(Ec2Error):
 class Unavailable(Ec2Error):
     code = "Unavailable"
     http_status = 503
+
+
+class RequestLimitExceeded(Ec2Error):
+    """Above the request rate of its action (`fakestor server --request-rate`)."""
+
+    code = "RequestLimitExceeded"
+    http_status = 503
+
+    def __init__(self) -> None:
+        super().__init__("Request limit exceeded.")

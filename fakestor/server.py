@@ -15,13 +15,16 @@ from pathlib import Path
 import waitress.server
 from flask import Flask
 
-from backends import load_backend
+from backends import BackendError, load_backend
+from backends.nbd_exports import NbdExports
 from fakestor import ids
 from fakestor.app import MAX_REQUEST_BYTES, create_app
 from fakestor.control import reconcile
 from fakestor.control.lifecycle_clock import DEFAULT_TIME_SCALE
+from fakestor.control.quotas import DEFAULT_PENDING_SNAPSHOT_QUOTA
 from fakestor.control.regions import Regions
 from fakestor.control.resources import Region
+from fakestor.control.volume_metrics import Sampler
 from fakestor.imds_address import (
     IMDS_PORT,
     ImdsAddressError,
@@ -29,6 +32,7 @@ from fakestor.imds_address import (
     remove_from_loopback,
 )
 from fakestor.serving import bound_port, create_server, run_until_signalled
+from fakestor.throttling import Throttle
 
 log = logging.getLogger("fakestor")
 
@@ -66,7 +70,12 @@ class ServerConfig:
     deny: list[str] = field(default_factory=list)
     imds_tokens_required: bool = False
     imds_address: str | None = None  # also serve on ADDRESS:80, added to lo (EC2's IMDS)
+    node_tls: bool = False  # the nodes' NBD exports require TLS-PSK too
+    credentials: dict[str, str] | None = None  # access key id -> secret: verify SigV4
+    request_rates: list[str] = field(default_factory=list)  # throttling.parse_rate specs
+    pending_snapshot_quota: int = DEFAULT_PENDING_SNAPSHOT_QUOTA
     threads: int = 8
+    metrics_interval: float = 60.0  # seconds between CloudWatch datapoints (EBS: 60)
 
 
 class ServeError(Exception):
@@ -127,6 +136,7 @@ def serve(config: ServerConfig) -> None:
                 config.region,
                 host_instance_id(),
                 time_scale=config.time_scale,
+                pending_snapshot_quota=config.pending_snapshot_quota,
             )
             opened.callback(regions.close)
             contexts = regions.with_records()
@@ -135,9 +145,19 @@ def serve(config: ServerConfig) -> None:
         ebs = regions.home
         opened.callback(backend.close)  # close() also undoes a start() that failed half-way
         backend.start()
+        if backend.name != "metadata":  # attachments to node instances get NBD exports
+            ebs.exports = NbdExports(config.data_dir / "exports", tls=config.node_tls)
+            opened.callback(ebs.exports.close_all)  # after the tasks stop, before the backend
         opened.callback(regions.tasks.shutdown)  # before the backend closes
+        sampler = Sampler(regions.with_records, config.metrics_interval)
+        sampler.start()
+        opened.callback(sampler.stop)
         app = create_app(
-            regions, deny=config.deny, imds_tokens_required=config.imds_tokens_required
+            regions,
+            deny=config.deny,
+            imds_tokens_required=config.imds_tokens_required,
+            credentials=config.credentials,
+            throttle=Throttle.from_specs(config.request_rates),
         )
         if config.imds_address:
             try:
@@ -149,6 +169,10 @@ def serve(config: ServerConfig) -> None:
         port = bound_port(server)
         # Only now, with the port ours, resume what a previous run left unfinished.
         reconcile.resume(*contexts)
+        try:
+            regions.start(contexts)
+        except BackendError as failure:
+            raise ServeError(f"cannot make the built-in image's root snapshot: {failure}") from None
         print(
             f"fakestor: serving EC2 and instance metadata on http://{config.host}:"
             f"{port} (backend {backend.name}, data dir "
@@ -156,6 +180,12 @@ def serve(config: ServerConfig) -> None:
             f"{config.region.zones[0]})",
             flush=True,
         )
+        if config.credentials:
+            print(
+                f"fakestor: API requests must be signed (SigV4) with one of "
+                f"{len(config.credentials)} access key(s); instance metadata is not signed",
+                flush=True,
+            )
         if config.imds_address:
             print(
                 f"fakestor: instance metadata of {ebs.host_instance_id} also at "

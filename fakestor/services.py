@@ -21,7 +21,7 @@ PROTOCOLS = {
     "ebs": "rest-json",
     "rbin": "rest-json",
     "kms": "json",
-    "monitoring": "query",
+    "monitoring": "query",  # CloudWatch JSON and CBOR are served; its Query protocol is not
 }
 
 
@@ -35,6 +35,15 @@ def region_of(request: Request) -> str | None:
     """The region named in the request's SigV4 credential scope; None if unsigned."""
     match = _scope_of(request)
     return match.group(1) if match else None
+
+
+def raw_path(request: Request) -> str:
+    """The path as the client sent it: a label that holds a `/` escaped as %2F (rbin's rule
+    ARN in `/tags/{resourceArn}`) loses that in the decoded `request.path`, which signatures
+    and URI templates need."""
+    raw = request.environ.get("REQUEST_URI") or request.environ.get("RAW_URI") or ""
+    path = str(raw).split("?", 1)[0]
+    return path if path.startswith("/") else request.path
 
 
 def _scope_of(request: Request) -> re.Match[str] | None:

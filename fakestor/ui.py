@@ -10,7 +10,10 @@ from flask import Blueprint, Response, jsonify
 from fakestor import mounts
 from fakestor.control import Ebs, snapshots, volumes
 from fakestor.device_names import by_id_path
+from fakestor.faults_api import active_faults
 from fakestor.mounts_svg import render_svg
+
+UI_PREFIX = "/ui"  # every path the UI serves starts with this
 
 PAGE = """<!doctype html>
 <html lang="en">
@@ -44,6 +47,13 @@ PAGE = """<!doctype html>
   <th>attached to</th><th>device</th></tr></thead>
   <tbody></tbody>
 </table>
+<h2>Faults</h2>
+<p class="meta">Set with <code>fakestor fault set</code> or tags
+<code>fakestor:fault/NAME</code> on a volume; see the README's Faults section.</p>
+<table id="faults">
+  <thead><tr><th>on</th><th>fault</th><th>value</th></tr></thead>
+  <tbody></tbody>
+</table>
 <h2>Mount tree</h2>
 <p>Peer groups are colours; arrows show where a new mount under a mount also appears; red
 outlines are fakestor's own mounts; faded ones are hidden under another mount. Hover a mount
@@ -65,6 +75,21 @@ async function refresh() {
       const cell = document.createElement("td");
       cell.textContent = text || "";
       if (i === 4) cell.className = "state-" + v.state;
+      row.appendChild(cell);
+    });
+    return row;
+  }));
+  const faults = document.querySelector("#faults tbody");
+  const active = [
+    ...state.faults.server.map(f => [f.scope, f.name, f.value]),
+    ...state.faults.tags.map(f => [f.resource_id, f.name, f.value]),
+  ];
+  faults.replaceChildren(...(active.length ? active : [["none", "", ""]]).map(cells => {
+    const row = document.createElement("tr");
+    row.className = "fault";
+    cells.forEach(text => {
+      const cell = document.createElement("td");
+      cell.textContent = text;
       row.appendChild(cell);
     });
     return row;
@@ -121,6 +146,7 @@ def ui_blueprint(ebs: Ebs) -> Blueprint:
                 "zone": ebs.region.zones[0],
                 "volumes": rows,
                 "snapshots": len(snapshots.describe_snapshots(ebs)),
+                "faults": active_faults(ebs),
             }
         )
 

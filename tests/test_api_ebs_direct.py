@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import os
+import time
 import urllib.request
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tests.conftest import REGION, Server, fast_waiter
+from tests.conftest import REGION, Server, ServerFactory, fast_waiter, wait_for
 
 BLOCK = 512 * 1024
 
@@ -178,3 +179,53 @@ def test_errors_are_json_never_html(server: Server) -> None:
     assert unknown.value.code == 404
     assert unknown.value.headers["x-amzn-ErrorType"] == "UnknownOperationException"
     assert "GET /snapshots/nothing/here" in json.loads(unknown.value.read())["message"]
+
+
+def test_start_snapshot_refuses_above_the_pending_snapshots_quota(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server("--pending-snapshot-quota", "2")
+    ebs, ec2 = ebs_client(server.url), server.client()
+    first = ebs.start_snapshot(VolumeSize=1, ClientToken="quota-1")["SnapshotId"]
+    ebs.start_snapshot(VolumeSize=1)
+    over = refused(ebs.start_snapshot, VolumeSize=1)
+    assert over["Error"]["Code"] == "ServiceQuotaExceededException"
+    assert over["Reason"] == "DEPENDENCY_SERVICE_QUOTA_EXCEEDED"
+    assert over["ResponseMetadata"]["HTTPStatusCode"] == 402
+    assert "quota of pending snapshots (2)" in over["Error"]["Message"]
+    # A retry of a start that was accepted is still answered: it starts nothing new.
+    assert ebs.start_snapshot(VolumeSize=1, ClientToken="quota-1")["SnapshotId"] == first
+    ebs.complete_snapshot(SnapshotId=first, ChangedBlocksCount=0)
+    fast_waiter(ec2, "snapshot_completed")(SnapshotIds=[first])
+    assert ebs.start_snapshot(VolumeSize=1)["Status"] == "pending"
+
+
+def _snapshot(ec2: Any, snapshot_id: str) -> dict[str, Any]:
+    found: dict[str, Any] = ec2.describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"][0]
+    return found
+
+
+def test_an_unfinished_snapshot_times_out_into_error_also_after_a_restart(
+    start_server: ServerFactory,
+) -> None:
+    # --time-scale 600: Timeout=10 (minutes, the model's least) is 1 s, raised to the
+    # shortest write window of 10 s.
+    server = start_server("--time-scale", "600")
+    ebs, ec2 = ebs_client(server.url), server.client()
+    kept = ebs.start_snapshot(VolumeSize=1, Timeout=10)["SnapshotId"]
+    data = os.urandom(BLOCK)
+    for index in range(4):  # a block every 4 s keeps it open for longer than one window
+        put(ebs, kept, index, data)
+        time.sleep(4)
+    assert _snapshot(ec2, kept)["State"] == "pending"
+    abandoned = ebs.start_snapshot(VolumeSize=1, Timeout=10)["SnapshotId"]
+    server.kill()
+    server.start()
+    ec2, ebs = server.client(), ebs_client(server.url)
+    started = time.monotonic()
+    wait_for(lambda: _snapshot(ec2, abandoned)["State"] == "error", timeout=30)
+    assert time.monotonic() - started >= 5  # the window opened again at the restart
+    assert "timeout of 10 minutes" in _snapshot(ec2, abandoned)["StateMessage"]
+    closed = refused(put, ebs=ebs, snapshot_id=abandoned, index=0, data=data)
+    assert closed["Error"]["Code"] == "ValidationException"
+    wait_for(lambda: _snapshot(ec2, kept)["State"] == "error", timeout=30)

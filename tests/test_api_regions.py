@@ -158,10 +158,66 @@ def test_copy_of_a_pending_snapshot_in_another_region_is_refused(
 ) -> None:
     server = start_server("--latency", "1")
     us, eu = region_client(server.url, REGION), region_client(server.url, EU)
+    # eu-west-1's first write makes its store and the built-in image's root snapshot there
+    # (two backend steps of --latency): done first, so the source is still pending below.
+    eu.enable_ebs_encryption_by_default()
     source = us.create_snapshot(VolumeId=new_volume(us))["SnapshotId"]
     with pytest.raises(ClientError) as excinfo:
         eu.copy_snapshot(SourceSnapshotId=source, SourceRegion=REGION)
     assert _code(excinfo) == "IncorrectState"
+
+
+def test_zone_ids_are_ones_the_region_offers(server: Server) -> None:
+    ids = {
+        region: [
+            (z["ZoneName"][-1], z["ZoneId"])
+            for z in region_client(server.url, region).describe_availability_zones()[
+                "AvailabilityZones"
+            ]
+        ]
+        for region in ("ap-northeast-1", "us-west-1", "eu-west-1")
+    }
+    assert ids["ap-northeast-1"] == [("a", "apne1-az1"), ("c", "apne1-az2"), ("d", "apne1-az4")]
+    assert ids["us-west-1"] == [("b", "usw1-az1"), ("c", "usw1-az3")]
+    assert ids["eu-west-1"] == [("a", "euw1-az1"), ("b", "euw1-az2"), ("c", "euw1-az3")]
+
+
+def test_reads_of_a_region_never_written_create_no_store(start_server: ServerFactory) -> None:
+    server = start_server()
+    mumbai = region_client(server.url, "ap-south-1")
+    store = server.data_dir / "regions" / "ap-south-1"
+    assert mumbai.describe_volumes()["Volumes"] == []
+    assert mumbai.describe_snapshots(OwnerIds=["self"])["Snapshots"] == []
+    assert mumbai.describe_instances()["Reservations"] == []
+    zones = mumbai.describe_availability_zones()["AvailabilityZones"]
+    assert [z["ZoneName"] for z in zones] == ["ap-south-1a", "ap-south-1b", "ap-south-1c"]
+    image = mumbai.describe_images(ImageIds=["ami-00000000000f4e570"])["Images"][0]
+    assert mumbai.get_ebs_encryption_by_default()["EbsEncryptionByDefault"] is False
+    for service, read in (("kms", "list_aliases"), ("cloudwatch", "list_metrics")):
+        client = boto3.client(
+            service,
+            endpoint_url=server.url,
+            region_name="ap-south-1",
+            aws_access_key_id="AKIDFAKESTOR",
+            aws_secret_access_key="fakestor-secret",
+        )
+        getattr(client, read)()
+    assert not store.exists()
+    # The first write makes the store, and the image's root snapshot in it, for launches.
+    volume_id = new_volume(mumbai, zone="ap-south-1b")
+    assert (store / "state.db").exists()
+    assert [v["VolumeId"] for v in mumbai.describe_volumes()["Volumes"]] == [volume_id]
+    launched = mumbai.run_instances(ImageId="ami-00000000000f4e570", MinCount=1, MaxCount=1)
+    instance_id = launched["Instances"][0]["InstanceId"]
+    fast_waiter(mumbai, "instance_running")(InstanceIds=[instance_id])
+    described = mumbai.describe_instances(InstanceIds=[instance_id])["Reservations"][0]
+    root = described["Instances"][0]["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
+    restored = mumbai.describe_volumes(VolumeIds=[root])["Volumes"][0]["SnapshotId"]
+    assert restored == image["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
+    us_image = region_client(server.url, REGION).describe_images(
+        ImageIds=["ami-00000000000f4e570"]
+    )["Images"][0]
+    assert us_image["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"] != restored  # regional
 
 
 def test_restart_keeps_every_regions_records(start_server: ServerFactory) -> None:

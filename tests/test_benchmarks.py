@@ -109,3 +109,35 @@ def test_docker_benchmark_quick_mode_runs() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "| create + first run + rm |" in result.stdout
     assert "| rand read 4 KiB |" in result.stdout
+
+
+@pytest.mark.privileged
+def test_ebs_direct_benchmark_quick_mode_runs() -> None:
+    require_root_and_loop()
+    require(importlib.util.find_spec("pyfuse3") is not None, "needs pyfuse3 (fakestor[fuse])")
+    require(importlib.util.find_spec("moto") is not None, "needs moto[server] (pip install)")
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--no-record", "--only", "ebs-direct"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "| full read: ListSnapshotBlocks + GetSnapshotBlock |" in result.stdout
+    assert "| changed blocks listed | 8 | 8 | 8 |" in result.stdout
+
+
+@pytest.mark.privileged
+def test_nodes_benchmark_quick_mode_runs() -> None:
+    require_root_and_loop()
+    for tool in ("fio", "nbdkit", "nbdfuse"):
+        require(shutil.which(tool) is not None, f"needs {tool} (apt-get install)")
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--no-record", "--only", "nodes"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "| rand read 4 KiB, qd 1 |" in result.stdout
+    assert "node over NBD, TLS-PSK" in result.stdout

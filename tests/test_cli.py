@@ -134,6 +134,10 @@ def test_aws_cli_ebs_direct_lists_snapshot_blocks(server: Server) -> None:
         (["server", "--backend", "tape"], "invalid choice"),
         (["server", "--listen", "203.0.113.7:0"], "cannot serve"),
         (["server", "--listen", "nonsense"], "neither an IP address nor a known host name"),
+        (["server", "--region", "xx-nowhere-1"], "not an EC2 region of AWS's aws partition"),
+        (["server", "--listen", "0.0.0.0:0"], "reachable beyond loopback"),
+        (["server", "--credentials", "/nonexistent/keys"], "cannot read credentials file"),
+        (["server", "--credentials", "/dev/null"], "holds no 'ACCESS_KEY_ID"),
     ],
 )
 def test_bad_command_lines_exit_with_one_readable_line(

@@ -45,6 +45,36 @@ def test_the_built_in_images_are_listed(ec2: Any) -> None:
     assert missing.value.response["Error"]["Code"] == "InvalidAMIID.NotFound"
 
 
+def _builtin_root_snapshot(ec2: Any) -> str:
+    image = ec2.describe_images(ImageIds=[BUILTIN_IMAGE])["Images"][0]
+    snapshot_id: str = image["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
+    return snapshot_id
+
+
+def test_the_built_in_images_root_restores_from_amazons_snapshot(ec2: Any) -> None:
+    snapshot_id = _builtin_root_snapshot(ec2)
+    assert snapshot_id.startswith("snap-")
+    instance_id = _launch(ec2, ImageId=BUILTIN_IMAGE)["InstanceId"]
+    root = wait_for(lambda: _devices(ec2, instance_id).get("/dev/xvda"))
+    volume = _volume(ec2, root["VolumeId"])
+    assert (volume["SnapshotId"], volume["Size"]) == (snapshot_id, 8)
+    # Amazon's snapshot, not the account's: no listing shows it, nor does its id.
+    for owners in ([], ["self"], ["amazon"]):
+        listed = ec2.describe_snapshots(OwnerIds=owners)["Snapshots"]
+        assert snapshot_id not in [s["SnapshotId"] for s in listed]
+    with pytest.raises(ClientError) as hidden:
+        ec2.describe_snapshots(SnapshotIds=[snapshot_id])
+    assert hidden.value.response["Error"]["Code"] == "InvalidSnapshot.NotFound"
+    with pytest.raises(ClientError) as not_restorable:
+        ec2.create_volume(AvailabilityZone="us-east-1a", SnapshotId=snapshot_id)
+    assert not_restorable.value.response["Error"]["Code"] == "InvalidSnapshot.NotFound"
+    with pytest.raises(ClientError) as not_deletable:
+        ec2.delete_snapshot(SnapshotId=snapshot_id)
+    assert not_deletable.value.response["Error"]["Code"] == "InvalidSnapshot.NotFound"
+    ec2.terminate_instances(InstanceIds=[instance_id])
+    fast_waiter(ec2, "volume_deleted")(VolumeIds=[root["VolumeId"]])
+
+
 def test_a_launch_makes_and_attaches_its_volumes(ec2: Any) -> None:
     source = new_volume(ec2, 3)
     snapshot_id = ec2.create_snapshot(VolumeId=source)["SnapshotId"]
@@ -195,6 +225,10 @@ def test_a_launch_on_loopdev_creates_real_volume_data(start_server: ServerFactor
     require_backend("loopdev")
     server = start_server(backend="loopdev")
     ec2 = server.client()
+    root_snapshot = _builtin_root_snapshot(ec2)
+    snapshot_image = server.data_dir / "snapshots" / f"{root_snapshot}.img"
+    assert snapshot_image.stat().st_size == 8 * 1024**3  # real (sparse) data, made at start
+    made = snapshot_image.stat().st_mtime_ns
     instance_id = _launch(
         ec2,
         ImageId=BUILTIN_IMAGE,
@@ -208,9 +242,26 @@ def test_a_launch_on_loopdev_creates_real_volume_data(start_server: ServerFactor
         _volume(ec2, v)["Size"] * 1024**3 == image.stat().st_size for v, image in images.items()
     }
     assert sizes == {True}
+    assert _volume(ec2, devices["/dev/xvda"]["VolumeId"])["SnapshotId"] == root_snapshot
     ec2.terminate_instances(InstanceIds=[instance_id])
     fast_waiter(ec2, "volume_deleted")(VolumeIds=list(images))
     wait_for(lambda: not any(image.exists() for image in images.values()))
+    # A restart keeps the one snapshot (same id, data untouched) and reconciles it quietly.
+    assert server.stop() == 0
+    server.start()
+    assert _builtin_root_snapshot(server.client()) == root_snapshot
+    assert snapshot_image.stat().st_mtime_ns == made
+    assert "reconcile:" not in server.log()
+    # Its data lost while stopped: reconcile marks it, and the start makes it again.
+    assert server.stop() == 0
+    snapshot_image.unlink()
+    server.start()
+    assert snapshot_image.stat().st_size == 8 * 1024**3
+    relaunched = _launch(server.client(), ImageId=BUILTIN_IMAGE)["InstanceId"]
+    root = wait_for(lambda: _devices(server.client(), relaunched).get("/dev/xvda"))
+    assert _volume(server.client(), root["VolumeId"])["SnapshotId"] == root_snapshot
+    server.client().terminate_instances(InstanceIds=[relaunched])
+    fast_waiter(server.client(), "volume_deleted")(VolumeIds=[root["VolumeId"]])
 
 
 def test_an_instance_reports_its_types_architecture(ec2: Any) -> None:

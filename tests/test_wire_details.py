@@ -74,8 +74,9 @@ def test_time_filters_match_the_times_clients_received(ec2: Any, server: Server)
 
 
 def test_a_service_fakestor_does_not_serve_answers_in_its_own_protocol(server: Server) -> None:
-    rbin = boto3.client(
-        "rbin",
+    # Data Lifecycle Manager (rest-json): a service fakestor does not serve.
+    dlm = boto3.client(
+        "dlm",
         endpoint_url=server.url,
         region_name=REGION,
         aws_access_key_id="AKIDFAKESTOR",
@@ -83,11 +84,11 @@ def test_a_service_fakestor_does_not_serve_answers_in_its_own_protocol(server: S
         config=Config(retries={"max_attempts": 1}),
     )
     with pytest.raises(ClientError) as refused:
-        rbin.list_rules(ResourceType="EBS_SNAPSHOT")
+        dlm.get_lifecycle_policies()
     error = refused.value.response["Error"]
     assert error["Code"] == "NotImplemented"
-    assert "does not implement this rbin API yet" in error["Message"]
-    assert "POST /list-rules" in error["Message"]
+    assert "does not implement this dlm API yet" in error["Message"]
+    assert "GET /policies" in error["Message"]
     assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 501
 
 

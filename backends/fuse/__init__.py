@@ -28,7 +28,9 @@ from backends.fuse.chunks import (
     NoSuchImage,
     check_store,
 )
+from backends.fuse.faults import IoFaults
 from backends.fuse.fs import MountedFilesystem
+from backends.io_faults import IoFault
 from fakestor.mounts import is_mounted
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,7 @@ class FuseBackend:
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
         self._lost: dict[str, int] = {}  # image -> chunks lost, found by the check at start
+        self.io_faults = IoFaults()
 
     def _chunk_store(self) -> ChunkStore:
         if self.chunk_store is None:
@@ -91,6 +94,7 @@ class FuseBackend:
         self._lost = report.lost_chunks
         self.chunk_store = ChunkStore(self.fuse_dir)
         self.filesystem = MountedFilesystem(self.chunk_store, self.mountpoint)
+        self.filesystem.operations.faults = self.io_faults
         try:
             self.filesystem.start()
         except RuntimeError as failure:
@@ -119,6 +123,7 @@ class FuseBackend:
         # Unlike image files, the served files vanish with this process: release the loop
         # devices on them rather than leave dead devices behind. The attachments stay
         # recorded, and the next start binds and links them again.
+        self.io_faults.close()  # I/O held by an impaired volume fails now
         self.devices.release_all("as the block store stops")
         self._stop.set()
         if self._flusher is not None:
@@ -182,7 +187,20 @@ class FuseBackend:
         return self.devices.attach(volume_id, device_name)
 
     def detach_volume(self, volume_id: str, force: bool) -> None:
+        if force:
+            self.io_faults.release_waiting(volume_id)
         self.devices.detach(volume_id, force)
+
+    def volume_file(self, volume_id: str) -> Path | None:
+        file = self.devices.file_of(volume_id)
+        try:
+            return file if file.exists() else None
+        except OSError:  # the FUSE mount is gone
+            return None
+
+    def set_io_fault(self, volume_id: str, fault: IoFault | None) -> bool:
+        self.io_faults.set(volume_id, fault)
+        return True
 
     # ---- snapshots ------------------------------------------------------------------
 
@@ -216,6 +234,53 @@ class FuseBackend:
             self._chunk_store().delete(snapshot_id)
         except (ChunkStoreError, OSError) as failure:
             raise BackendError(f"cannot delete {snapshot_id}: {failure}") from None
+
+    # ---- volume copies and initialization --------------------------------------------
+
+    def copy_volume(self, source_volume_id: str, volume_id: str, size_gib: int) -> None:
+        chunks = self._chunk_store()
+        if volume_id in chunks.images:
+            return
+        if source_volume_id not in chunks.images:
+            raise BackingStoreMissing(
+                f"the data of {source_volume_id} is missing from the block store"
+            )
+        try:
+            # As a snapshot: freeze a mounted filesystem, then share every chunk.
+            with self.devices.frozen(source_volume_id):
+                chunks.flush()
+                size = max(size_gib * GIB, chunks.image(source_volume_id).size)
+                chunks.create(volume_id, size, source=source_volume_id)
+        except ChunkStoreError as failure:
+            raise self._translate(failure, f"copy {source_volume_id}") from None
+
+    def initialization_bytes(self, volume_id: str, size_gib: int) -> int:
+        return len(self._volume_chunks(volume_id)) * CHUNK_SIZE
+
+    def _volume_chunks(self, volume_id: str) -> dict[int, int]:
+        try:
+            image = self._chunk_store().image(volume_id)
+        except ChunkStoreError as failure:
+            raise self._translate(failure, f"read {volume_id}") from None
+        with image.lock:
+            return dict(image.chunks)
+
+    def initialize_volume(
+        self, volume_id: str, size_gib: int, position: int, budget: int
+    ) -> tuple[int, int]:
+        # Initialization reads the chunks the volume maps, in order; unwritten ones are zeros.
+        chunks = self._chunk_store()
+        indexes = sorted(i for i in self._volume_chunks(volume_id) if i >= position // CHUNK_SIZE)
+        visited = 0
+        try:
+            for index in indexes:
+                if visited >= budget:
+                    return index * CHUNK_SIZE, visited
+                chunks.read(volume_id, index * CHUNK_SIZE, CHUNK_SIZE)
+                visited += CHUNK_SIZE
+            return max(size_gib * GIB, chunks.image(volume_id).size), visited
+        except ChunkStoreError as failure:
+            raise self._translate(failure, f"initialize {volume_id}") from None
 
     # ---- the EBS direct APIs: a block is a chunk -------------------------------------
 

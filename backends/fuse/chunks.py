@@ -3,7 +3,8 @@
 Each volume or snapshot (an "image") maps chunk index -> chunk id; a chunk is a
 512 KiB file under chunks/ with a reference count. Unwritten chunks read as
 zeros and take no space. A snapshot copies the map and counts references; a
-later write to a shared chunk copies it first.
+later write to a shared chunk copies it first, unless the write leaves the
+chunk's bytes as they are (then the chunk stays shared, and unchanged).
 
 Crash safety. Chunk data is written in place with pwrite; map and reference
 changes are kept in memory and committed to SQLite by `flush`, which first
@@ -297,6 +298,11 @@ class ChunkStore:
                 while position < len(data):
                     index, within = divmod(offset + position, CHUNK_SIZE)
                     take = min(CHUNK_SIZE - within, len(data) - position)
+                    if self._shared_and_same(
+                        image, index, within, view[position : position + take]
+                    ):
+                        position += take
+                        continue
                     chunk = self._writable_chunk(image, index)
                     os.pwrite(self._fd(chunk), view[position : position + take], within)
                     with self._lock:
@@ -307,6 +313,22 @@ class ChunkStore:
                     raise ChunkStoreFull("no space left in the data dir") from failure
                 raise
             return len(data)
+
+    def _shared_and_same(self, image: Image, index: int, within: int, piece: memoryview) -> bool:
+        """Whether `piece` would land on a shared chunk that already holds exactly it.
+
+        Such a write is left out: copying the chunk would change nothing but its id, and
+        the id is what tells a snapshot's changed blocks (ListChangedBlocks) from shared
+        ones. The comparison reads at most what the copy would have read.
+        """
+        with self._lock:
+            chunk = image.chunks.get(index)
+            if chunk is None or self.refs[chunk] <= 1:
+                return False
+            fd = self._existing_fd(image.name, index, chunk)
+        held = os.pread(fd, len(piece), within)
+        held += ZEROS[: len(piece) - len(held)]  # a short chunk file reads as zeros past its end
+        return held == piece
 
     def _writable_chunk(self, image: Image, index: int) -> int:
         """The chunk to write index `index` of `image` into: its own, copying a shared one."""

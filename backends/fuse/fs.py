@@ -21,6 +21,8 @@ import pyfuse3
 import trio
 
 from backends.fuse.chunks import ChunkStore, ChunkStoreError, ChunkStoreFull, NoSuchImage
+from backends.fuse.faults import IoFaults
+from backends.io_faults import READ, WRITE
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ class BlockFilesystem(pyfuse3.Operations):
         self._next_inode = SNAPSHOTS_INODE + 1
         self._lock = threading.Lock()
         self.largest_write = 0
+        self.faults = IoFaults()  # the backend's, once it is started
 
     def inode_of(self, name: str) -> int:
         with self._lock:
@@ -154,10 +157,12 @@ class BlockFilesystem(pyfuse3.Operations):
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         name = self._name(fh)
+        await self.faults.check(name, READ, off, size)
         return await self._run(lambda: self.chunk_store.read(name, off, size))
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         name = self._name(fh)
+        await self.faults.check(name, WRITE, off, len(buf))
         self.largest_write = max(self.largest_write, len(buf))
         return await self._run(lambda: self.chunk_store.write(name, off, buf))
 

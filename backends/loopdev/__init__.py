@@ -21,7 +21,8 @@ from backends import (
     SizeLimit,
 )
 from backends.devices import LoopDevices
-from backends.loopdev.copy import copy_image, data_extents
+from backends.io_faults import IoFault
+from backends.loopdev.copy import copy_image, data_bytes, data_extents, visit_data
 from fakestor import failpoints
 from fakestor.mounts import mount_table
 
@@ -215,6 +216,14 @@ class LoopdevBackend:
     def detach_volume(self, volume_id: str, force: bool) -> None:
         self.devices.detach(volume_id, force)
 
+    def volume_file(self, volume_id: str) -> Path | None:
+        image = self.volume_image(volume_id)
+        return image if image.exists() else None
+
+    def set_io_fault(self, volume_id: str, fault: IoFault | None) -> bool:
+        # The kernel reads the image directly: no layer in the path to apply it yet.
+        return False
+
     # ---- snapshots ----------------------------------------------------------
 
     def _copy(
@@ -271,6 +280,43 @@ class LoopdevBackend:
         self._writing(snapshot_id).unlink(missing_ok=True)
         image.with_name(image.name + ".partial").unlink(missing_ok=True)
         _fsync_dir(self.snapshots_dir)
+
+    # ---- volume copies and initialization --------------------------------------------
+
+    def copy_volume(self, source_volume_id: str, volume_id: str, size_gib: int) -> None:
+        source = self.volume_image(source_volume_id)
+        if not source.exists():
+            raise BackingStoreMissing(f"the data of {source_volume_id} is missing ({source})")
+        target = self.volume_image(volume_id)
+        self._copy(
+            source, target, lambda _: None, f"copy {source_volume_id} to {volume_id}",
+            freezing=source_volume_id,
+        )  # fmt: skip
+        try:
+            if target.stat().st_size < size_gib * GIB:
+                os.truncate(target, size_gib * GIB)
+        except OSError as failure:
+            _raise_backend_error(failure, f"grow {volume_id}")
+
+    def _existing_volume(self, volume_id: str) -> Path:
+        image = self.volume_image(volume_id)
+        if not image.exists():
+            raise BackingStoreMissing(f"the data of {volume_id} is missing ({image})")
+        return image
+
+    def initialization_bytes(self, volume_id: str, size_gib: int) -> int:
+        try:
+            return data_bytes(self._existing_volume(volume_id))
+        except OSError as failure:
+            raise BackendError(f"cannot read {volume_id}: {failure}") from None
+
+    def initialize_volume(
+        self, volume_id: str, size_gib: int, position: int, budget: int
+    ) -> tuple[int, int]:
+        try:
+            return visit_data(self._existing_volume(volume_id), position, budget)
+        except OSError as failure:
+            raise BackendError(f"cannot initialize {volume_id}: {failure}") from None
 
     # ---- the EBS direct APIs ------------------------------------------------------
 

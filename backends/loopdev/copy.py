@@ -3,10 +3,12 @@
 A reflink clone (FICLONE) where the filesystem shares blocks (XFS, btrfs): instant
 and point-in-time. Elsewhere a sparse-aware copy that visits only the data
 extents (SEEK_DATA/SEEK_HOLE) and moves them with copy_file_range in the kernel.
+`visit_data` is a volume's initialization pass over such a copy.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import os
@@ -16,6 +18,9 @@ from pathlib import Path
 FICLONE = 0x40049409
 _CHUNK = 64 * 1024 * 1024
 _NO_REFLINK = {errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS}
+_READ = 1024 * 1024
+FALLOC_FL_UNSHARE_RANGE = 0x40
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def data_extents(fd: int) -> Iterator[tuple[int, int]]:
@@ -91,3 +96,50 @@ def copy_image(source: Path, target: Path, progress: Callable[[int], None] | Non
     finally:
         os.close(source_fd)
     return method
+
+
+def unshare(fd: int, offset: int, length: int) -> bool:
+    """Give the file its own copy of a range it shares with a reflink clone (a real copy,
+    done by the filesystem under its locks, so concurrent writes are safe). False where
+    the filesystem shares no extents (ext4), whose copies are already whole."""
+    mode = FALLOC_FL_UNSHARE_RANGE
+    if _libc.fallocate(fd, mode, ctypes.c_int64(offset), ctypes.c_int64(length)) == 0:
+        return True
+    failure = ctypes.get_errno()
+    if failure in _NO_REFLINK:
+        return False
+    raise OSError(failure, os.strerror(failure))
+
+
+def visit_data(path: Path, position: int, budget: int) -> tuple[int, int]:
+    """One step of an initialization pass: from byte `position` on, unshare (where the
+    filesystem shares extents) and read about `budget` bytes of the file's data, holes
+    skipped. Returns (the position reached, bytes of data visited); the file's size
+    once no data is left after it. Raises OSError."""
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        visited = 0
+        while visited < budget and position < size:
+            try:
+                start = os.lseek(fd, position, os.SEEK_DATA)
+            except OSError as failure:
+                if failure.errno == errno.ENXIO:  # only a hole remains
+                    return size, visited
+                raise
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            stop = min(end, start + budget - visited)
+            unshare(fd, start, stop - start)
+            offset = start
+            while offset < stop:
+                data = os.pread(fd, min(_READ, stop - offset), offset)
+                if not data:
+                    break
+                offset += len(data)
+            # The pass is not the volume's workload: leave the page cache as it was.
+            os.posix_fadvise(fd, start, stop - start, os.POSIX_FADV_DONTNEED)
+            visited += stop - start
+            position = stop
+        return min(position, size), visited
+    finally:
+        os.close(fd)

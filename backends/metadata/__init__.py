@@ -6,8 +6,12 @@ Through the EBS direct APIs its snapshots list no blocks, read as zeros and drop
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from backends import SNAPSHOT_BLOCK_SIZE, Inventory, ProgressCallback, SizeLimit
+from backends.io_faults import IoFault
+
+GIB = 1024**3
 
 
 class MetadataBackend:
@@ -55,6 +59,12 @@ class MetadataBackend:
     def detach_volume(self, volume_id: str, force: bool) -> None:
         self._wait()
 
+    def volume_file(self, volume_id: str) -> Path | None:
+        return None
+
+    def set_io_fault(self, volume_id: str, fault: IoFault | None) -> bool:
+        return False  # no data, no I/O to fault
+
     def create_snapshot(self, snapshot_id: str, volume_id: str, progress: ProgressCallback) -> None:
         self._wait(progress)
 
@@ -65,6 +75,18 @@ class MetadataBackend:
 
     def delete_snapshot(self, snapshot_id: str) -> None:
         self._wait()
+
+    def copy_volume(self, source_volume_id: str, volume_id: str, size_gib: int) -> None:
+        self._wait()
+
+    def initialization_bytes(self, volume_id: str, size_gib: int) -> int:
+        return size_gib * GIB  # no data here: as EBS, which initializes every block
+
+    def initialize_volume(
+        self, volume_id: str, size_gib: int, position: int, budget: int
+    ) -> tuple[int, int]:
+        reached = min(position + budget, size_gib * GIB)
+        return reached, reached - position
 
     def snapshot_blocks(self, snapshot_id: str) -> list[int]:
         return []

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fakestor import errors
+from fakestor.control import kms_keys
 from fakestor.control.context import Ebs, check_dry_run
 from fakestor.control.filters import Filter, check_filters, matches
 from fakestor.control.regions import opt_in_status
@@ -30,6 +31,9 @@ def set_encryption_by_default(ebs: Ebs, enabled: bool, *, dry_run: bool = False)
     return enabled
 
 
+DEFAULT_KMS_KEY = "ebs_default_kms_key_id"  # the setting ModifyEbsDefaultKmsKeyId makes
+
+
 def resolve_encryption(
     ebs: Ebs,
     requested: bool | None,
@@ -40,8 +44,12 @@ def resolve_encryption(
     """EBS's encryption rule for a new volume or snapshot copy: (encrypted, KMS key).
 
     Encrypted if asked, if encryption by default is on, or if `source` is; a KMS key
-    only with encryption; the region's default key when none is given. `what` names
-    the new resource in the error for an unencrypted copy of an encrypted source.
+    only with encryption; the region's default key when none is given. A key given in
+    any form EC2 takes (key id, key ARN, alias name, alias ARN) is recorded as its key
+    ARN; one KMS does not know is recorded as given, and the task that makes the
+    resource fails on it (`kms_keys.unusable_for_ebs`), as EC2 checks keys
+    asynchronously. `what` names the new resource in the error for an unencrypted copy
+    of an encrypted source.
     """
     encrypted = bool(requested) or encryption_by_default(ebs)
     if source is not None and source.encrypted:
@@ -54,8 +62,16 @@ def resolve_encryption(
     if kms_key_id is not None and not encrypted:
         raise errors.InvalidParameterDependency("KmsKeyId", "Encrypted")
     if encrypted and kms_key_id is None:
-        kms_key_id = ebs.region.default_kms_key_id
+        kms_key_id = default_encryption_key(ebs)
+    elif kms_key_id is not None:
+        kms_key_id = kms_keys.ebs_key_reference(ebs, kms_key_id)
     return encrypted, kms_key_id
+
+
+def default_encryption_key(ebs: Ebs) -> str:
+    """The key a new encrypted volume gets when none is named: the one set by
+    ModifyEbsDefaultKmsKeyId, else the AWS managed key (made on this first use)."""
+    return ebs.store.get_setting(DEFAULT_KMS_KEY) or kms_keys.aws_ebs_key(ebs).arn
 
 
 def get_encryption_by_default(ebs: Ebs, *, dry_run: bool = False) -> bool:
@@ -64,8 +80,32 @@ def get_encryption_by_default(ebs: Ebs, *, dry_run: bool = False) -> bool:
 
 
 def default_kms_key_id(ebs: Ebs, *, dry_run: bool = False) -> str:
+    """GetEbsDefaultKmsKeyId: the key set by ModifyEbsDefaultKmsKeyId (its ARN), or
+    `alias/aws/ebs` while the AWS managed key is the default. EC2 answers the alias, not
+    an ARN, then (the aws CLI's get-ebs-default-kms-key-id example;
+    hashicorp/terraform-provider-aws#15137; PaloAltoNetworks/terraform-aws-swfw-modules#103:
+    "returns the alias, not the ARN, even after the key is created")."""
     check_dry_run(dry_run)
-    return ebs.region.default_kms_key_id
+    return ebs.store.get_setting(DEFAULT_KMS_KEY) or kms_keys.AWS_EBS_ALIAS
+
+
+def modify_default_kms_key_id(ebs: Ebs, kms_key_id: str, *, dry_run: bool = False) -> str:
+    """ModifyEbsDefaultKmsKeyId: any form of key naming is recorded as the key's ARN (the
+    aws CLI's example answers an alias with its key's ARN). EC2 checks the key
+    asynchronously, so a key KMS does not know is kept as given and the encrypted
+    volumes that use it fail to be created."""
+    reference = kms_keys.ebs_key_reference(ebs, kms_key_id)
+    check_dry_run(dry_run)
+    ebs.store.set_setting(DEFAULT_KMS_KEY, reference)
+    return reference
+
+
+def reset_default_kms_key_id(ebs: Ebs, *, dry_run: bool = False) -> str:
+    """ResetEbsDefaultKmsKeyId: back to the AWS managed key, whose ARN it answers."""
+    check_dry_run(dry_run)
+    with ebs.store.transaction() as db:
+        db.execute("DELETE FROM settings WHERE key=?", (DEFAULT_KMS_KEY,))
+    return kms_keys.aws_ebs_key(ebs).arn
 
 
 def zone_named(ebs: Ebs, zone_id: str) -> str:

@@ -7,7 +7,7 @@ import sqlite3
 
 from backends import BackendError, DeviceBusy
 from fakestor import device_names, errors, failpoints
-from fakestor.control import instance_types, rules
+from fakestor.control import exports, faults, instance_types, rules
 from fakestor.control.context import Ebs, check_dry_run
 from fakestor.control.loaders import get_instance, get_volume
 from fakestor.control.resources import (
@@ -76,10 +76,13 @@ def attach_volume(
         check_dry_run(dry_run)
         now = utcnow()
         db.execute(
-            "INSERT INTO attachments(volume_id, instance_id, device, state, attach_time) "
-            f"VALUES (?, ?, ?, '{AttachmentState.ATTACHING}', ?)",
-            (volume_id, instance_id, device, to_text(now)),
-        )
+            "INSERT INTO attachments(volume_id, instance_id, device, state, attach_time, "
+            f"stuck_until) VALUES (?, ?, ?, '{AttachmentState.ATTACHING}', ?, ?)",
+            (
+                volume_id, instance_id, device, to_text(now),
+                faults.stuck_until(db, volume_id, faults.ATTACH),
+            ),
+        )  # fmt: skip
         db.execute(f"UPDATE volumes SET state='{VolumeState.IN_USE}' WHERE id=?", (volume_id,))
     submit_attach(ebs, volume_id, instance_id)
     return Attachment(volume_id, instance_id, device, AttachmentState.ATTACHING, now)
@@ -103,15 +106,20 @@ def submit_attach(ebs: Ebs, volume_id: str, instance_id: str) -> None:
         row = _attachment_in(ebs, volume_id, instance_id, AttachmentState.ATTACHING)
         if row is None:
             return
+        if _held(row["stuck_until"]):
+            log.info("attach of %s held by its fault until a forced detach", volume_id)
+            return
         device_path = None
-        if row["is_host"]:
-            failpoints.hit("attach.backend")
-            try:
+        try:
+            if row["is_host"]:
+                failpoints.hit("attach.backend")
                 device_path = ebs.backend.attach_volume(volume_id, row["device"])
-            except BackendError as failure:
-                log.warning("attach of %s failed: %s", volume_id, failure)
-                failed(failure)
-                return
+            elif exports.open_export(ebs, volume_id, instance_id):
+                return  # 'attached' once the node agent reports the device (nodes.py)
+        except BackendError as failure:
+            log.warning("attach of %s failed: %s", volume_id, failure)
+            failed(failure)
+            return
         with ebs.store.transaction() as db:
             db.execute(
                 f"UPDATE attachments SET state='{AttachmentState.ATTACHED}', device_path=? "
@@ -123,6 +131,7 @@ def submit_attach(ebs: Ebs, volume_id: str, instance_id: str) -> None:
     def failed(failure: Exception) -> None:
         # As EC2 reports an attach that cannot complete: the attachment ends, the
         # volume is available again, and the status events say why.
+        exports.close_export(ebs, volume_id, instance_id)
         with ebs.store.transaction() as db:
             drop_attachment(db, volume_id, instance_id)
             db.execute(
@@ -131,6 +140,18 @@ def submit_attach(ebs: Ebs, volume_id: str, instance_id: str) -> None:
             )
 
     ebs.tasks.submit([volume_id], work, f"attach {volume_id} to {instance_id}", on_failure=failed)
+
+
+def _held(stuck_until: str | None) -> bool:
+    """Whether a held attach or detach task must stop here: True if it is held until a
+    forced detach (which submits a task again); raises RetryLater if it is held until a
+    time; False once it is not held."""
+    wait = faults.stuck_wait(stuck_until)
+    if wait is None:
+        return False
+    if wait == float("inf"):
+        return True
+    raise RetryLater(wait)
 
 
 def drop_attachment(db: sqlite3.Connection, volume_id: str, instance_id: str) -> None:
@@ -200,14 +221,32 @@ def detach_volume(
                 f"'{owner.id}'; stop the instance first."
             )
         check_dry_run(dry_run)
+        # A forced detach ends every hold; else the detach fault holds it, or what is
+        # left of a held attach (that never finished, so neither can this detach).
+        stuck_until = None
+        if not force:
+            stuck_until = faults.stuck_until(db, volume_id, faults.DETACH)
+            if stuck_until is None and attachment.state == AttachmentState.ATTACHING:
+                stuck_until = _stuck_until(db, volume_id, attachment.instance_id)
         db.execute(
-            f"UPDATE attachments SET state='{AttachmentState.DETACHING}', force_detach=? "
-            "WHERE volume_id=? AND instance_id=?",
-            (int(force or attachment.force_detach), volume_id, attachment.instance_id),
-        )
+            f"UPDATE attachments SET state='{AttachmentState.DETACHING}', force_detach=?, "
+            "stuck_until=? WHERE volume_id=? AND instance_id=?",
+            (
+                int(force or attachment.force_detach), stuck_until, volume_id,
+                attachment.instance_id,
+            ),
+        )  # fmt: skip
         attachment.state = AttachmentState.DETACHING
     submit_detach(ebs, volume_id, attachment.instance_id)
     return attachment
+
+
+def _stuck_until(db: sqlite3.Connection, volume_id: str, instance_id: str) -> str | None:
+    row = db.execute(
+        "SELECT stuck_until FROM attachments WHERE volume_id=? AND instance_id=?",
+        (volume_id, instance_id),
+    ).fetchone()
+    return None if row is None else row["stuck_until"]
 
 
 def submit_detach(ebs: Ebs, volume_id: str, instance_id: str) -> None:
@@ -215,6 +254,17 @@ def submit_detach(ebs: Ebs, volume_id: str, instance_id: str) -> None:
         row = _attachment_in(ebs, volume_id, instance_id, AttachmentState.DETACHING)
         if row is None:
             return
+        if not row["force_detach"] and _held(row["stuck_until"]):
+            log.info("detach of %s held by a fault until a forced detach", volume_id)
+            return
+        with ebs.store.transaction() as db:
+            exported = exports.is_exported(db, volume_id, instance_id)
+        if exported and not row["force_detach"]:
+            # The node agent flushes and removes the device, then reports; the export
+            # closes then (nodes.py). A node that is gone leaves it 'detaching', as EC2.
+            return
+        if exported:
+            exports.close_export(ebs, volume_id, instance_id)  # fenced at once
         try:
             if row["is_host"]:
                 ebs.backend.detach_volume(volume_id, bool(row["force_detach"]))

@@ -8,12 +8,14 @@ from typing import TYPE_CHECKING
 from backends import Backend
 from fakestor import errors
 from fakestor.control.lifecycle_clock import DEFAULT_TIME_SCALE
+from fakestor.control.quotas import DEFAULT_PENDING_SNAPSHOT_QUOTA
 from fakestor.control.resources import Region, to_text, utcnow
 from fakestor.control.state_store import StateStore
 from fakestor.control.states import InstanceState
 from fakestor.control.tasks import TaskRunner
 
 if TYPE_CHECKING:
+    from backends.nbd_exports import NbdExports
     from fakestor.control.regions import Regions
 
 HOST_INSTANCE_TYPE = "m5.large"
@@ -37,6 +39,7 @@ class Ebs:
         *,
         time_scale: float = DEFAULT_TIME_SCALE,
         host: bool = True,
+        pending_snapshot_quota: int = DEFAULT_PENDING_SNAPSHOT_QUOTA,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -44,7 +47,11 @@ class Ebs:
         self.host_instance_id = host_instance_id
         self.tasks = tasks or TaskRunner()
         self.time_scale = time_scale  # EC2 durations are divided by this (lifecycle_clock)
+        self.pending_snapshot_quota = pending_snapshot_quota  # control/quotas.py
         self.regions: Regions | None = None
+        # The NBD exports of attachments to node instances (fakestor node); None where
+        # attachments to other instances are records only.
+        self.exports: NbdExports | None = None
         if host:
             self._register_host()
 

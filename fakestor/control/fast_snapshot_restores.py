@@ -215,6 +215,32 @@ def disable_fast_snapshot_restores(
     return done, refused
 
 
+def disable_archived(ebs: Ebs, db: sqlite3.Connection, snapshot_id: str) -> None:
+    """EC2: "fast snapshot restore and snapshot sharing are automatically disabled after
+    the snapshot is archived". Every zone where it is on goes disabling -> disabled."""
+    zones = [
+        row["zone"]
+        for row in db.execute(
+            "SELECT zone, state FROM fast_snapshot_restores WHERE snapshot_id=?", (snapshot_id,)
+        )
+        if row["state"] in _ACTIVE
+    ]
+    for zone in zones:
+        db.execute(
+            "UPDATE fast_snapshot_restores SET state=?, due=?, disabling_time=? "
+            "WHERE snapshot_id=? AND zone=?",
+            (
+                FastRestoreState.DISABLING,
+                to_text(due_after(DISABLING_TIME, ebs.time_scale)),
+                to_text(utcnow()),
+                snapshot_id,
+                zone,
+            ),
+        )
+    for zone in zones:  # its first read waits for this transaction to commit
+        submit_fast_restore(ebs, snapshot_id, zone)
+
+
 def _next_step(ebs: Ebs, db: sqlite3.Connection, row: sqlite3.Row) -> None:
     """Move one (snapshot, zone) to its next state once its current step is due."""
     state = row["state"]

@@ -49,7 +49,7 @@ def volume_filter_values(volume: Volume, zone_id: str) -> dict[str, list[str]]:
             "create-time": [to_wire_time(volume.create_time)],
             "encrypted": [_flag(volume.encrypted)],
             "multi-attach-enabled": [_flag(volume.multi_attach)],
-            "fast-restored": ["false"],
+            "fast-restored": [str(volume.fast_restored).lower()],
             # No volume here is managed by another AWS service.
             "operator.managed": ["false"],
             "operator.principal": [],
@@ -69,6 +69,24 @@ def volume_status(volume: Volume) -> str:
     if volume.state == "error" or not volume.io_enabled:
         return "impaired"
     return "ok"
+
+
+# Status events of an injected impairment start with this (control/faults.py sets them).
+INCONSISTENCY = "Potential data inconsistency"
+
+
+def status_event_type(volume: Volume) -> str | None:
+    """The type of the volume's status event, if it has one: its I/O disabled (or
+    re-enabled after an injected impairment), or its last operation failed."""
+    if not volume.status_reason:
+        return None
+    if volume_status(volume) == "impaired" or volume.status_reason.startswith(INCONSISTENCY):
+        return "potential-data-inconsistency"
+    return "fakestor:operation-failed"
+
+
+def status_event_id(volume: Volume) -> str:
+    return "evol-" + volume.id.removeprefix("vol-")
 
 
 VOLUME_STATUS_FILTERS = (
@@ -96,11 +114,14 @@ def io_performance(volume: Volume) -> str:
 
 def volume_status_filter_values(volume: Volume) -> dict[str, list[str]]:
     provisioned = volume.volume_type in ("io1", "io2")
+    event_type = status_event_type(volume)
+    event = event_type is not None
+    action = event and not volume.io_enabled
     return {
-        # fakestor raises no scheduled events, so nothing matches the event and action filters.
-        "action.code": [],
-        "action.description": [],
-        "action.event-id": [],
+        # fakestor raises no scheduled events: not-before and not-after match nothing.
+        "action.code": ["enable-volume-io"] if action else [],
+        "action.description": ["Enable volume I/O"] if action else [],
+        "action.event-id": [status_event_id(volume)] if action else [],
         "attachment-status.instance-id": (
             [a.instance_id for a in volume.attachments] if provisioned else []
         ),
@@ -108,16 +129,18 @@ def volume_status_filter_values(volume: Volume) -> dict[str, list[str]]:
             [io_performance(volume)] * len(volume.attachments) if provisioned else []
         ),
         "availability-zone": [volume.zone],
-        "event.description": [],
-        "event.event-id": [],
-        "event.event-type": [],
+        "event.description": [volume.status_reason or ""] if event else [],
+        "event.event-id": [status_event_id(volume)] if event else [],
+        "event.event-type": [event_type] if event_type else [],
         "event.not-after": [],
         "event.not-before": [],
-        "volume-status.details-name": ["io-enabled", "io-performance"],
+        "volume-status.details-name": ["io-enabled", "io-performance"]
+        + (["initialization-state"] if volume.initialization else []),
         "volume-status.details-status": [
             "passed" if volume.io_enabled else "failed",
             io_performance(volume),
-        ],
+        ]
+        + ([str(volume.initialization.state)] if volume.initialization else []),
         "volume-status.status": [volume_status(volume)],
     }
 

@@ -1,5 +1,6 @@
 """ClientToken idempotency of the creating actions whose API takes one (CreateVolume,
-RunInstances): a retry with the same token gets the first result, other parameters an error.
+CopyVolumes, RunInstances): a retry with the same token gets the first result, other
+parameters an error.
 
 A token is recorded in the transaction that creates its resource, so neither exists
 without the other, and it is remembered for EC2's retention window, across restarts.
@@ -69,6 +70,8 @@ CREATE_VOLUME = IdempotentAction(
     "Parameters on this idempotent request are inconsistent with parameters used in "
     "previous request(s)",
 )
+# CopyVolumes: EC2 documents no window; fakestor takes CreateVolume's.
+COPY_VOLUMES = IdempotentAction("CopyVolumes", CREATE_VOLUME.window, CREATE_VOLUME.mismatch)
 # "The client token is valid for at least 24 hours after the termination of the instance."
 RUN_INSTANCES = IdempotentAction(
     "RunInstances",

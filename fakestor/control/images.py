@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 
 from fakestor import errors, ids
@@ -19,6 +19,7 @@ from fakestor.control.states import SnapshotState
 
 AMAZON_OWNER_ID = "137112412989"  # the account that owns Amazon's public images
 ROOT_DEVICE = "/dev/xvda"
+BUILTIN_ROOT_GIB = 8
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,14 @@ BUILTIN_IMAGE = Image(
     name="fakestor-linux",
     description="fakestor's built-in image: an empty 8 GiB gp3 root volume at /dev/xvda",
     root_device_name=ROOT_DEVICE,
+    # The root's SnapshotId is the region's (builtin_root_snapshot_id), set by _all.
     mappings=(
         DeviceMapping(
-            ROOT_DEVICE, ebs=True, volume_size=8, volume_type="gp3", delete_on_termination=True
+            ROOT_DEVICE,
+            ebs=True,
+            volume_size=BUILTIN_ROOT_GIB,
+            volume_type="gp3",
+            delete_on_termination=True,
         ),
     ),
     owner_id=AMAZON_OWNER_ID,
@@ -61,7 +67,6 @@ INSTANCE_STORE_IMAGE = Image(
     creation_date=datetime.fromisoformat("2026-01-01T00:00:00+00:00"),
     owner_alias="amazon",
 )
-BUILTIN_IMAGES = (BUILTIN_IMAGE, INSTANCE_STORE_IMAGE)
 
 IMAGE_FILTERS = (
     "block-device-mapping.device-name",
@@ -94,10 +99,61 @@ def _from_row(row: dict[str, str]) -> Image:
     )
 
 
+def builtin_root_snapshot_id(region: str) -> str:
+    """The snapshot behind the built-in image's root in `region` (an AMI's snapshots are
+    regional, so each region has its own), the same on every run."""
+    return ids.stable_id(ids.SNAPSHOT, f"{HOST_IMAGE_ID}/{region}/root")
+
+
+def builtin_image(region: str) -> Image:
+    root = replace(BUILTIN_IMAGE.mappings[0], snapshot_id=builtin_root_snapshot_id(region))
+    return replace(BUILTIN_IMAGE, mappings=(root,))
+
+
+def ensure_builtin_root_snapshot(ebs: Ebs) -> None:
+    """Make the built-in image's root snapshot in this region's state store, if missing:
+    an empty 8 GiB snapshot written through the backend. Idempotent; a run interrupted
+    half-way (recorded `pending`, or `error` from missing data) is done again.
+
+    The snapshot is Amazon's, not the account's, as the snapshots behind Amazon's public
+    AMIs are: they are not shared with the accounts that launch the AMI, so DescribeSnapshots
+    (by default, with Owners self or amazon, or by id) does not show it to the account and
+    CreateVolume cannot restore it; only launches of the image do. (EC2 documents no rule for
+    this; the choice follows how Amazon's own AMIs behave.)
+    """
+    snapshot_id = builtin_root_snapshot_id(ebs.region.name)
+    with ebs.store.transaction() as db:
+        row = db.execute("SELECT state FROM snapshots WHERE id=?", (snapshot_id,)).fetchone()
+        if row is not None and row["state"] == SnapshotState.COMPLETED:
+            return
+        db.execute(
+            "INSERT OR REPLACE INTO snapshots(id, volume_id, volume_size, state, progress, "
+            "start_time, description, encrypted, kms_key_id, owner_id) "
+            "VALUES (?, 'vol-ffffffff', ?, ?, 0, ?, ?, 0, NULL, ?)",
+            (
+                snapshot_id,
+                BUILTIN_ROOT_GIB,
+                SnapshotState.PENDING,
+                to_text(BUILTIN_IMAGE.creation_date),
+                f"Root of {BUILTIN_IMAGE.id} ({BUILTIN_IMAGE.name})",
+                AMAZON_OWNER_ID,
+            ),
+        )
+    ebs.backend.start_snapshot_data(snapshot_id, BUILTIN_ROOT_GIB, None)
+    ebs.backend.complete_snapshot_data(snapshot_id)
+    with ebs.store.transaction() as db:
+        db.execute(
+            f"UPDATE snapshots SET state='{SnapshotState.COMPLETED}', progress=100, "
+            "completion_time=?, state_message=NULL WHERE id=?",
+            (to_text(BUILTIN_IMAGE.creation_date), snapshot_id),
+        )
+
+
 def _all(ebs: Ebs) -> list[Image]:
     with ebs.store.transaction() as db:
         rows = [dict(row) for row in db.execute("SELECT * FROM images ORDER BY create_time")]
-    return [*BUILTIN_IMAGES, *map(_from_row, rows)]
+    builtins = (builtin_image(ebs.region.name), INSTANCE_STORE_IMAGE)
+    return [*builtins, *map(_from_row, rows)]
 
 
 def get_image(ebs: Ebs, image_id: str) -> Image:

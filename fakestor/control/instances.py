@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from fakestor import errors, ids
-from fakestor.control import idempotency, instance_types
+from fakestor.control import exports, idempotency, instance_types
 from fakestor.control.account import check_zone
 from fakestor.control.attachments import drop_attachment, submit_attach
 from fakestor.control.context import HOST_INSTANCE_TYPE, Ebs, check_dry_run
@@ -30,6 +30,7 @@ from fakestor.control.states import (
     VolumeState,
 )
 from fakestor.control.tags import set_tags, tags_for
+from fakestor.control.volume_initializations import submit_initialization
 from fakestor.control.volumes import submit_create_volume, submit_delete_volume
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,8 @@ def run_instances(
     for instance_id, volumes in launched:
         for volume_id, snapshot_id in volumes:
             submit_create_volume(ebs, volume_id, snapshot_id)
+            if snapshot_id is not None:  # restored: initialized (at once if fast-restored)
+                submit_initialization(ebs, volume_id)
             submit_attach(ebs, volume_id, instance_id)
         # Running once its volumes are: the launch queues behind their tasks.
         submit_launch(ebs, instance_id, [volume_id for volume_id, _ in volumes])
@@ -114,6 +117,14 @@ def reservation_instances(db: sqlite3.Connection, reservation_id: str) -> list[I
 
 def submit_launch(ebs: Ebs, instance_id: str, volume_ids: Sequence[str] = ()) -> None:
     def work() -> None:
+        with ebs.store.transaction() as db:
+            row = db.execute(
+                "SELECT state, state_reason FROM instances WHERE id=?", (instance_id,)
+            ).fetchone()
+        if row is not None and row["state"] == InstanceState.SHUTTING_DOWN and row["state_reason"]:
+            # EC2 ended the launch (a volume's KMS key it cannot use: volumes.vanish_volume).
+            submit_terminate(ebs, instance_id, volume_ids)
+            return
         wait = ebs.backend.latency
         if wait and not ebs.tasks.sleep(wait):
             return
@@ -123,6 +134,9 @@ def submit_launch(ebs: Ebs, instance_id: str, volume_ids: Sequence[str] = ()) ->
                 f"state='{InstanceState.PENDING}'",
                 (instance_id,),
             )
+            has_node = exports.node_address(db, instance_id) is not None
+        if has_node:  # started again: its node gets its volumes back
+            exports.submit_instance_exports(ebs, instance_id)
 
     def failed(failure: Exception) -> None:
         with ebs.store.transaction() as db:
@@ -200,6 +214,7 @@ def terminate_instances(
 
 def submit_terminate(ebs: Ebs, instance_id: str, volume_ids: Sequence[str] = ()) -> None:
     def work() -> None:
+        exports.close_instance_exports(ebs, instance_id)  # its node is fenced at once
         with ebs.store.transaction() as db:
             attachments = [
                 attachment_from_row(row)
@@ -207,7 +222,7 @@ def submit_terminate(ebs: Ebs, instance_id: str, volume_ids: Sequence[str] = ())
                     "SELECT * FROM attachments WHERE instance_id=?", (instance_id,)
                 )
             ]
-            # Non-host instances have no devices: their attachments just end.
+            # The host is never terminated; a node's devices went with its exports.
             for attachment in attachments:
                 drop_attachment(db, attachment.volume_id, instance_id)
             doomed = [a.volume_id for a in attachments if a.delete_on_termination]
@@ -308,6 +323,8 @@ def submit_settle(ebs: Ebs, instance_id: str, state: InstanceState) -> None:
         wait = ebs.backend.latency
         if wait and not ebs.tasks.sleep(wait):
             return
+        # A stopped instance has no devices: its node loses them, its volumes stay attached.
+        exports.close_instance_exports(ebs, instance_id)
         with ebs.store.transaction() as db:
             db.execute(
                 "UPDATE instances SET state=? WHERE id=? AND state=?",

@@ -9,7 +9,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 
 from fakestor import device_names, errors
-from fakestor.control import rules
+from fakestor.control import rules, volume_initializations
 from fakestor.control.account import resolve_encryption
 from fakestor.control.context import Ebs
 from fakestor.control.images import Image
@@ -65,8 +65,9 @@ def planned_volume(
     """The volume an EBS mapping asks for, checked as CreateVolume checks it."""
     size = mapping.volume_size
     snapshot = None
+    volume_initializations.check_rate(mapping.initialization_rate, mapping.snapshot_id)
     if mapping.snapshot_id is not None:
-        snapshot = restorable_snapshot(ebs, db, mapping.snapshot_id)
+        snapshot = restorable_snapshot(ebs, db, mapping.snapshot_id, launch=True)
         if size is None:
             size = snapshot.volume_size
         elif size < snapshot.volume_size:
@@ -123,6 +124,10 @@ def record_launch_volumes(
                 ephemeral.append((mapping.device_name, mapping.virtual_name))
             continue
         volume_id = insert_volume(db, volume, tags)
+        if volume.snapshot_id is not None:  # its pass is submitted with its creation
+            volume_initializations.begin_restore(
+                db, volume_id, volume.zone, volume.snapshot_id, mapping.initialization_rate
+            )
         # EC2 deletes a launch's volumes with the instance unless told otherwise.
         delete = mapping.delete_on_termination is not False
         db.execute(

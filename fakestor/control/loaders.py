@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from fakestor import errors, ids
 from fakestor.control.resources import (
     Attachment,
+    Initialization,
     Instance,
     Modification,
     Snapshot,
@@ -17,6 +18,7 @@ from fakestor.control.resources import (
 )
 from fakestor.control.states import (
     AttachmentState,
+    InitializationState,
     InstanceState,
     ModificationState,
     SnapshotState,
@@ -83,6 +85,7 @@ def load_volumes(db: sqlite3.Connection, volume_ids: Sequence[str] | None = None
     # Looking up a few volumes reads only their tags and attachments.
     tags = tags_of(db, "volume", volume_ids)
     attachments = attachments_by_volume(db, volume_ids)
+    initializations = initializations_by_volume(db, volume_ids)
     return [
         Volume(
             id=row["id"],
@@ -102,9 +105,42 @@ def load_volumes(db: sqlite3.Connection, volume_ids: Sequence[str] | None = None
             status_reason=row["status_reason"],
             attachments=attachments.get(row["id"], []),
             tags=tags.get(row["id"], {}),
+            source_volume_id=row["source_volume_id"],
+            initialization_rate=row["initialization_rate"],
+            fast_restored=bool(row["fast_restored"]),
+            initialization=initializations.get(row["id"]),
         )
         for row in rows
     ]
+
+
+def initializations_by_volume(
+    db: sqlite3.Connection, volume_ids: Sequence[str] | None = None
+) -> dict[str, Initialization]:
+    """The initialization of every volume restored or copied, by volume id."""
+    if volume_ids is None:
+        rows = db.execute("SELECT * FROM volume_initializations")
+    else:
+        marks = ",".join("?" * len(volume_ids))
+        rows = db.execute(
+            f"SELECT * FROM volume_initializations WHERE volume_id IN ({marks})", volume_ids
+        )
+    found = {}
+    for row in rows:
+        state = InitializationState(row["state"])
+        if state == InitializationState.COMPLETED:
+            progress = 100
+        elif not row["total"]:
+            progress = 0
+        else:  # 100 only once the pass has ended: data written meanwhile adds to `done`
+            progress = min(99, row["done"] * 100 // row["total"])
+        seconds_left = row["seconds_left"]
+        if row["kind"] == "provisioned-rate":
+            seconds_left = 0 if state == InitializationState.COMPLETED else seconds_left
+        else:
+            seconds_left = None  # EC2 estimates only provisioned rates
+        found[row["volume_id"]] = Initialization(row["kind"], state, progress, seconds_left)
+    return found
 
 
 def get_volume(db: sqlite3.Connection, volume_id: str) -> Volume:
@@ -116,13 +152,26 @@ def get_volume(db: sqlite3.Connection, volume_id: str) -> Volume:
 
 
 def load_snapshots(
-    db: sqlite3.Connection, owner_id: str, snapshot_ids: Sequence[str] | None = None
+    db: sqlite3.Connection,
+    owner_id: str,
+    snapshot_ids: Sequence[str] | None = None,
+    *,
+    others: bool = False,
+    in_recycle_bin: bool = False,
 ) -> list[Snapshot]:
+    """The account's snapshots (`owner_id`); with `others`, also those of other accounts
+    kept here (the built-in image's root snapshot), which the account cannot see. Those in
+    the Recycle Bin only if `in_recycle_bin` (to every other use they do not exist until
+    restored)."""
     if snapshot_ids is None:
         rows = db.execute("SELECT * FROM snapshots").fetchall()
     else:
         marks = ",".join("?" * len(snapshot_ids))
         rows = db.execute(f"SELECT * FROM snapshots WHERE id IN ({marks})", snapshot_ids).fetchall()
+    if not others:
+        rows = [row for row in rows if row["owner_id"] is None]
+    if not in_recycle_bin:
+        rows = [row for row in rows if row["state"] != SnapshotState.RECOVERABLE]
     tags = tags_of(db, "snapshot")
     grants: dict[str, list[tuple[str, str]]] = {}
     for grant in db.execute("SELECT * FROM snapshot_permissions"):
@@ -148,7 +197,7 @@ def load_snapshots(
                 description=row["description"],
                 encrypted=bool(row["encrypted"]),
                 kms_key_id=row["kms_key_id"],
-                owner_id=owner_id,
+                owner_id=row["owner_id"] or owner_id,
                 source_snapshot_id=row["source_snapshot_id"],
                 state_message=row["state_message"],
                 tags=tags.get(row["id"], {}),
@@ -163,9 +212,11 @@ def load_snapshots(
     return snapshots
 
 
-def get_snapshot(db: sqlite3.Connection, owner_id: str, snapshot_id: str) -> Snapshot:
+def get_snapshot(
+    db: sqlite3.Connection, owner_id: str, snapshot_id: str, *, others: bool = False
+) -> Snapshot:
     ids.check(ids.SNAPSHOT, snapshot_id)
-    found = load_snapshots(db, owner_id, [snapshot_id])
+    found = load_snapshots(db, owner_id, [snapshot_id], others=others)
     if not found:
         raise errors.InvalidSnapshotNotFound(snapshot_id)
     return found[0]
@@ -193,6 +244,7 @@ def load_instances(db: sqlite3.Connection) -> list[Instance]:
             root_device_name=row["root_device_name"],
             disable_api_termination=bool(row["disable_api_termination"]),
             ephemeral=[(device, name) for device, name in json.loads(row["ephemeral"])],
+            state_reason=tuple(json.loads(row["state_reason"])) if row["state_reason"] else None,
         )
         for row in db.execute("SELECT * FROM instances")
     ]

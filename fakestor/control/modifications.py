@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from backends import BackendError
 from fakestor import errors
-from fakestor.control import rules
+from fakestor.control import faults, rules, server_faults
 from fakestor.control.context import Ebs, check_dry_run
 from fakestor.control.filter_values import (
     MODIFICATION_FILTERS,
@@ -30,6 +30,7 @@ from fakestor.control.states import (
     USABLE_VOLUME,
     ModificationState,
 )
+from fakestor.control.tasks import RetryLater
 from fakestor.control.volumes import check_capacity
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ def modify_volume(
             target_type, target_size, iops, throughput, multi_attach
         )
         check_capacity(ebs, target_size)
+        server_faults.check_capacity(ebs, volume.zone, target_type)
         if (
             target_size == volume.size
             and target_type == volume.volume_type
@@ -118,8 +120,9 @@ def modify_volume(
             "INSERT INTO modifications(volume_id, seq, state, progress, start_time, "
             "original_size, original_type, original_iops, original_throughput, "
             "original_multi_attach, target_size, target_type, target_iops, "
-            "target_throughput, target_multi_attach) "
-            f"VALUES (?, ?, '{ModificationState.MODIFYING}', 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "target_throughput, target_multi_attach, fault) "
+            f"VALUES (?, ?, '{ModificationState.MODIFYING}', 0, "
+            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 volume_id,
                 seq,
@@ -134,6 +137,7 @@ def modify_volume(
                 performance.iops,
                 performance.throughput,
                 int(multi_attach),
+                faults.tag_value(db, volume_id, faults.MODIFY),
             ),
         )
         modification = next(m for m in load_modifications(db) if m.volume_id == volume_id)
@@ -188,6 +192,15 @@ def submit_modify(ebs: Ebs, volume_id: str) -> None:
         wait = ebs.backend.latency
         if wait and not ebs.tasks.sleep(wait):
             return
+        with ebs.store.transaction() as db:
+            row = db.execute(
+                "SELECT start_time, fault FROM modifications WHERE volume_id=? "
+                "ORDER BY seq DESC LIMIT 1",
+                (volume_id,),
+            ).fetchone()
+        held = faults.modify_wait(ebs, volume_id, row["start_time"], row["fault"])
+        if held is not None:  # the fault keeps it optimizing; look again soon
+            raise RetryLater(min(held, faults.POLL_SECONDS))
         set_state(ModificationState.COMPLETED, 100)
 
     ebs.tasks.submit(

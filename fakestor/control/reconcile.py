@@ -9,30 +9,33 @@ from collections.abc import Callable
 from enum import StrEnum
 
 from backends import Inventory
+from fakestor.control import faults
 from fakestor.control.attachments import submit_attach, submit_detach, submit_release, submit_relink
 from fakestor.control.context import Ebs
-from fakestor.control.direct_snapshots import is_direct, resume_direct_snapshot
+from fakestor.control.direct_writes import is_direct, resume_direct_snapshot
+from fakestor.control.exports import resume_exports
 from fakestor.control.fast_snapshot_restores import submit_fast_restore
 from fakestor.control.instances import submit_launch, submit_settle, submit_terminate
 from fakestor.control.loaders import load_snapshots, load_volumes
 from fakestor.control.modifications import submit_modify
+from fakestor.control.recycle_bin import resume_binned
 from fakestor.control.snapshot_tiers import submit_tiering
-from fakestor.control.snapshots import (
-    submit_copy_snapshot,
-    submit_create_snapshot,
-    submit_empty_trash,
-)
+from fakestor.control.snapshot_trash import submit_empty_trash
+from fakestor.control.snapshots import submit_copy_snapshot, submit_create_snapshot
 from fakestor.control.states import (
     TRANSITIONAL,
     USABLE_VOLUME,
     AttachmentState,
     FastRestoreState,
+    InitializationState,
     InstanceState,
     ModificationState,
     SnapshotState,
     TieringState,
     VolumeState,
 )
+from fakestor.control.volume_copies import submit_copy_volume
+from fakestor.control.volume_initializations import submit_initialization
 from fakestor.control.volumes import submit_create_volume, submit_delete_volume
 
 log = logging.getLogger(__name__)
@@ -78,7 +81,9 @@ def _reconcile_region(
     the volumes and snapshots (trash included) it has records of."""
     with ebs.store.transaction() as db:
         volumes = {volume.id: volume for volume in load_volumes(db)}
-        snapshots = {snapshot.id: snapshot for snapshot in load_snapshots(db, ebs.account_id)}
+        snapshots = {
+            s.id: s for s in load_snapshots(db, ebs.account_id, others=True, in_recycle_bin=True)
+        }
         trash = {row[0] for row in db.execute("SELECT resource_id FROM trash")}
         for volume in volumes.values():
             if volume.state in USABLE_VOLUME and volume.id not in inventory.volumes:
@@ -132,7 +137,16 @@ def _host_attached(ebs: Ebs, inventory: Inventory) -> dict[str, str]:
 Resumer = Callable[[Ebs, sqlite3.Row], None]
 
 
+def _resume_volume(ebs: Ebs, row: sqlite3.Row) -> None:
+    if row["source_volume_id"]:
+        submit_copy_volume(ebs, row["id"], row["source_volume_id"])
+    else:
+        submit_create_volume(ebs, row["id"], row["snapshot_id"])
+
+
 def _resume_snapshot(ebs: Ebs, row: sqlite3.Row) -> None:
+    if row["owner_id"] is not None:
+        return  # the built-in image's root: Regions.start makes it again, right after resume
     if is_direct(ebs, row["id"]):
         resume_direct_snapshot(ebs, row["id"])
     elif row["source_snapshot_id"]:
@@ -144,12 +158,18 @@ def _resume_snapshot(ebs: Ebs, row: sqlite3.Row) -> None:
 # What restarts each transitional state, in the order resume submits them: work that
 # reads data first, deletes last (each resource's task queue keeps this order).
 RESUMERS: list[tuple[str, StrEnum, Resumer]] = [
+    ("volumes", VolumeState.CREATING, _resume_volume),
+    # A pass waits for its volume's creation to finish.
     (
-        "volumes",
-        VolumeState.CREATING,
-        lambda e, r: submit_create_volume(e, r["id"], r["snapshot_id"]),
+        "volume_initializations",
+        InitializationState.INITIALIZING,
+        lambda e, r: submit_initialization(e, r["volume_id"]),
     ),
     ("snapshots", SnapshotState.PENDING, _resume_snapshot),
+    *[
+        ("snapshots", state, lambda e, r: resume_binned(e, r["id"], r["state"]))
+        for state in (SnapshotState.RECOVERING, SnapshotState.RECOVERABLE)
+    ],
     (
         "attachments",
         AttachmentState.ATTACHING,
@@ -211,6 +231,7 @@ def resume(*contexts: Ebs) -> None:
     reconcile(*contexts)
     trash: list[tuple[Ebs, str]] = []
     for ebs in contexts:
+        faults.restore_io_faults(ebs)
         with ebs.store.transaction() as db:
             found = [
                 (resumer, row)
@@ -222,3 +243,5 @@ def resume(*contexts: Ebs) -> None:
             resumer(ebs, row)
     for ebs, snapshot_id in trash:  # after the restores that read them, queued on the same ids
         submit_empty_trash(ebs, snapshot_id)
+    for ebs in contexts:  # the nodes' exports, with the secrets they had
+        resume_exports(ebs)

@@ -28,6 +28,22 @@ class VolumeRequest:
     kms_key_id: str | None = None
     multi_attach: bool = False
     tag_specs: Sequence[TagSpec] = ()
+    initialization_rate: int | None = None  # VolumeInitializationRate, MiB/s
+
+
+@dataclass(frozen=True)
+class VolumeCopyRequest:
+    """CopyVolumes' parameters; None takes the source's size or EC2's default."""
+
+    source_volume_id: str
+    size: int | None = None
+    volume_type: str | None = None
+    iops: int | None = None
+    throughput: int | None = None
+    encrypted: bool | None = None
+    kms_key_id: str | None = None
+    multi_attach: bool = False
+    tag_specs: Sequence[TagSpec] = ()
 
 
 @dataclass(frozen=True)
@@ -82,6 +98,7 @@ class DeviceMapping:
     encrypted: bool | None = None
     kms_key_id: str | None = None
     delete_on_termination: bool | None = None
+    initialization_rate: int | None = None  # VolumeInitializationRate, MiB/s
 
 
 @dataclass(frozen=True)

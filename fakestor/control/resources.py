@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from fakestor.control.states import (
     AttachmentState,
+    InitializationState,
     InstanceState,
     ModificationState,
     SnapshotState,
@@ -33,6 +34,17 @@ def from_text(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
+COMPASS = {"northeast": "ne", "southeast": "se", "northwest": "nw", "southwest": "sw"}
+
+# The AZ id numbers a region offers accounts where they are not 1..n (AWS's published AZ
+# ids: apne1-az3, usw1-az2 and cac1-az3 are not offered), matched to the zone letters in order.
+ZONE_ID_NUMBERS = {
+    "ap-northeast-1": (1, 2, 4),
+    "us-west-1": (1, 3),
+    "ca-central-1": (1, 2, 4),
+}
+
+
 @dataclass(frozen=True)
 class Region:
     """Where this fakestor pretends to be: one region, its zones and one account."""
@@ -46,14 +58,20 @@ class Region:
         return [f"{self.name}{letter}" for letter in self.zone_letters]
 
     def zone_id(self, zone: str) -> str:
-        # AWS zone ids look like use1-az1: a short region code and a number.
+        # AWS zone ids look like use1-az1: a short region code and a number. An id names the
+        # same physical zone in every account, while EC2 maps zone names to ids per account
+        # in its older regions (us-east-1a is use1-az4 in one account, use1-az6 in another).
+        # fakestor has one account, so it keeps one fixed mapping: the n-th zone letter of
+        # the region is the n-th of its AZ ids, the same on every run and every server.
         parts = self.name.split("-")
-        short = parts[0] + "".join(part[0] for part in parts[1:-1]) + parts[-1]
-        return f"{short}-az{self.zone_letters.index(zone[-1]) + 1}"
-
-    @property
-    def default_kms_key_id(self) -> str:
-        return f"arn:aws:kms:{self.name}:{self.account_id}:key/fakestor-aws-ebs-default-key"
+        # ap-northeast-1 is apne1, us-gov-west-1 usgw1, eu-west-1 euw1.
+        middle = "".join(COMPASS.get(part, part[0]) for part in parts[1:-1])
+        short = parts[0] + middle + parts[-1]
+        position = self.zone_letters.index(zone[-1])
+        numbers = ZONE_ID_NUMBERS.get(self.name)
+        if numbers is None or len(numbers) != len(self.zone_letters):
+            numbers = tuple(range(1, len(self.zone_letters) + 1))
+        return f"{short}-az{numbers[position]}"
 
 
 @dataclass
@@ -66,6 +84,18 @@ class Attachment:
     delete_on_termination: bool = False
     device_path: str | None = None
     force_detach: bool = False
+
+
+@dataclass(frozen=True)
+class Initialization:
+    """A new volume's initialization (InitializationStatusDetails): its kind (default,
+    provisioned-rate, volume-copy), state, percent done and, for a provisioned rate,
+    the seconds left."""
+
+    kind: str
+    state: InitializationState
+    progress: int
+    seconds_left: int | None = None
 
 
 @dataclass
@@ -87,6 +117,10 @@ class Volume:
     status_reason: str | None = None
     attachments: list[Attachment] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
+    source_volume_id: str | None = None
+    initialization_rate: int | None = None
+    fast_restored: bool = False
+    initialization: Initialization | None = None
 
 
 @dataclass
@@ -147,6 +181,7 @@ class Instance:
     root_device_name: str = "/dev/xvda"
     disable_api_termination: bool = False
     ephemeral: list[tuple[str, str]] = field(default_factory=list)  # device, ephemeralN
+    state_reason: tuple[str, str] | None = None  # (code, message) when EC2 ended it
 
 
 @dataclass

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 from fakestor import errors
 from fakestor.control.context import Ebs, check_dry_run
+from fakestor.control.fast_snapshot_restores import disable_archived
 from fakestor.control.filters import Filter, check_filters, matches, tag_values
 from fakestor.control.lifecycle_clock import due_after, scaled, seconds_until
 from fakestor.control.loaders import get_snapshot, load_snapshots
@@ -245,6 +246,7 @@ def _finish_step(ebs: Ebs, db: sqlite3.Connection, row: sqlite3.Row) -> None:
             "archival_complete_time=?, restore_expiry=NULL WHERE snapshot_id=?",
             (ARCHIVE, TieringState.ARCHIVAL_COMPLETED, archived_at, snapshot_id),
         )
+        disable_archived(ebs, db, snapshot_id)
     elif state == TieringState.PERMANENT_RESTORE_IN_PROGRESS:
         db.execute(
             "UPDATE snapshot_tiers SET storage_tier=?, state=?, due=NULL, progress=100 "

@@ -59,6 +59,24 @@ CREATE TABLE IF NOT EXISTS attachments (
     PRIMARY KEY (volume_id, instance_id)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS attachments_device ON attachments(instance_id, device);
+CREATE TABLE IF NOT EXISTS nodes (
+    instance_id TEXT PRIMARY KEY REFERENCES instances(id),
+    token_hash TEXT NOT NULL,
+    address TEXT NOT NULL,
+    registered_at TEXT NOT NULL,
+    last_seen TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS exports (
+    volume_id TEXT NOT NULL,
+    instance_id TEXT NOT NULL,
+    host TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    export_name TEXT NOT NULL,
+    psk TEXT NOT NULL,
+    tls INTEGER NOT NULL DEFAULT 0,
+    pid INTEGER,
+    PRIMARY KEY (volume_id, instance_id)
+);
 CREATE TABLE IF NOT EXISTS snapshots (
     id TEXT PRIMARY KEY,
     volume_id TEXT NOT NULL,
@@ -98,6 +116,18 @@ CREATE TABLE IF NOT EXISTS modifications (
     target_multi_attach INTEGER NOT NULL,
     status_message TEXT,
     PRIMARY KEY (volume_id, seq)
+);
+-- CloudWatch datapoints of EBS volumes (control/volume_metrics.py), timestamp in epoch seconds
+CREATE TABLE IF NOT EXISTS volume_metrics (
+    volume_id TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    timestamp INTEGER NOT NULL,
+    sample_count REAL NOT NULL,
+    sum REAL NOT NULL,
+    minimum REAL NOT NULL,
+    maximum REAL NOT NULL,
+    unit TEXT NOT NULL,
+    PRIMARY KEY (volume_id, metric, timestamp)
 );
 CREATE TABLE IF NOT EXISTS images (
     id TEXT PRIMARY KEY,
@@ -168,7 +198,7 @@ CREATE TABLE IF NOT EXISTS fast_snapshot_restores (
     disabled_time TEXT,
     PRIMARY KEY (snapshot_id, zone)
 );
--- Snapshots started through the EBS direct APIs (direct_snapshots.py), and the blocks
+-- Snapshots started through the EBS direct APIs (direct_writes.py), and the blocks
 -- put into one while it is pending, each with the SHA-256 its writer gave.
 CREATE TABLE IF NOT EXISTS direct_snapshots (
     snapshot_id TEXT PRIMARY KEY,
@@ -180,11 +210,86 @@ CREATE TABLE IF NOT EXISTS direct_snapshots (
     fingerprint TEXT NOT NULL,
     completing INTEGER NOT NULL DEFAULT 0
 );
+-- Recycle Bin (recycle_bin_rules.py, recycle_bin.py): retention rules, whose tag lists are
+-- JSON [[key, value or null], ...], and the snapshots in the bin (state `recoverable`) with
+-- when they leave it (recover_due is set while one is being restored, `recovering`).
+CREATE TABLE IF NOT EXISTS rbin_rules (
+    id TEXT PRIMARY KEY,
+    resource_type TEXT NOT NULL,
+    retention_days INTEGER NOT NULL,
+    description TEXT NOT NULL,
+    resource_tags TEXT NOT NULL,
+    exclude_tags TEXT NOT NULL,
+    lock_delay_days INTEGER,
+    lock_state TEXT,
+    lock_end_time TEXT,
+    tags TEXT NOT NULL,
+    create_time TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS recycle_bin (
+    snapshot_id TEXT PRIMARY KEY,
+    rule_id TEXT NOT NULL,
+    enter_time TEXT NOT NULL,
+    exit_time TEXT NOT NULL,
+    recover_due TEXT
+);
+-- KMS (kms_keys.py, kms_aliases.py): the region's keys, aliases (key_id NULL for a
+-- predefined AWS alias whose key is not made yet) and key tags.
+CREATE TABLE IF NOT EXISTS kms_keys (
+    id TEXT PRIMARY KEY,
+    description TEXT NOT NULL,
+    key_usage TEXT NOT NULL,
+    key_spec TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    key_manager TEXT NOT NULL,
+    state TEXT NOT NULL,
+    creation_date TEXT NOT NULL,
+    deletion_date TEXT,
+    pending_window_days INTEGER,
+    multi_region INTEGER NOT NULL DEFAULT 0,
+    policy TEXT
+);
+CREATE TABLE IF NOT EXISTS kms_aliases (
+    name TEXT PRIMARY KEY,
+    key_id TEXT,
+    creation_date TEXT NOT NULL,
+    last_updated TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kms_key_tags (
+    key_id TEXT NOT NULL,
+    tag_key TEXT NOT NULL,
+    tag_value TEXT NOT NULL,
+    PRIMARY KEY (key_id, tag_key)
+);
+-- Faults of the whole server (control/server_faults.py), set with `fakestor fault set`:
+-- scope 'zone:NAME', 'type:NAME' or 'action:NAME', name 'capacity' or 'error-rate'.
+CREATE TABLE IF NOT EXISTS server_faults (
+    scope TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (scope, name)
+);
 CREATE TABLE IF NOT EXISTS direct_blocks (
     snapshot_id TEXT NOT NULL,
     block_index INTEGER NOT NULL,
     checksum TEXT NOT NULL,
     PRIMARY KEY (snapshot_id, block_index)
+);
+-- The initialization of a volume restored from a snapshot or copied from a volume
+-- (volume_initializations.py): a background pass over its data at `rate` MiB/s of EC2
+-- time, `position` the byte offset it has reached, `done` the bytes of data it visited
+-- out of `total` (NULL until the pass starts), and how long the rest takes here.
+CREATE TABLE IF NOT EXISTS volume_initializations (
+    volume_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    rate INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    position INTEGER NOT NULL DEFAULT 0,
+    done INTEGER NOT NULL DEFAULT 0,
+    total INTEGER,
+    seconds_left INTEGER,
+    started TEXT NOT NULL,
+    completed TEXT
 );
 """
 
@@ -199,6 +304,20 @@ ADDED_COLUMNS = [
     ("instances", "root_device_name", "TEXT NOT NULL DEFAULT '/dev/xvda'"),
     ("instances", "disable_api_termination", "INTEGER NOT NULL DEFAULT 0"),
     ("instances", "ephemeral", "TEXT NOT NULL DEFAULT '[]'"),  # [[device, ephemeralN], ...]
+    # Another account's snapshot kept here (the built-in image's root); NULL: the account's.
+    ("snapshots", "owner_id", "TEXT"),
+    # Why EC2 ended an instance itself: [code, message] (a launch with an unusable KMS key).
+    ("instances", "state_reason", "TEXT"),
+    # Volume copies and initialization: the copy's source, VolumeInitializationRate,
+    # and whether the volume was created with fast snapshot restore.
+    ("volumes", "source_volume_id", "TEXT"),
+    ("volumes", "initialization_rate", "INTEGER"),
+    ("volumes", "fast_restored", "INTEGER NOT NULL DEFAULT 0"),
+    # Faults (control/faults.py) read when an operation starts: until when an attach or
+    # detach is held (a time, 'forever' or NULL), a snapshot's and a modification's fault.
+    ("attachments", "stuck_until", "TEXT"),
+    ("snapshots", "fault", "TEXT"),
+    ("modifications", "fault", "TEXT"),
 ]
 
 

@@ -30,6 +30,8 @@ class SnapshotState(StrEnum):
     PENDING = "pending"
     COMPLETED = "completed"
     ERROR = "error"
+    RECOVERABLE = "recoverable"  # in the Recycle Bin
+    RECOVERING = "recovering"  # being restored from it
 
 
 class LockState(StrEnum):
@@ -68,6 +70,13 @@ class ModificationState(StrEnum):
     FAILED = "failed"
 
 
+class InitializationState(StrEnum):
+    """A new volume's initialization (VolumeStatus detail `initialization-state`)."""
+
+    INITIALIZING = "initializing"
+    COMPLETED = "completed"
+
+
 class InstanceState(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
@@ -81,7 +90,10 @@ class InstanceState(StrEnum):
 TRANSITIONAL: dict[str, frozenset[StrEnum]] = {
     "volumes": frozenset({VolumeState.CREATING, VolumeState.DELETING}),
     "attachments": frozenset({AttachmentState.ATTACHING, AttachmentState.DETACHING}),
-    "snapshots": frozenset({SnapshotState.PENDING}),
+    # A snapshot in the Recycle Bin is left by the task that purges it when retention ends.
+    "snapshots": frozenset(
+        {SnapshotState.PENDING, SnapshotState.RECOVERABLE, SnapshotState.RECOVERING}
+    ),
     "modifications": frozenset({ModificationState.MODIFYING, ModificationState.OPTIMIZING}),
     # A temporary restore is left by the task that archives the snapshot again at expiry.
     "snapshot_tiers": frozenset(
@@ -95,6 +107,7 @@ TRANSITIONAL: dict[str, frozenset[StrEnum]] = {
     "fast_snapshot_restores": frozenset(
         {FastRestoreState.ENABLING, FastRestoreState.OPTIMIZING, FastRestoreState.DISABLING}
     ),
+    "volume_initializations": frozenset({InitializationState.INITIALIZING}),
     "instances": frozenset(
         {InstanceState.PENDING, InstanceState.SHUTTING_DOWN, InstanceState.STOPPING}
     ),

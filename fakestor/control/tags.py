@@ -6,10 +6,11 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 
 from fakestor import errors, ids
+from fakestor.control import faults
 from fakestor.control.context import Ebs, check_dry_run
 from fakestor.control.filter_values import TAG_FILTERS
 from fakestor.control.filters import Filter, check_filters, matches
-from fakestor.control.loaders import get_instance, get_snapshot, get_volume
+from fakestor.control.loaders import get_instance, get_snapshot, get_volume, load_snapshots
 from fakestor.control.requests import TagSpec
 from fakestor.control.resources import Tag
 
@@ -49,6 +50,7 @@ def tags_for(
         if spec.resource_type == resource_type:
             tags.update(spec.tags)
     check_tags(tags)
+    faults.check_fault_tags(resource_type, tags)
     if len(tags) > MAX_TAGS_PER_RESOURCE:
         raise errors.TagLimitExceeded(
             f"The maximum number of tags ({MAX_TAGS_PER_RESOURCE}) per resource was exceeded."
@@ -81,7 +83,9 @@ def type_of_resource(ebs: Ebs, db: sqlite3.Connection, resource_id: str) -> str:
     if kind == ids.VOLUME:
         get_volume(db, resource_id)
     elif kind == ids.SNAPSHOT:
-        get_snapshot(db, ebs.account_id, resource_id)
+        # A snapshot in the Recycle Bin can still be tagged, as on EC2.
+        if not load_snapshots(db, ebs.account_id, [resource_id], in_recycle_bin=True):
+            get_snapshot(db, ebs.account_id, resource_id)  # InvalidSnapshot.NotFound
     else:
         get_instance(db, resource_id)
     return _RESOURCE_TYPES[kind]
@@ -95,9 +99,14 @@ def create_tags(
     check_tags(tags)
     with ebs.store.transaction() as db:
         types = {rid: type_of_resource(ebs, db, rid) for rid in resource_ids}
+        for resource_type in set(types.values()):
+            faults.check_fault_tags(resource_type, tags)
         check_dry_run(dry_run)
+        before = faults.io_values(db, resource_ids)
         for resource_id, resource_type in types.items():
             set_tags(db, resource_id, resource_type, tags)
+        changed = faults.record_io_changes(db, before)
+    faults.apply_io_faults(ebs, changed)
 
 
 def delete_tags(
@@ -114,6 +123,7 @@ def delete_tags(
         for resource_id in resource_ids:
             type_of_resource(ebs, db, resource_id)
         check_dry_run(dry_run)
+        before = faults.io_values(db, resource_ids)
         for resource_id in resource_ids:
             if not tags:
                 db.execute("DELETE FROM tags WHERE resource_id=?", (resource_id,))
@@ -125,6 +135,8 @@ def delete_tags(
                         "DELETE FROM tags WHERE resource_id=? AND key=? AND value=?",
                         (resource_id, key, value),
                     )
+        changed = faults.record_io_changes(db, before)
+    faults.apply_io_faults(ebs, changed)
 
 
 def describe_tags(ebs: Ebs, *, filters: Sequence[Filter] = (), dry_run: bool = False) -> list[Tag]:

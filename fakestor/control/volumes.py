@@ -3,6 +3,7 @@ and the tasks that create and delete their data."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 from collections.abc import Mapping, Sequence
@@ -10,7 +11,14 @@ from dataclasses import dataclass
 
 from backends import BackendError
 from fakestor import errors, ids
-from fakestor.control import idempotency, rules
+from fakestor.control import (
+    faults,
+    idempotency,
+    kms_keys,
+    rules,
+    server_faults,
+    volume_initializations,
+)
 from fakestor.control.account import check_zone, resolve_encryption
 from fakestor.control.context import Ebs, check_dry_run
 from fakestor.control.filter_values import (
@@ -32,6 +40,7 @@ from fakestor.control.resources import (
 )
 from fakestor.control.snapshot_tiers import check_in_standard_tier
 from fakestor.control.states import (
+    InstanceState,
     SnapshotState,
     VolumeState,
 )
@@ -49,9 +58,15 @@ def clear_failure(db: sqlite3.Connection, volume_id: str) -> None:
     )
 
 
-def restorable_snapshot(ebs: Ebs, db: sqlite3.Connection, snapshot_id: str) -> Snapshot:
-    """The snapshot a new volume restores from: it must be completed and not archived."""
-    snapshot = get_snapshot(db, ebs.account_id, snapshot_id)
+def restorable_snapshot(
+    ebs: Ebs, db: sqlite3.Connection, snapshot_id: str, *, launch: bool = False
+) -> Snapshot:
+    """The snapshot a new volume restores from: it must be completed and not archived.
+
+    A `launch` may also restore Amazon's snapshots behind a built-in image, which the
+    account can neither see nor restore with CreateVolume.
+    """
+    snapshot = get_snapshot(db, ebs.account_id, snapshot_id, others=launch)
     if snapshot.state != SnapshotState.COMPLETED:
         raise errors.IncorrectState(
             f"Snapshot '{snapshot.id}' is in invalid state - {snapshot.state}"
@@ -91,6 +106,7 @@ def create_volume(
             return idempotency.still_there(load_volumes(db, [earlier]))[0]
         size = request.size
         snapshot = None
+        volume_initializations.check_rate(request.initialization_rate, request.snapshot_id)
         if request.snapshot_id is not None:
             snapshot = restorable_snapshot(ebs, db, request.snapshot_id)
             if size is None:
@@ -109,6 +125,7 @@ def create_volume(
             volume_type, size, request.iops, request.throughput, request.multi_attach
         )
         check_capacity(ebs, size)
+        server_faults.check_capacity(ebs, zone, volume_type)
         check_dry_run(dry_run)
         volume_id = insert_volume(
             db,
@@ -118,9 +135,16 @@ def create_volume(
             ),
             tags,
         )  # fmt: skip
+        initializes = request.snapshot_id is not None and volume_initializations.begin_restore(
+            db, volume_id, zone, request.snapshot_id, request.initialization_rate
+        )
         idempotency.record(db, idempotency.CREATE_VOLUME, client_token, zone, volume_id)
+        io_faulted = faults.record_io_changes(db, {volume_id: None})
         volume = get_volume(db, volume_id)
+    faults.apply_io_faults(ebs, io_faulted)
     submit_create_volume(ebs, volume_id, request.snapshot_id)
+    if initializes:
+        volume_initializations.submit_initialization(ebs, volume_id)
     return volume
 
 
@@ -168,9 +192,22 @@ def submit_create_volume(ebs: Ebs, volume_id: str, snapshot_id: str | None) -> N
     def work() -> None:
         with ebs.store.transaction() as db:
             row = db.execute(
-                "SELECT size, snapshot_id, state FROM volumes WHERE id=?", (volume_id,)
+                "SELECT size, snapshot_id, state, encrypted, kms_key_id FROM volumes WHERE id=?",
+                (volume_id,),
             ).fetchone()
+            injected = faults.tag_value(db, volume_id, faults.CREATE)
         if row is None or row["state"] != VolumeState.CREATING:
+            return
+        if row["encrypted"] and row["kms_key_id"]:
+            unusable = kms_keys.unusable_for_ebs(ebs, row["kms_key_id"])
+            if unusable is not None:
+                vanish_volume(ebs, volume_id, unusable)
+                return
+        if injected == "error":
+            set_volume_state(
+                ebs, volume_id, VolumeState.ERROR,
+                reason=f"create failed: fault {faults.PREFIX}{faults.CREATE}={injected}",
+            )  # fmt: skip
             return
         try:
             ebs.backend.create_volume(volume_id, row["size"], row["snapshot_id"])
@@ -191,6 +228,41 @@ def submit_create_volume(ebs: Ebs, volume_id: str, snapshot_id: str | None) -> N
     # Keyed on the snapshot too, so a DeleteSnapshot queues behind the restore.
     keys = [volume_id, snapshot_id] if snapshot_id else [volume_id]
     ebs.tasks.submit(keys, work, f"create {volume_id}", on_failure=failed)
+
+
+# EC2's state reason for a launch whose volume's KMS key it cannot use (quoted from
+# EC2 in CiscoDevNet/cloud-cml#8 and other Terraform "unexpected state 'shutting-down'"
+# reports): the instance goes pending -> shutting-down -> terminated.
+KMS_KEY_STATE_REASON = (
+    "Client.InvalidKMSKey.InvalidState",
+    "Client.InvalidKMSKey.InvalidState: The KMS key provided is in an incorrect state",
+)
+
+
+def vanish_volume(ebs: Ebs, volume_id: str, why: str) -> None:
+    """A volume whose KMS key EBS cannot use: CreateVolume answered `creating`, then the
+    volume is gone and DescribeVolumes answers InvalidVolume.NotFound. This is EC2's way
+    ("Amazon Web Services authenticates the KMS key asynchronously ... the action can
+    appear to complete, but eventually fails", CreateVolume's KmsKeyId; seen in
+    aws/aws-cli#2604, aws/aws-sdk-ruby#1222, kubernetes/kubernetes#48936,
+    hashicorp/terraform-provider-aws#12507). The launch it was made for, if any, starts
+    shutting down with EC2's reason, and its launch task terminates it."""
+    log.warning("volume %s not created: its KMS key cannot be used (%s)", volume_id, why)
+    with ebs.store.transaction() as db:
+        db.execute(
+            "UPDATE instances SET state=?, state_reason=? WHERE state=? AND id IN "
+            "(SELECT instance_id FROM attachments WHERE volume_id=?)",
+            (
+                InstanceState.SHUTTING_DOWN,
+                json.dumps(KMS_KEY_STATE_REASON),
+                InstanceState.PENDING,
+                volume_id,
+            ),
+        )
+        db.execute("DELETE FROM attachments WHERE volume_id=?", (volume_id,))
+        db.execute("DELETE FROM tags WHERE resource_id=?", (volume_id,))
+        db.execute("DELETE FROM volume_initializations WHERE volume_id=?", (volume_id,))
+        db.execute("DELETE FROM volumes WHERE id=?", (volume_id,))
 
 
 def set_status_reason(ebs: Ebs, volume_id: str, reason: str) -> None:
@@ -259,9 +331,11 @@ def submit_delete_volume(ebs: Ebs, volume_id: str) -> None:
         except BackendError as failure:
             failed(failure)
             return
+        ebs.backend.set_io_fault(volume_id, None)
         with ebs.store.transaction() as db:
             db.execute("DELETE FROM tags WHERE resource_id=?", (volume_id,))
             db.execute("DELETE FROM modifications WHERE volume_id=?", (volume_id,))
+            db.execute("DELETE FROM volume_initializations WHERE volume_id=?", (volume_id,))
             db.execute("DELETE FROM volumes WHERE id=?", (volume_id,))
 
     ebs.tasks.submit([volume_id], work, f"delete {volume_id}", on_failure=failed)
@@ -309,3 +383,4 @@ def enable_volume_io(ebs: Ebs, volume_id: str, *, dry_run: bool = False) -> None
         get_volume(db, volume_id)
         check_dry_run(dry_run)
         db.execute("UPDATE volumes SET io_enabled=1 WHERE id=?", (volume_id,))
+    faults.apply_io_faults(ebs, [volume_id])  # lifts an injected impairment

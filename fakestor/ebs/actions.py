@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from fakestor.control import Ebs
+from fakestor.control import Ebs, direct_writes, kms_keys
 from fakestor.control import direct_snapshots as direct
 from fakestor.control.direct_snapshots import BLOCK_SIZE, BlockPage
 
@@ -65,9 +65,9 @@ def get_snapshot_block(ebs: Ebs, params: Params) -> dict[str, Any]:
 
 def start_snapshot(ebs: Ebs, params: Params) -> dict[str, Any]:
     tags = params.get("Tags")
-    started = direct.start_snapshot(
+    started = direct_writes.start_snapshot(
         ebs,
-        direct.StartSnapshotRequest(
+        direct_writes.StartSnapshotRequest(
             volume_size=params["VolumeSize"],
             parent_snapshot_id=params.get("ParentSnapshotId"),
             tags={tag.get("Key", ""): tag.get("Value", "") for tag in tags} if tags else None,
@@ -94,14 +94,15 @@ def start_snapshot(ebs: Ebs, params: Params) -> dict[str, Any]:
     }
 
 
-def _sse_type(ebs: Ebs, started: direct.StartedSnapshot) -> str:
+def _sse_type(ebs: Ebs, started: direct_writes.StartedSnapshot) -> str:
     if not started.snapshot.encrypted:
         return "none"
-    return "sse-ebs" if started.kms_key_arn == ebs.region.default_kms_key_id else "sse-kms"
+    aws_managed = started.kms_key_arn == kms_keys.aws_ebs_key(ebs).arn
+    return "sse-ebs" if aws_managed else "sse-kms"
 
 
 def put_snapshot_block(ebs: Ebs, params: Params) -> dict[str, Any]:
-    checksum = direct.put_snapshot_block(
+    checksum = direct_writes.put_snapshot_block(
         ebs,
         params["SnapshotId"],
         params["BlockIndex"],
@@ -115,7 +116,7 @@ def put_snapshot_block(ebs: Ebs, params: Params) -> dict[str, Any]:
 
 
 def complete_snapshot(ebs: Ebs, params: Params) -> dict[str, Any]:
-    status = direct.complete_snapshot(
+    status = direct_writes.complete_snapshot(
         ebs,
         params["SnapshotId"],
         params["ChangedBlocksCount"],

@@ -10,17 +10,20 @@ from flask import Blueprint, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from fakestor import errors
-from fakestor.control.regions import Regions
+from fakestor.control import server_faults
+from fakestor.control.regions import READ_PREFIXES, Regions
 from fakestor.direct_errors import (
     AccessDeniedException,
     DirectError,
     InternalServerException,
+    RequestThrottledException,
     UnknownOperationException,
     ValidationException,
 )
 from fakestor.ebs import wire
 from fakestor.ebs.actions import ACTIONS
 from fakestor.services import not_implemented, region_of, service_of
+from fakestor.throttling import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +37,7 @@ def _respond(answer: wire.Response, request_id: str) -> Response:
     )
 
 
-def ebs_blueprint(regions: Regions) -> Blueprint:
+def ebs_blueprint(regions: Regions, throttle: Throttle | None = None) -> Blueprint:
     blueprint = Blueprint("ebs", __name__)
 
     @blueprint.route("/snapshots", methods=["GET", "POST", "PUT"])
@@ -61,9 +64,17 @@ def ebs_blueprint(regions: Regions) -> Blueprint:
             params = wire.parse_request(operation, incoming)
             region = region_of(request)
             try:
-                ebs = regions.get(region) if region else regions.home
+                reading = operation.name.startswith(READ_PREFIXES)
+                ebs = regions.get(region, reading=reading) if region else regions.home
             except errors.Ec2Error as refused:  # a region AWS does not have
                 raise AccessDeniedException(refused.message) from None
+            try:
+                server_faults.maybe_fail(ebs, operation.name)
+            except errors.Ec2Error as injected:  # the EBS direct APIs' 5xx is this one
+                raise InternalServerException(injected.message) from None
+            name = operation.name
+            if throttle is not None and not throttle.admit(SERVICE, name, ebs.region.name):
+                raise RequestThrottledException(name)
             result = ACTIONS[operation.name](ebs, params)
             return _respond(wire.serialize_response(operation, result), request_id)
         except DirectError as error:

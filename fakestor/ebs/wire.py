@@ -80,6 +80,23 @@ def _invalid(path: str, value: object, why: str) -> ValidationException:
     return ValidationException(f"Value ({value!s:.80}) for parameter {path} is invalid: {why}.")
 
 
+# Java regex classes some models use (rbin's TagKey) in Python's re, a little wider (letters
+# and digits both become \w, separators \s) since re has no class of letters alone.
+_JAVA_CLASSES = {r"\p{L}": r"\w", r"\p{N}": r"\w", r"\p{Z}": r"\s"}
+
+
+@functools.cache
+def _pattern(text: str) -> re.Pattern[str] | None:
+    """A model pattern compiled for Python; None for one Python cannot read (rbin's RuleArn
+    repeats a repeat), which is then left to the action to check."""
+    for java, python in _JAVA_CLASSES.items():
+        text = text.replace(java, python)
+    try:
+        return re.compile(text)
+    except re.error:
+        return None
+
+
 def _check(shape: Shape, value: Any, path: str) -> Any:
     """`value` if it satisfies the model's constraints of `shape`."""
     meta = shape.metadata
@@ -87,7 +104,8 @@ def _check(shape: Shape, value: Any, path: str) -> Any:
     if kind == "string":
         if "enum" in meta and value not in meta["enum"]:
             raise _invalid(path, value, f"valid values are {', '.join(meta['enum'])}")
-        if "pattern" in meta and not re.search(meta["pattern"], value):
+        pattern = _pattern(meta["pattern"]) if "pattern" in meta else None
+        if pattern is not None and not pattern.search(value):
             raise _invalid(path, value, f"it must match the pattern {meta['pattern']}")
     sized = len(value) if kind in ("string", "list", "map", "blob") else value
     if "min" in meta and sized < meta["min"]:
@@ -175,6 +193,13 @@ def _structure_from_json(
             raise ValidationException(f"The parameter {prefix}{key} is not recognized.")
         if value is not None:
             result[names[key]] = _from_json(shape.members[names[key]], value, prefix + key)
+    for required in shape.required_members:
+        member = shape.members[required]
+        if required not in result and "location" not in member.serialization:
+            wire_name = str(member.serialization.get("name", required))
+            raise ValidationException(
+                f"The request must contain the parameter {prefix}{wire_name}."
+            )
     return result
 
 
@@ -264,6 +289,8 @@ def serialize_response(operation: OperationModel, result: Mapping[str, Any]) -> 
     """The HTTP response of `operation` with output `result` (botocore member names)."""
     status = int(operation.http.get("responseCode", 200))
     shape = operation.output_shape
+    if status == 204:  # No Content (rbin's DeleteRule): a body would break the HTTP framing
+        return Response(status, {}, b"", "application/json")
     if shape is None:
         return Response(status, {}, b"{}", "application/json")
     unknown = set(result) - set(shape.members)
@@ -299,13 +326,15 @@ def serialize_error(service: str, error: DirectError) -> Response:
     """The error document: `x-amzn-ErrorType` and the error shape's members as JSON."""
     model = service_model(service)
     body: dict[str, Any] = {"message": error.message}
+    status = error.http_status
     shape = model.shape_for(error.code) if error.code in model.shape_names else None
     if isinstance(shape, StructureShape):
         body = {"Message": error.message}
         if error.reason is not None and "Reason" in shape.members:
             body["Reason"] = error.reason
+        status = shape.metadata.get("error", {}).get("httpStatusCode", status)
     return Response(
-        error.http_status,
+        status,
         {"x-amzn-ErrorType": error.code},
         json.dumps(body).encode(),
         "application/json",

@@ -1,4 +1,5 @@
-"""The Flask blueprint that answers EC2 Query requests (`POST /` with `Action=...`)."""
+"""The EC2 Query endpoint (`POST /` with `Action=...`), a handler that the front dispatcher
+(fakestor/front.py) calls for requests signed for `ec2` and for unsigned ones."""
 
 from __future__ import annotations
 
@@ -6,16 +7,18 @@ import fnmatch
 import logging
 import sqlite3
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from flask import Blueprint, Response, current_app, request
+from flask import Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from fakestor import errors
-from fakestor.control.regions import Regions
+from fakestor.control import server_faults
+from fakestor.control.regions import READ_PREFIXES, Regions
 from fakestor.ec2 import wire
 from fakestor.ec2.actions import ACTIONS
 from fakestor.services import region_of
+from fakestor.throttling import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +38,13 @@ def _out_of_space(failure: sqlite3.OperationalError) -> bool:
     return "disk is full" in str(failure) or "disk I/O error" in str(failure)
 
 
-def ec2_blueprint(regions: Regions, deny: Sequence[str] = ()) -> Blueprint:
+def ec2_handler(
+    regions: Regions, deny: Sequence[str] = (), throttle: Throttle | None = None
+) -> Callable[[], Response]:
     """The EC2 endpoint of every region: a request acts in the region of its signature
-    (unsigned: the server's). Actions matching a `deny` glob answer UnauthorizedOperation."""
-    blueprint = Blueprint("ec2", __name__)
+    (unsigned: the server's). Actions matching a `deny` glob answer UnauthorizedOperation;
+    actions above their `throttle` rate, RequestLimitExceeded."""
 
-    @blueprint.route("/", methods=["GET", "POST"])
     def dispatch() -> Response:
         request_id = str(uuid.uuid4())
         try:
@@ -60,7 +64,11 @@ def ec2_blueprint(regions: Regions, deny: Sequence[str] = ()) -> Blueprint:
             if any(fnmatch.fnmatchcase(action, pattern) for pattern in deny):
                 raise errors.UnauthorizedOperation()
             region = region_of(request)
-            ebs = regions.get(region) if region else regions.home
+            reading = action.startswith(READ_PREFIXES)
+            ebs = regions.get(region, reading=reading) if region else regions.home
+            if throttle is not None and not throttle.admit("ec2", action, ebs.region.name):
+                raise errors.RequestLimitExceeded()
+            server_faults.maybe_fail(ebs, action)
             result = handler(ebs, wire.parse_request(operation, params))
             body = wire.serialize_response(operation, result, request_id)
             return Response(
@@ -87,4 +95,4 @@ def ec2_blueprint(regions: Regions, deny: Sequence[str] = ()) -> Blueprint:
                 request_id,
             )
 
-    return blueprint
+    return dispatch

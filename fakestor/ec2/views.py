@@ -6,7 +6,12 @@ from typing import Any
 
 from fakestor.control import Ebs
 from fakestor.control.fast_snapshot_restores import USER_INITIATED, FastRestore, FastRestoreError
-from fakestor.control.filter_values import io_performance, volume_status
+from fakestor.control.filter_values import (
+    io_performance,
+    status_event_id,
+    status_event_type,
+    volume_status,
+)
 from fakestor.control.instance_types import INSTANCE_TYPES
 from fakestor.control.resources import (
     INSTANCE_STATE_CODES,
@@ -56,7 +61,9 @@ def volume(item: Volume, zone_id: str) -> Doc:
         "Iops": item.iops,
         "Throughput": item.throughput,
         "MultiAttachEnabled": item.multi_attach,
-        "FastRestored": False,
+        "FastRestored": item.fast_restored,
+        "SourceVolumeId": item.source_volume_id,
+        "VolumeInitializationRate": item.initialization_rate,
         "Tags": tag_list(item.tags),
     }
 
@@ -119,11 +126,10 @@ def modification(item: Modification) -> Doc:
 
 def _status_events(item: Volume) -> tuple[list[Doc], list[Doc]]:
     """The volume's last failure as a status event; EBS's action if its I/O is disabled."""
-    if not item.status_reason:
+    event_type = status_event_type(item)
+    if event_type is None:
         return [], []
-    impaired = volume_status(item) == "impaired"
-    event_type = "potential-data-inconsistency" if impaired else "fakestor:operation-failed"
-    event_id = "evol-" + item.id.removeprefix("vol-")
+    event_id = status_event_id(item)
     events = [{"EventId": event_id, "EventType": event_type, "Description": item.status_reason}]
     actions = []
     if not item.io_enabled:
@@ -141,16 +147,23 @@ def _status_events(item: Volume) -> tuple[list[Doc], list[Doc]]:
 def volume_status_item(item: Volume) -> Doc:
     performance = io_performance(item)
     events, actions = _status_events(item)
+    details = [
+        {"Name": "io-enabled", "Status": "passed" if item.io_enabled else "failed"},
+        {"Name": "io-performance", "Status": performance},
+    ]
+    initialization = None
+    if item.initialization is not None:  # restored or copied volumes only, as on EC2
+        details.append({"Name": "initialization-state", "Status": item.initialization.state})
+        initialization = {
+            "InitializationType": item.initialization.kind,
+            "Progress": item.initialization.progress,
+            "EstimatedTimeToCompleteInSeconds": item.initialization.seconds_left,
+        }
     return {
         "VolumeId": item.id,
         "AvailabilityZone": item.zone,
-        "VolumeStatus": {
-            "Status": volume_status(item),
-            "Details": [
-                {"Name": "io-enabled", "Status": "passed" if item.io_enabled else "failed"},
-                {"Name": "io-performance", "Status": performance},
-            ],
-        },
+        "VolumeStatus": {"Status": volume_status(item), "Details": details},
+        "InitializationStatusDetails": initialization,
         "Events": events,
         "Actions": actions,
         "AttachmentStatuses": [
@@ -215,6 +228,9 @@ def instance(item: Instance, ebs: Ebs) -> Doc:
         "PrivateDnsName": f"ip-127-0-0-1.{ebs.region.name}.compute.internal"
         if item.is_host
         else "",
+        "StateReason": {"Code": item.state_reason[0], "Message": item.state_reason[1]}
+        if item.state_reason
+        else None,
     }
 
 

@@ -121,3 +121,14 @@ def disable_ebs_encryption_by_default(ebs: Ebs, params: Params) -> Result:
 @action
 def get_ebs_default_kms_key_id(ebs: Ebs, params: Params) -> Result:
     return {"KmsKeyId": account.default_kms_key_id(ebs, dry_run=dry_run_of(params))}
+
+
+@action
+def modify_ebs_default_kms_key_id(ebs: Ebs, params: Params) -> Result:
+    key = account.modify_default_kms_key_id(ebs, params["KmsKeyId"], dry_run=dry_run_of(params))
+    return {"KmsKeyId": key}
+
+
+@action
+def reset_ebs_default_kms_key_id(ebs: Ebs, params: Params) -> Result:
+    return {"KmsKeyId": account.reset_default_kms_key_id(ebs, dry_run=dry_run_of(params))}

@@ -61,6 +61,7 @@ def device_mappings_of(items: Sequence[Params]) -> list[DeviceMapping]:
                 encrypted=(volume or {}).get("Encrypted"),
                 kms_key_id=(volume or {}).get("KmsKeyId"),
                 delete_on_termination=(volume or {}).get("DeleteOnTermination"),
+                initialization_rate=(volume or {}).get("VolumeInitializationRate"),
             )
         )
     return mappings

@@ -1,4 +1,5 @@
-"""EC2 actions on volumes: create, describe, delete, attach, detach, modify, status, attributes."""
+"""EC2 actions on volumes: create, copy, describe, delete, attach, detach, modify, status,
+attributes."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ from fakestor.control import (
     account,
     attachments,
     modifications,
+    volume_copies,
     volumes,
 )
 from fakestor.control.context import Ebs
 from fakestor.control.requests import (
     VolumeChange,
+    VolumeCopyRequest,
     VolumeRequest,
 )
 from fakestor.ec2 import views
@@ -48,11 +51,31 @@ def create_volume(ebs: Ebs, params: Params) -> Result:
         kms_key_id=params.get("KmsKeyId"),
         multi_attach=bool(params.get("MultiAttachEnabled", False)),
         tag_specs=tag_specs_of(params),
+        initialization_rate=params.get("VolumeInitializationRate"),
     )
     volume = volumes.create_volume(
         ebs, request, client_token=client_token, dry_run=dry_run_of(params)
     )
     return views.volume(volume, ebs.region.zone_id(volume.zone))
+
+
+@action
+def copy_volumes(ebs: Ebs, params: Params) -> Result:
+    request = VolumeCopyRequest(
+        source_volume_id=params["SourceVolumeId"],
+        size=params.get("Size"),
+        volume_type=params.get("VolumeType"),
+        iops=params.get("Iops"),
+        throughput=params.get("Throughput"),
+        encrypted=params.get("Encrypted"),
+        kms_key_id=params.get("KmsKeyId"),
+        multi_attach=bool(params.get("MultiAttachEnabled", False)),
+        tag_specs=tag_specs_of(params),
+    )
+    volume = volume_copies.copy_volumes(
+        ebs, request, client_token=client_token_of(params), dry_run=dry_run_of(params)
+    )
+    return {"Volumes": [views.volume(volume, ebs.region.zone_id(volume.zone))]}
 
 
 @action

@@ -1,0 +1,1 @@
+"""CloudWatch's API for the AWS/EBS metrics, in the protocol botocore speaks to it."""

@@ -1,0 +1,1 @@
+"""KMS, as much of it as EBS clients use, in AWS's JSON protocol."""
