@@ -117,6 +117,7 @@ class FailoverLab:
         self.on(
             1, "docker", "service", "create", "--detach", "--name", SERVICE,
             "--endpoint-mode", "dnsrr", "--restart-delay", "2s",
+            "--hostname", "{{.Node.Hostname}}",  # the task's hostname: its node's
             "--mount", f"type=volume,source={VOLUME},target=/data,volume-driver={DRIVER}",
             IMAGE, "sh", "-c", "hostname >> /data/log; sleep 100000",
         )  # fmt: skip

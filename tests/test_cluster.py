@@ -268,7 +268,7 @@ def test_a_forced_detach_fences_the_node(cluster: LocalCluster) -> None:
 def _service(cluster: LocalCluster, name: str, volume: str, command: str) -> None:
     cluster.docker(
         1, "service", "create", "--detach", "--name", name, "--endpoint-mode", "dnsrr",
-        "--restart-delay", "2s",
+        "--restart-delay", "2s", "--hostname", "{{.Node.Hostname}}",
         "--mount", f"type=volume,source={volume},target=/data,volume-driver={DRIVER}",
         IMAGE, "sh", "-c", command,
     )  # fmt: skip
