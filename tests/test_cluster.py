@@ -404,7 +404,8 @@ def test_a_lost_node_keeps_the_volume_until_its_instance_is_terminated(
         cluster.docker(1, "node", "update", "--availability", "drain", f"{PREFIX}-node1")
         lost = wait_for(lambda: _moved_from(cluster, service, 1), timeout=180, interval=1)
         cluster.docker(1, "node", "update", "--availability", "active", f"{PREFIX}-node1")
-    lost_host = cluster.on(lost, "hostname").stdout.strip()
+    task = _task_container(cluster, lost, service)
+    written = cluster.docker(lost, "exec", task, "cat", "/data/first").stdout.strip()
     volume_id = ec2.describe_volumes(Filters=[{"Name": "tag:Name", "Values": [volume]}])["Volumes"][
         0
     ]["VolumeId"]
@@ -420,7 +421,7 @@ def test_a_lost_node_keeps_the_volume_until_its_instance_is_terminated(
         container = _task_container(cluster, survivor, service)
         assert (
             cluster.docker(survivor, "exec", container, "cat", "/data/first").stdout.strip()
-            == lost_host
+            == written
         )
     finally:
         _remove_service_live(cluster, service, volume, lost)
