@@ -223,6 +223,19 @@ class Backend(Protocol):
         Raises OutOfSpace, BackingStoreMissing, BackendError.
         """
 
+    def archive_snapshot(self, snapshot_id: str) -> None:
+        """Move the snapshot's data to the archive tier (a full copy of its own, out of
+        whatever it shares); it cannot be read until restored. Idempotent.
+
+        Raises BackingStoreMissing, OutOfSpace, BackendError.
+        """
+
+    def restore_archived_snapshot(self, snapshot_id: str) -> None:
+        """Bring an archived snapshot's data back so it can be read. Idempotent.
+
+        Raises OutOfSpace, BackendError.
+        """
+
     def inventory(self) -> Inventory | None:
         """What exists: data and bound devices. None for a backend that keeps no data.
 

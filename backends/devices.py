@@ -24,6 +24,9 @@ FIFREEZE = 0xC0045877
 FITHAW = 0xC0045878
 USABLE_TIMEOUT = 10.0
 RELEASE_TIMEOUT = 10.0
+# The kernel usually has a device ready (or released) within a millisecond: re-check
+# soon, then back off to this.
+LONGEST_RECHECK = 0.01
 
 
 class LoopDevices:
@@ -93,6 +96,7 @@ class LoopDevices:
         """Wait until the device has the file's size and opens (udev-less machines too)."""
         deadline = time.monotonic() + timeout
         want = file.stat().st_size
+        delay = 0.0005
         while True:
             try:
                 if loop.size_bytes(device) == want:
@@ -102,7 +106,8 @@ class LoopDevices:
                 pass
             if time.monotonic() > deadline:
                 raise NoFreeDevice(f"{device} did not become usable within {timeout:.0f}s")
-            time.sleep(0.01)
+            time.sleep(delay)
+            delay = min(delay * 2, LONGEST_RECHECK)
 
     def _link(self, volume_id: str, device_name: str, device: str) -> None:
         _replace_link(by_id_path(volume_id, self.by_id_dir), device)
@@ -155,10 +160,12 @@ class LoopDevices:
 
     def _unlink(self, volume_id: str, device_paths: set[str]) -> None:
         by_id_path(volume_id, self.by_id_dir).unlink(missing_ok=True)
-        if self.alias_dir.is_dir():
-            for alias in self.alias_dir.iterdir():
-                if alias.is_symlink() and os.readlink(alias) in device_paths:
-                    alias.unlink(missing_ok=True)
+        # Every detach looks at every alias: plain os calls, not pathlib's, for hundreds.
+        with contextlib.suppress(FileNotFoundError), os.scandir(self.alias_dir) as aliases:
+            for alias in aliases:
+                with contextlib.suppress(OSError):  # not a link, or removed meanwhile
+                    if os.readlink(alias.path) in device_paths:
+                        os.unlink(alias.path)
         for directory in (self.alias_dir, self.by_id_dir, self.by_id_dir.parent):
             # Only directories fakestor made and left empty; udev's are never empty.
             with contextlib.suppress(OSError):
@@ -174,10 +181,12 @@ class LoopDevices:
     def _wait_released(self, volume_id: str, bound: list[loop.BoundDevice]) -> None:
         """Wait until none of the devices just detached is bound to the volume any more."""
         deadline = time.monotonic() + RELEASE_TIMEOUT
+        delay = 0.0005
         while any(loop.backing_file(device.path) == device.backing_file for device in bound):
             if time.monotonic() > deadline:
                 raise DeviceBusy(f"the loop device of {volume_id} was not released in time")
-            time.sleep(0.01)
+            time.sleep(delay)
+            delay = min(delay * 2, LONGEST_RECHECK)
 
     # ---- while attached -----------------------------------------------------
 

@@ -193,26 +193,37 @@ def bound_under(directory: Path) -> list[BoundDevice]:
 
 
 def _scan(wanted: Callable[[str], bool]) -> list[BoundDevice]:
-    # A device's other attributes are read only once its backing file is wanted:
-    # with hundreds of loop devices, per-volume lookups are dominated by sysfs reads.
+    # Every attach and detach scans all loop devices, so this is plain os calls: with
+    # hundreds bound, pathlib's overhead per sysfs read made each scan take milliseconds.
+    # A device's other attributes are read only once its backing file is wanted.
     found = []
-    for entry in SYS_BLOCK.glob("loop*"):
+    for name in os.listdir(SYS_BLOCK):
+        if not name.startswith("loop"):
+            continue
         try:
-            backing = (entry / "loop" / "backing_file").read_text().strip()
+            backing = _read_sysfs(f"{SYS_BLOCK}/{name}/loop/backing_file")
             if not wanted(backing):
                 continue
-            autoclear = (entry / "loop" / "autoclear").read_text().strip() == "1"
+            autoclear = _read_sysfs(f"{SYS_BLOCK}/{name}/loop/autoclear") == "1"
         except OSError:
             continue  # not bound, or released meanwhile
-        number = int(entry.name.removeprefix("loop"))
-        found.append(BoundDevice(f"/dev/{entry.name}", number, backing, autoclear))
+        number = int(name.removeprefix("loop"))
+        found.append(BoundDevice(f"/dev/{name}", number, backing, autoclear))
     return sorted(found, key=lambda device: device.number)
+
+
+def _read_sysfs(path: str) -> str:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 4096).decode(errors="surrogateescape").strip()
+    finally:
+        os.close(fd)
 
 
 def backing_file(device: str) -> str | None:
     """What `device` is bound to now, or None once it is free."""
     try:
-        return (SYS_BLOCK / os.path.basename(device) / "loop" / "backing_file").read_text().strip()
+        return _read_sysfs(f"{SYS_BLOCK}/{os.path.basename(device)}/loop/backing_file")
     except OSError:
         return None
 

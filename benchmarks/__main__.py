@@ -121,13 +121,15 @@ def _scale(args: argparse.Namespace, runs: int) -> None:
     count = 20 if args.quick else 200
     figures = scale.measure(args.work_dir, count, runs)
     body = (
-        f"## Scale: {count} volumes attached at once (loopdev)\n\n"
+        f"## Scale: {count} volumes (loopdev)\n\n"
         f"Command: `python -m benchmarks --only scale` ({runs} runs; median, min-max). "
         "fakestor: CreateVolume, AttachVolume, DetachVolume and DeleteVolume for every "
         "volume through boto3, each phase timed until DescribeVolumes says all are done. "
         "By hand: a sparse 1 GiB image per volume, `losetup --find --show --direct-io=on` "
         "for each until its device opens, `losetup --detach`, and unlinking the images. "
-        "Loop devices are created as needed; leaks are counted after each run.\n\n"
+        "Loop devices are created as needed; leaks are counted after each run. The host "
+        "instance takes as many volumes as its type's EBS attachment limit, so both sides "
+        "attach and detach in waves of that many; a phase is the sum of its waves.\n\n"
         + scale.summary(figures, count)
     )
     print(body)

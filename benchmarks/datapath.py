@@ -121,6 +121,11 @@ def summary(results: list[Rates]) -> str:
                 cell += f", {rates.median(job) / baseline.median(job):.2f}x"
             cells.append(cell)
         lines.append(f"| {job} | " + " | ".join(cells) + " |")
+    by_target = {rates.target: rates for rates in results}
+    fuse, loopdev = by_target.get("fuse volume (ext4)"), by_target.get("loopdev volume (ext4)")
+    if fuse is not None and loopdev is not None:
+        ratios = ", ".join(f"{job} {fuse.median(job) / loopdev.median(job):.2f}x" for job in JOBS)
+        lines += ["", f"fuse volume / loopdev volume, medians of this run: {ratios}."]
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -603,6 +604,54 @@ def test_fuse_kill_during_writes_keeps_acknowledged_data(fuse_host: Host) -> Non
     wait_for(lambda: by_id(volume_id).exists())
     assert _read_raw(by_id(volume_id), 0, 32 * MIB) == acknowledged
     assert len(ours(server.data_dir)) == 1
+    fuse_host.detach(volume_id)
+
+
+def _fio(device: Path, state_dir: Path, *extra: str) -> subprocess.Popen[str]:
+    """fio writing 4 KiB blocks with checksums over the first 32 MiB of `device`, each
+    write fsync'd (acknowledged) before the next; its verify state is kept in `state_dir`."""
+    return subprocess.Popen(
+        ["fio", "--name=acked", f"--filename={device}", "--rw=randwrite", "--bs=4k",
+         "--size=32m", "--direct=1", "--ioengine=psync", "--fsync=1", "--verify=crc32c",
+         "--verify_state_save=1", "--randseed=20", *extra],
+        cwd=state_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def _issued(fio_output: str) -> tuple[int, int]:
+    """Reads and writes fio issued, from its report."""
+    match = re.search(r"issued rwts: total=(\d+),(\d+)", fio_output)
+    assert match, fio_output
+    return int(match.group(1)), int(match.group(2))
+
+
+def test_fuse_kill_under_fio_verify_loses_no_acknowledged_write(fuse_host: Host) -> None:
+    require(shutil.which("fio") is not None, "needs fio")
+    server = fuse_host.server
+    volume_id = new_volume(fuse_host.ec2, 1)
+    fuse_host.attach(volume_id)
+    link = by_id(volume_id)
+    # Chunks already the volume's own: every completed write is then in place, and what
+    # fio was told is written must read back after the kill. The rest is copies on write
+    # of new chunks, which only a flush (an fsync) acknowledges.
+    _write_raw(link, 0, bytes(32 * MIB))
+    state = fuse_host.tmp_path / "fio-state"
+    state.mkdir()
+    writer = _fio(Path(os.path.realpath(link)), state, "--do_verify=0")
+    time.sleep(2.0)  # well inside its 8192 synced writes
+    assert writer.poll() is None, writer.communicate()[0]
+    server.kill()
+    written = _issued(writer.communicate(timeout=60)[0])[1]
+    assert 0 < written < 8192, "the kill should land while fio writes"
+    assert list(state.glob("*verify.state")), "fio saved no verify state"
+
+    server.start()
+    fuse_host.ec2 = server.client()
+    wait_for(lambda: by_id(volume_id).exists())
+    checker = _fio(Path(os.path.realpath(link)), state, "--verify_only", "--verify_state_load=1")
+    output = checker.communicate(timeout=120)[0]
+    assert checker.returncode == 0, output  # fio fails on a block whose checksum is wrong
+    assert _issued(output)[0] >= written - 1, output  # every acknowledged block was read back
     fuse_host.detach(volume_id)
 
 

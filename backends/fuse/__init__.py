@@ -20,6 +20,7 @@ from backends import (
     SizeLimit,
 )
 from backends.devices import LoopDevices
+from backends.fuse import archive
 from backends.fuse.chunks import (
     CHUNK_SIZE,
     ChunkStore,
@@ -36,7 +37,7 @@ from fakestor.mounts import is_mounted
 log = logging.getLogger(__name__)
 
 GIB = 1024**3
-FLUSH_INTERVAL = 1.0  # seconds between background flushes of the chunk store
+FLUSH_INTERVAL = 1.0  # seconds between background commits of the chunk store's map changes
 
 
 class FuseBackend:
@@ -56,6 +57,7 @@ class FuseBackend:
     def __init__(self, data_dir: Path, dev_dir: Path = Path("/dev")) -> None:
         self.fuse_dir = data_dir / "fuse"
         self.mountpoint = self.fuse_dir / "mnt"
+        self.archive_dir = self.fuse_dir / "archive"  # archived snapshots, a file each
         self.volumes_dir = self.mountpoint / "volumes"
         self.devices = LoopDevices(self.volumes_dir, dev_dir=dev_dir)
         self.chunk_store: ChunkStore | None = None
@@ -115,7 +117,7 @@ class FuseBackend:
     def _flush_regularly(self) -> None:
         while not self._stop.wait(FLUSH_INTERVAL):
             try:
-                self._chunk_store().flush()
+                self._chunk_store().commit_changes()
             except (OSError, ChunkStoreError, BackendError) as failure:
                 log.warning("periodic flush of the block store failed: %s", failure)
 
@@ -231,7 +233,9 @@ class FuseBackend:
     def delete_snapshot(self, snapshot_id: str) -> None:
         try:
             self._chunk_store().delete(_writing(snapshot_id))
+            self._chunk_store().delete(f"restoring-{snapshot_id}")
             self._chunk_store().delete(snapshot_id)
+            archive.delete(self.archive_dir, snapshot_id)
         except (ChunkStoreError, OSError) as failure:
             raise BackendError(f"cannot delete {snapshot_id}: {failure}") from None
 
@@ -341,13 +345,35 @@ class FuseBackend:
         except ChunkStoreError as failure:
             raise self._translate(failure, f"complete {snapshot_id}") from None
 
+    def archive_snapshot(self, snapshot_id: str) -> None:
+        try:
+            archive.archive(self._chunk_store(), self.archive_dir, snapshot_id)
+        except NoSuchImage:
+            if not archive.archive_path(self.archive_dir, snapshot_id).exists():
+                raise BackingStoreMissing(f"the data of {snapshot_id} is missing") from None
+        except ChunkStoreError as failure:
+            raise self._translate(failure, f"archive {snapshot_id}") from None
+        except OSError as failure:
+            raise BackendError(f"cannot archive {snapshot_id}: {failure}") from None
+
+    def restore_archived_snapshot(self, snapshot_id: str) -> None:
+        try:
+            archive.restore(self._chunk_store(), self.archive_dir, snapshot_id)
+        except ChunkStoreError as failure:
+            raise self._translate(failure, f"restore {snapshot_id} from the archive") from None
+        except OSError as failure:
+            raise BackendError(
+                f"cannot restore {snapshot_id} from the archive: {failure}"
+            ) from None
+
     def inventory(self) -> Inventory:
         chunks = self._chunk_store()
         attached = {volume_id: device.path for volume_id, device in self.devices.bound()}
         names = set(chunks.images)
         return Inventory(
             volumes={n for n in names if n.startswith("vol-")},
-            snapshots={n for n in names if n.startswith("snap-")},
+            snapshots={n for n in names if n.startswith("snap-")}
+            | archive.archived(self.archive_dir),
             attached=attached,
             damaged={
                 name: f"{count} chunk(s) of its data are missing from the block store; reads "

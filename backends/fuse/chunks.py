@@ -8,10 +8,13 @@ chunk's bytes as they are (then the chunk stays shared, and unchanged).
 
 Crash safety. Chunk data is written in place with pwrite; map and reference
 changes are kept in memory and committed to SQLite by `flush`, which first
-fsyncs every chunk file written since the last flush. So after a crash (even
+fsyncs every chunk file written since the last flush (outside the store's lock,
+so writers go on meanwhile; one flush at a time, so a flush returns only once
+everything written before it began is durable). So after a crash (even
 kill -9) an image reads back every write that a flush (fsync, or the periodic
-flush) acknowledged: a map change is never durable before the data it points
-at. A chunk written but never committed is an orphan file: garbage once its
+commit of map changes) acknowledged: a map change is never durable before the
+data it points at; data rewritten in place lives in the page cache, which a
+killed server leaves behind. A chunk written but never committed is an orphan file: garbage once its
 writer is gone, which only the owner of the data dir (the server holding its
 lock, or `fakestor check --repair` on a stopped server) may decide and remove.
 A missing chunk file is damage: nothing repairs it, and reads of it fail.
@@ -23,6 +26,7 @@ import contextlib
 import errno
 import logging
 import os
+import resource
 import sqlite3
 import threading
 from collections import OrderedDict
@@ -32,7 +36,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 512 * 1024
-MAX_OPEN_CHUNKS = 256
+MIN_OPEN_CHUNKS = 256
+MAX_OPEN_CHUNKS = 16384  # 8 GiB of chunks; an open file costs the kernel about 1 KiB
 ZEROS = bytes(CHUNK_SIZE)
 
 SCHEMA = """
@@ -68,6 +73,26 @@ class ChunkStoreFull(ChunkStoreError):
 
 class ChunkLost(ChunkStoreError):
     """A chunk an image maps is missing from chunks/: that range of the image is lost."""
+
+
+def open_chunk_limit() -> int:
+    """How many chunk files to keep open: up to half the descriptors this process may have.
+
+    A random workload over a volume touches chunks all over it; closing and reopening
+    a chunk file per request costs two syscalls and a path lookup each time. The soft
+    limit is raised towards the hard one for that.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 2 * MAX_OPEN_CHUNKS + 1024
+    if hard != resource.RLIM_INFINITY:
+        wanted = min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+    if soft == resource.RLIM_INFINITY:
+        return MAX_OPEN_CHUNKS
+    return max(MIN_OPEN_CHUNKS, min(MAX_OPEN_CHUNKS, soft // 2))
 
 
 @dataclass
@@ -132,6 +157,7 @@ class ChunkStore:
             if statement.strip():
                 self._db.execute(statement)
         self._lock = threading.RLock()  # guards refs, pending, ids, fds, images dict
+        self._flushing = threading.Lock()  # one flush at a time
         self.images: dict[str, Image] = {}
         self.refs: dict[int, int] = {}
         for name, size, read_only in self._db.execute("SELECT name, size, read_only FROM images"):
@@ -142,7 +168,13 @@ class ChunkStore:
             self.refs[chunk] = refs
         self._next_id = max(self.refs, default=0) + 1
         self._fds: OrderedDict[int, int] = OrderedDict()
+        self._max_open = open_chunk_limit()
+        # Dirty chunks pushed out of _fds: the next flush syncs and closes them, so an
+        # eviction never stalls a writer on an fsync.
+        self._closing: dict[int, int] = {}
         self._dirty: set[int] = set()  # chunk ids written since the last flush
+        # Chunks whose descriptor a read or write uses outside the lock: never evicted.
+        self._in_use: dict[int, int] = {}
         # Changes to commit at the next flush: map entries and reference counts.
         self._map_changes: dict[tuple[str, int], int | None] = {}
         self._ref_changes: set[int] = set()
@@ -159,18 +191,30 @@ class ChunkStore:
             if fd is not None:
                 self._fds.move_to_end(chunk)
                 return fd
-            path = self.chunk_path(chunk)
-            if create:
-                path.parent.mkdir(exist_ok=True)
-            flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
-            fd = os.open(path, flags, 0o600)
+            fd = self._closing.pop(chunk, None)
+            if fd is None:
+                path = self.chunk_path(chunk)
+                if create:
+                    path.parent.mkdir(exist_ok=True)
+                flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+                fd = os.open(path, flags, 0o600)
+                if create:
+                    # Full length (sparse): a short read is then never the end of the file,
+                    # which a read that must not wait cannot tell from data not cached.
+                    os.ftruncate(fd, CHUNK_SIZE)
             self._fds[chunk] = fd
-            while len(self._fds) > MAX_OPEN_CHUNKS:
+            while len(self._fds) > self._max_open:
                 old_chunk, old_fd = self._fds.popitem(last=False)
-                if old_chunk in self._dirty:
-                    os.fsync(old_fd)  # it will be forgotten as dirty once closed: sync it now
+                if old_chunk in self._in_use:
+                    self._fds[old_chunk] = old_fd  # to the back of the queue
+                elif old_chunk not in self._dirty:
+                    os.close(old_fd)
+                elif len(self._closing) < self._max_open // 2:
+                    self._closing[old_chunk] = old_fd
+                else:  # more dirty chunks than descriptors to spare: sync this one now
+                    os.fsync(old_fd)
                     self._dirty.discard(old_chunk)
-                os.close(old_fd)
+                    os.close(old_fd)
             return fd
 
     def _existing_fd(self, name: str, index: int, chunk: int) -> int:
@@ -183,9 +227,10 @@ class ChunkStore:
             ) from None
 
     def _forget_fd(self, chunk: int) -> None:
-        fd = self._fds.pop(chunk, None)
-        if fd is not None:
-            os.close(fd)
+        for fds in (self._fds, self._closing):
+            fd = fds.pop(chunk, None)
+            if fd is not None:
+                os.close(fd)
         self._dirty.discard(chunk)
 
     def _new_chunk(self, copy_of: int | None) -> int:
@@ -262,57 +307,179 @@ class ChunkStore:
         self.flush()
 
     # ---- I/O ------------------------------------------------------------------------
+    #
+    # `nowait` is for the caller serving requests from an event loop: None instead of
+    # waiting for a lock, for data not in the page cache, or for a chunk to be created
+    # or copied; the caller then does the same call in a worker thread. An in-place
+    # write into the page cache is taken as not waiting long.
 
     def read(self, name: str, offset: int, length: int) -> bytes:
+        data = self._read(name, offset, length, nowait=False)
+        assert isinstance(data, bytes)
+        return data
+
+    def read_nowait(self, name: str, offset: int, length: int) -> bytes | bytearray | None:
+        """`read`, or None if it would wait (see above)."""
+        return self._read(name, offset, length, nowait=True)
+
+    def write(self, name: str, offset: int, data: bytes) -> int:
+        written = self._write(name, offset, data, nowait=False)
+        assert written is not None
+        return written
+
+    def write_nowait(self, name: str, offset: int, data: bytes) -> int | None:
+        """`write`, or None if it would wait (see above)."""
+        return self._write(name, offset, data, nowait=True)
+
+    def _read(self, name: str, offset: int, length: int, nowait: bool) -> bytes | bytearray | None:
         image = self.image(name)
-        with image.lock:
+        if not image.lock.acquire(blocking=not nowait):
+            return None
+        try:
             end = min(offset + length, image.size)
             if offset >= end:
                 return b""
-            parts = []
+            if (offset + length - 1) // CHUNK_SIZE == offset // CHUNK_SIZE:
+                return self._read_piece(image, offset, end - offset, nowait)  # one chunk
+            data = bytearray(end - offset)
+            view = memoryview(data)
             position = offset
             while position < end:
-                index, within = divmod(position, CHUNK_SIZE)
-                take = min(CHUNK_SIZE - within, end - position)
-                chunk = image.chunks.get(index)
-                if chunk is None:
-                    parts.append(ZEROS[:take])
-                else:
-                    data = os.pread(self._existing_fd(name, index, chunk), take, within)
-                    parts.append(data + ZEROS[: take - len(data)])  # short file: zeros
+                take = min(CHUNK_SIZE - position % CHUNK_SIZE, end - position)
+                if not self._read_into(image, position, view[position - offset :][:take], nowait):
+                    return None
                 position += take
-            return b"".join(parts)
+            return bytes(data)
+        finally:
+            image.lock.release()
 
-    def write(self, name: str, offset: int, data: bytes) -> int:
+    def _read_piece(
+        self, image: Image, offset: int, length: int, nowait: bool
+    ) -> bytes | bytearray | None:
+        """`length` bytes at `offset`, all in one chunk."""
+        index, within = divmod(offset, CHUNK_SIZE)
+        chunk = image.chunks.get(index)
+        if chunk is None:
+            return ZEROS[:length]
+        fd = self._use_fd(image, index, chunk, nowait)
+        if fd is None:
+            return None
+        try:
+            if nowait:
+                buffer = bytearray(length)  # FUSE replies take any buffer: no copy to bytes
+                return buffer if self._read_nowait(fd, buffer, within) else None
+            data = os.pread(fd, length, within)
+            return data + ZEROS[: length - len(data)]  # a short file (of an older store): zeros
+        finally:
+            self._done_with([chunk])
+
+    def _read_into(self, image: Image, offset: int, target: memoryview, nowait: bool) -> bool:
+        """Fill `target` from `offset`, all in one chunk; False if that would wait."""
+        index, within = divmod(offset, CHUNK_SIZE)
+        chunk = image.chunks.get(index)
+        if chunk is None:
+            return True  # target starts zeroed
+        fd = self._use_fd(image, index, chunk, nowait)
+        if fd is None:
+            return False
+        try:
+            if nowait:
+                return self._read_nowait(fd, target, within)
+            os.preadv(fd, [target], within)  # a short file (of an older store) leaves zeros
+            return True
+        finally:
+            self._done_with([chunk])
+
+    @staticmethod
+    def _read_nowait(fd: int, target: bytearray | memoryview, offset: int) -> bool:
+        try:
+            # Short: part of it is not cached (chunk files are full length).
+            return os.preadv(fd, [target], offset, os.RWF_NOWAIT) == len(target)
+        except BlockingIOError:
+            return False
+
+    def _use_fd(self, image: Image, index: int, chunk: int, nowait: bool) -> int | None:
+        """The chunk's descriptor, kept open until `_done_with`; None if that would wait."""
+        if not self._lock.acquire(blocking=not nowait):
+            return None
+        try:
+            fd = self._existing_fd(image.name, index, chunk)
+            self._in_use[chunk] = self._in_use.get(chunk, 0) + 1
+            return fd
+        finally:
+            self._lock.release()
+
+    def _done_with(self, chunks: list[int], dirty: bool = False) -> None:
+        with self._lock:
+            for chunk in chunks:
+                count = self._in_use.pop(chunk) - 1
+                if count:
+                    self._in_use[chunk] = count
+            if dirty:
+                self._dirty.update(chunks)
+
+    def _write(self, name: str, offset: int, data: bytes, nowait: bool) -> int | None:
         image = self.image(name)
         if image.read_only:
             raise ChunkStoreError(f"{name} is read-only")
-        with image.lock:
+        if not image.lock.acquire(blocking=not nowait):
+            return None
+        try:
             if offset + len(data) > image.size:
                 raise ChunkStoreError(
                     f"write past the end of {name} ({offset + len(data)} > {image.size})"
                 )
-            view = memoryview(data)
-            position = 0
+            pieces: list[tuple[int, int, int, int, int]] = []
             try:
-                while position < len(data):
-                    index, within = divmod(offset + position, CHUNK_SIZE)
-                    take = min(CHUNK_SIZE - within, len(data) - position)
-                    if self._shared_and_same(
-                        image, index, within, view[position : position + take]
-                    ):
-                        position += take
-                        continue
-                    chunk = self._writable_chunk(image, index)
-                    os.pwrite(self._fd(chunk), view[position : position + take], within)
-                    with self._lock:
-                        self._dirty.add(chunk)
-                    position += take
+                view = memoryview(data)
+                if not self._pieces(image, offset, view, nowait, pieces):
+                    return None
+                for _, fd, within, start, take in pieces:
+                    os.pwrite(fd, view[start : start + take], within)
             except OSError as failure:
                 if failure.errno in (errno.ENOSPC, errno.EDQUOT):
                     raise ChunkStoreFull("no space left in the data dir") from failure
                 raise
+            finally:
+                self._done_with([piece[0] for piece in pieces], dirty=True)
             return len(data)
+        finally:
+            image.lock.release()
+
+    def _pieces(
+        self,
+        image: Image,
+        offset: int,
+        data: memoryview,
+        nowait: bool,
+        pieces: list[tuple[int, int, int, int, int]],
+    ) -> bool:
+        """Fill `pieces` with (chunk, its descriptor in use, offset in it, offset in the
+        data, length) for a write, making each chunk writable (own, not shared) first.
+        A piece a shared chunk already holds exactly is left out.
+
+        With `nowait`, False if a chunk would have to be created or copied first.
+        """
+        position = 0
+        while position < len(data):
+            index, within = divmod(offset + position, CHUNK_SIZE)
+            take = min(CHUNK_SIZE - within, len(data) - position)
+            if nowait:
+                # Under the image's lock, a chunk only this image maps stays its own.
+                chunk = image.chunks.get(index)
+                if chunk is None or self.refs.get(chunk) != 1:
+                    return False
+            elif self._shared_and_same(image, index, within, data[position : position + take]):
+                position += take
+                continue
+            else:
+                chunk = self._writable_chunk(image, index)
+            fd = self._use_fd(image, index, chunk, nowait)
+            if fd is None:
+                return False
+            pieces.append((chunk, fd, within, position, take))
+            position += take
+        return True
 
     def _shared_and_same(self, image: Image, index: int, within: int, piece: memoryview) -> bool:
         """Whether `piece` would land on a shared chunk that already holds exactly it.
@@ -325,8 +492,12 @@ class ChunkStore:
             chunk = image.chunks.get(index)
             if chunk is None or self.refs[chunk] <= 1:
                 return False
-            fd = self._existing_fd(image.name, index, chunk)
-        held = os.pread(fd, len(piece), within)
+            fd = self._use_fd(image, index, chunk, nowait=False)
+        assert fd is not None
+        try:
+            held = os.pread(fd, len(piece), within)
+        finally:
+            self._done_with([chunk])
         held += ZEROS[: len(piece) - len(held)]  # a short chunk file reads as zeros past its end
         return held == piece
 
@@ -350,53 +521,94 @@ class ChunkStore:
     # ---- durability -----------------------------------------------------------------
 
     def flush(self) -> None:
-        """Make every write so far durable: fsync chunk data, then commit the maps."""
-        with self._lock:
-            for chunk in list(self._dirty):
-                fd = self._fds.get(chunk)
-                if fd is not None:
-                    os.fsync(fd)
-            self._dirty.clear()
-            if not (self._map_changes or self._ref_changes or self._image_changes):
-                return
-            freed = [c for c in self._ref_changes if self.refs.get(c, 0) <= 0]
-            self._db.execute("BEGIN IMMEDIATE")
+        """Make every write so far durable: fsync chunk data, then commit the maps.
+
+        The chunk files are synced outside the store's lock, so reads and writes go
+        on meanwhile; what they change is left for the next flush.
+        """
+        with self._flushing:
+            with self._lock:
+                dirty, self._dirty = self._dirty, set()
+                closing, self._closing = self._closing, {}
+                # Duplicates: an eviction may close the cached descriptors meanwhile.
+                fds = [os.dup(self._fds[c]) for c in dirty if c in self._fds]
+                fds += closing.values()
+                images = {
+                    name: None if image is None else (image.size, int(image.read_only))
+                    for name, image in self._image_changes.items()
+                }
+                maps, self._map_changes = self._map_changes, {}
+                refs = {chunk: self.refs.get(chunk, 0) for chunk in self._ref_changes}
+                self._ref_changes = set()
+                self._image_changes = {}
             try:
-                for name, image in self._image_changes.items():
-                    if image is None:
-                        self._db.execute("DELETE FROM images WHERE name=?", (name,))
-                    else:
-                        self._db.execute(
-                            "INSERT OR REPLACE INTO images VALUES (?, ?, ?)",
-                            (name, image.size, int(image.read_only)),
-                        )
-                for (name, index), mapped in self._map_changes.items():
-                    if mapped is None:
-                        self._db.execute("DELETE FROM maps WHERE image=? AND idx=?", (name, index))
-                    else:
-                        self._db.execute(
-                            "INSERT OR REPLACE INTO maps VALUES (?, ?, ?)", (name, index, mapped)
-                        )
-                for chunk in self._ref_changes:
-                    refs = self.refs.get(chunk, 0)
-                    if refs <= 0:
-                        self._db.execute("DELETE FROM chunks WHERE id=?", (chunk,))
-                    else:
-                        self._db.execute(
-                            "INSERT OR REPLACE INTO chunks VALUES (?, ?)", (chunk, refs)
-                        )
-                self._db.execute("COMMIT")
+                try:
+                    for fd in fds:
+                        os.fsync(fd)
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+                if images or maps or refs:
+                    self._commit(images, maps, refs)
             except BaseException:
-                self._db.execute("ROLLBACK")
+                with self._lock:  # to be synced and committed by the next flush
+                    self._dirty |= dirty & set(self._fds)
+                    for (name, index), mapped in maps.items():
+                        self._map_changes.setdefault((name, index), mapped)
+                    self._ref_changes |= set(refs)
+                    for name in images:
+                        if name not in self._image_changes:
+                            self._image_changes[name] = self.images.get(name)
                 raise
-            self._map_changes.clear()
-            self._ref_changes.clear()
-            self._image_changes.clear()
             # Only after the commit: a crash before it leaves these files referenced.
-            for chunk in freed:
-                self.refs.pop(chunk, None)
-                self._forget_fd(chunk)
-                self.chunk_path(chunk).unlink(missing_ok=True)
+            with self._lock:
+                for chunk, count in refs.items():
+                    if count <= 0 and self.refs.get(chunk, 0) <= 0:
+                        self.refs.pop(chunk, None)
+                        self._forget_fd(chunk)
+                        self.chunk_path(chunk).unlink(missing_ok=True)
+
+    def commit_changes(self) -> None:
+        """`flush` if a map, reference count or image changed since the last one.
+
+        For the periodic flush: chunk data rewritten in place lives in the page cache,
+        which a killed server does not take with it; only map changes need a commit
+        (and the sync of the data they point at) to survive one.
+        """
+        with self._lock:
+            pending = bool(self._map_changes or self._ref_changes or self._image_changes)
+        if pending:
+            self.flush()
+
+    def _commit(
+        self,
+        images: dict[str, tuple[int, int] | None],
+        maps: dict[tuple[str, int], int | None],
+        refs: dict[int, int],
+    ) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for name, row in images.items():
+                if row is None:
+                    self._db.execute("DELETE FROM images WHERE name=?", (name,))
+                else:
+                    self._db.execute("INSERT OR REPLACE INTO images VALUES (?, ?, ?)", (name, *row))
+            for (name, index), mapped in maps.items():
+                if mapped is None:
+                    self._db.execute("DELETE FROM maps WHERE image=? AND idx=?", (name, index))
+                else:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO maps VALUES (?, ?, ?)", (name, index, mapped)
+                    )
+            for chunk, count in refs.items():
+                if count <= 0:
+                    self._db.execute("DELETE FROM chunks WHERE id=?", (chunk,))
+                else:
+                    self._db.execute("INSERT OR REPLACE INTO chunks VALUES (?, ?)", (chunk, count))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def used_bytes(self) -> int:
         """Disk space the chunk files take."""
@@ -405,11 +617,12 @@ class ChunkStore:
         )
 
     def close(self) -> None:
+        self.flush()
         with self._lock:
-            self.flush()
-            for fd in self._fds.values():
+            for fd in [*self._fds.values(), *self._closing.values()]:
                 os.close(fd)
             self._fds.clear()
+            self._closing.clear()
             self._db.close()
 
 

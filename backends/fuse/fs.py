@@ -1,7 +1,9 @@
 """The chunk store as a filesystem: volumes/<vol-id> and read-only snapshots/<snap-id>.
 
-A pyfuse3 filesystem on trio. Handlers raise only FUSEError; chunk store work (disk
-I/O, fsync) runs in worker threads. Files are served with direct I/O, so the
+A pyfuse3 filesystem on trio. Handlers raise only FUSEError. Reads and writes
+that cannot wait long (data in the page cache, chunks already the image's own)
+are served in the event loop; other chunk store work (disk reads, copies on
+write, fsync) runs in worker threads. Files are served with direct I/O, so the
 kernel keeps no second copy of the data in its page cache.
 """
 
@@ -13,7 +15,7 @@ import logging
 import os
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -67,8 +69,14 @@ class BlockFilesystem(pyfuse3.Operations):
         return name
 
     async def _run(self, work: Callable[[], T]) -> T:
-        try:
+        with self._errors():
             return await trio.to_thread.run_sync(work)
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Chunk store failures as the errno a FUSE request answers with."""
+        try:
+            yield
         except NoSuchImage:
             raise pyfuse3.FUSEError(errno.ENOENT) from None
         except ChunkStoreFull:
@@ -158,12 +166,20 @@ class BlockFilesystem(pyfuse3.Operations):
     async def read(self, fh: int, off: int, size: int) -> bytes:
         name = self._name(fh)
         await self.faults.check(name, READ, off, size)
+        with self._errors():
+            data = self.chunk_store.read_nowait(name, off, size)
+        if data is not None:
+            return data  # type: ignore[return-value]  # pyfuse3 replies with any buffer
         return await self._run(lambda: self.chunk_store.read(name, off, size))
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         name = self._name(fh)
         await self.faults.check(name, WRITE, off, len(buf))
         self.largest_write = max(self.largest_write, len(buf))
+        with self._errors():
+            written = self.chunk_store.write_nowait(name, off, buf)
+        if written is not None:
+            return written
         return await self._run(lambda: self.chunk_store.write(name, off, buf))
 
     async def flush(self, fh: int) -> None:

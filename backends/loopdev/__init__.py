@@ -109,6 +109,7 @@ class LoopdevBackend:
     def __init__(self, data_dir: Path, dev_dir: Path = Path("/dev")) -> None:
         self.volumes_dir = data_dir / "volumes"
         self.snapshots_dir = data_dir / "snapshots"
+        self.archive_dir = data_dir / "archive"  # archived snapshots' images
         self.devices = LoopDevices(self.volumes_dir, suffix=IMAGE_SUFFIX, dev_dir=dev_dir)
         self._size_limit: SizeLimit | None = None
 
@@ -279,7 +280,30 @@ class LoopdevBackend:
         image.unlink(missing_ok=True)
         self._writing(snapshot_id).unlink(missing_ok=True)
         image.with_name(image.name + ".partial").unlink(missing_ok=True)
+        (self.archive_dir / image.name).unlink(missing_ok=True)
         _fsync_dir(self.snapshots_dir)
+
+    def archive_snapshot(self, snapshot_id: str) -> None:
+        # A loopdev snapshot is a full image already: archiving moves it out of reach.
+        image = self.snapshot_image(snapshot_id)
+        archived = self.archive_dir / image.name
+        if archived.exists():
+            return
+        if not image.exists():
+            raise BackingStoreMissing(f"the data of {snapshot_id} is missing ({image})")
+        self.archive_dir.mkdir(parents=True, exist_ok=True)
+        os.replace(image, archived)
+        _fsync_dir(self.archive_dir)
+        _fsync_dir(self.snapshots_dir)
+
+    def restore_archived_snapshot(self, snapshot_id: str) -> None:
+        image = self.snapshot_image(snapshot_id)
+        archived = self.archive_dir / image.name
+        if not archived.exists():
+            return
+        os.replace(archived, image)
+        _fsync_dir(self.snapshots_dir)
+        _fsync_dir(self.archive_dir)
 
     # ---- volume copies and initialization --------------------------------------------
 
@@ -436,5 +460,6 @@ class LoopdevBackend:
                 leftover.unlink(missing_ok=True)
         volumes = {path.stem for path in self.volumes_dir.glob(f"*{IMAGE_SUFFIX}")}
         snapshots = {path.stem for path in self.snapshots_dir.glob(f"*{IMAGE_SUFFIX}")}
+        snapshots |= {path.stem for path in self.archive_dir.glob(f"*{IMAGE_SUFFIX}")}
         attached = {volume_id: device.path for volume_id, device in self.devices.bound()}
         return Inventory(volumes=volumes, snapshots=snapshots, attached=attached)

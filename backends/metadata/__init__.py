@@ -106,5 +106,11 @@ class MetadataBackend:
     def complete_snapshot_data(self, snapshot_id: str) -> None:
         self._wait()
 
+    def archive_snapshot(self, snapshot_id: str) -> None:
+        self._wait()
+
+    def restore_archived_snapshot(self, snapshot_id: str) -> None:
+        self._wait()
+
     def inventory(self) -> Inventory | None:
         return None

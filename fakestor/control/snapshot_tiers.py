@@ -2,8 +2,9 @@
 the tasks that finish an archival or a restore and archive a temporary restore at expiry.
 
 Each step lasts EC2's time divided by the time scale; its end is recorded as `due`, so a
-restarted server finishes it on time. The backends keep the data where it is: archiving
-changes what the API allows (no volume from an archived snapshot), not where blocks live.
+restarted server finishes it on time. Archiving moves the data out of the shared store into
+a full copy of the snapshot's own (the backends' archive_snapshot), and a restore brings it
+back before the snapshot can be used again.
 """
 
 from __future__ import annotations
@@ -203,6 +204,18 @@ def submit_tiering(ebs: Ebs, snapshot_id: str) -> None:
             return  # deleted meanwhile, or nothing left to do
         if not ebs.tasks.sleep(seconds_until(row["due"])):
             return
+        # The data moves before the step is recorded as done: archived out of the shared
+        # store, or back from the archive (backends' archive_snapshot / restore_...).
+        if row["state"] in (
+            TieringState.ARCHIVAL_IN_PROGRESS,
+            TieringState.TEMPORARY_RESTORE_COMPLETED,
+        ):
+            ebs.backend.archive_snapshot(snapshot_id)
+        elif row["state"] in (
+            TieringState.TEMPORARY_RESTORE_IN_PROGRESS,
+            TieringState.PERMANENT_RESTORE_IN_PROGRESS,
+        ):
+            ebs.backend.restore_archived_snapshot(snapshot_id)
         with ebs.store.transaction() as db:
             current = _row(db, snapshot_id)
             if current is None or current["due"] != row["due"]:

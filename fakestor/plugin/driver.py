@@ -143,12 +143,17 @@ class VolumeDriver:
     def _mount_here(self, name: str, volume: Mapping[str, Any]) -> _Mounted:
         device = self.ebs.attach(name, volume)
         mountpoint = self.mount_root / name
-        fresh = self._format_if_blank(name, device, volume)
+        made = self._format_if_blank(name, device, volume)
+        fresh = made is not None
         try:
-            fstype = host.filesystem_of(device) or ""
-            grown = host.grow_unmounted(device, fstype)
-            host.mount(device, mountpoint)
-            grown = grown or host.grow_mounted(device, mountpoint, fstype)
+            if made is not None:  # a filesystem just made spans its device: nothing to grow
+                fstype, grown = made, None
+                host.mount(device, mountpoint)
+            else:
+                fstype = host.filesystem_of(device) or ""
+                grown = host.grow_unmounted(device, fstype)
+                host.mount(device, mountpoint)
+                grown = grown or host.grow_mounted(device, mountpoint, fstype)
         except host.HostError as failure:
             raise PluginError(f"cannot mount volume {name}: {failure}") from None
         if grown:
@@ -246,16 +251,17 @@ class VolumeDriver:
             )
         return status
 
-    def _format_if_blank(self, name: str, device: str, volume: Mapping[str, Any]) -> bool:
+    def _format_if_blank(self, name: str, device: str, volume: Mapping[str, Any]) -> str | None:
+        """Format a blank device; the filesystem type made, None if it had one."""
         try:
             if host.filesystem_of(device) is not None:
-                return False
+                return None
             fstype = options_of(volume).get("fstype", self.defaults.fstype)
             log.info("formatting %s (%s) as %s", name, device, fstype)
             host.make_filesystem(device, fstype)
         except host.HostError as failure:
             raise PluginError(f"cannot prepare volume {name}: {failure}") from None
-        return True
+        return fstype
 
     def _apply_ownership(self, data: Path, volume: Mapping[str, Any]) -> None:
         options = options_of(volume)

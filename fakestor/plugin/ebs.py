@@ -20,6 +20,10 @@ log = logging.getLogger(__name__)
 
 DEVICE_NAMES = [f"/dev/sd{letter}" for letter in "fghijklmnopqrstuvwxyz"]
 WAIT_TIMEOUT = 120.0
+# Polls start this soon and back off: a volume is usually ready within milliseconds,
+# and a fixed 100-200 ms sleep was most of a `docker run`'s extra time.
+FIRST_POLL = 0.005
+LAST_POLL = 0.25
 GONE = ("deleting", "deleted")
 
 
@@ -84,6 +88,7 @@ class InstanceVolumes:
 
     def wait(self, what: str, check: Callable[[], Any], timeout: float = WAIT_TIMEOUT) -> Any:
         deadline = time.monotonic() + timeout
+        delay = FIRST_POLL
         while True:
             try:
                 result = check()
@@ -93,15 +98,17 @@ class InstanceVolumes:
                 return result
             if time.monotonic() > deadline:
                 raise PluginError(f"timed out after {timeout:.0f}s waiting for {what}")
-            time.sleep(0.1)
+            time.sleep(delay)
+            delay = min(delay * 2, LAST_POLL)
 
-    def waiter(self, name: str, **kwargs: Any) -> None:
+    def _state(self, volume_id: str) -> str:
+        """The volume's state; `deleted` once DescribeVolumes no longer knows it."""
         try:
-            self.ec2.get_waiter(name).wait(
-                WaiterConfig={"Delay": 0.2, "MaxAttempts": int(WAIT_TIMEOUT / 0.2)}, **kwargs
-            )
-        except Exception as failure:  # botocore's WaiterError and client errors alike
-            raise PluginError(f"waiting for {name.replace('_', ' ')} failed: {failure}") from None
+            return str(self.describe(volume_id)["State"])
+        except ClientError as failure:
+            if failure.response.get("Error", {}).get("Code") == "InvalidVolume.NotFound":
+                return "deleted"
+            raise
 
     # ---- changes --------------------------------------------------------------------
 
@@ -111,7 +118,13 @@ class InstanceVolumes:
             volume_id: str = self.ec2.create_volume(**request)["VolumeId"]
         except (ClientError, BotoCoreError) as failure:
             raise api_error(failure, f"cannot create volume {name}") from None
-        self.waiter("volume_available", VolumeIds=[volume_id])
+        # As botocore's volume_available waiter: done when available, failed once deleted.
+        state = self.wait(
+            f"{volume_id} to become available",
+            lambda: state if (state := self._state(volume_id)) in ("available", *GONE) else None,
+        )
+        if state != "available":
+            raise PluginError(f"volume {name} ({volume_id}) is {state} instead of available")
         return volume_id
 
     def delete(self, name: str, volume_id: str) -> None:
@@ -119,7 +132,7 @@ class InstanceVolumes:
             self.ec2.delete_volume(VolumeId=volume_id)
         except (ClientError, BotoCoreError) as failure:
             raise api_error(failure, f"cannot delete volume {name}") from None
-        self.waiter("volume_deleted", VolumeIds=[volume_id])
+        self.wait(f"{volume_id} to be deleted", lambda: self._state(volume_id) == "deleted")
 
     def attach(self, name: str, volume: Mapping[str, Any]) -> str:
         """Attach the volume here (if it is not yet) and return its block device."""
