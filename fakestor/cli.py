@@ -203,7 +203,11 @@ def _parser() -> argparse.ArgumentParser:
     output.add_argument("--svg", type=Path, metavar="FILE", help="draw the tree into an SVG file")
 
     lab = commands.add_parser("lab", help="guided labs that run on this machine, as root")
-    lab.add_argument("topic", choices=["propagation"], help="what the lab teaches")
+    lab.add_argument(
+        "topic",
+        choices=["propagation", "failover"],
+        help="what the lab teaches: mount propagation, or a volume moving between nodes",
+    )
     lab.add_argument(
         "--plugin", default="fakestor/ebs:latest", help="the managed plugin for the last step"
     )
@@ -545,8 +549,26 @@ def _run_mounts(args: argparse.Namespace) -> None:
 def _run_lab(args: argparse.Namespace) -> int:
     from fakestor.lab import LabFailure, run_lab
 
+    if args.topic == "failover":
+        return _run_failover_lab()
     try:
         failures = run_lab(args.plugin, out=lambda line: print(line, flush=True))
+    except LabFailure as failure:
+        raise CliError(str(failure)) from None
+    return 1 if failures else 0
+
+
+def _run_failover_lab() -> int:
+    from fakestor.lab_failover import LabFailure, run_failover_lab
+
+    # The managed plugin is built from this checkout (devenv/plugin/build), when it has one.
+    build = os.environ.get("FAKESTOR_PLUGIN_BUILD") or str(
+        Path(__file__).resolve().parent.parent / "devenv" / "plugin" / "build"
+    )
+    if not Path(build).exists():
+        raise CliError(f"the failover lab needs devenv/plugin/build (not at {build})")
+    try:
+        failures = run_failover_lab(Path(build), out=lambda line: print(line, flush=True))
     except LabFailure as failure:
         raise CliError(str(failure)) from None
     return 1 if failures else 0
