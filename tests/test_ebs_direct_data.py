@@ -5,11 +5,13 @@ between two snapshots of one volume, and paging."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from tests.conftest import ServerFactory, fast_waiter, new_volume
 from tests.test_api_ebs_direct import BLOCK, checksum, ebs_client, put
@@ -139,6 +141,14 @@ def test_paging_over_more_than_a_hundred_blocks(host: Host) -> None:
     assert [b["BlockIndex"] for b in blocks_of(ebs, snapshot_id, StartingBlockIndex=250)] == [
         index * 2 for index in range(125, 150)
     ]
+    # The token lasts EBS's 60 minutes divided by --time-scale (3600 here), at least 10 s.
+    time.sleep(11)
+    with pytest.raises(ClientError) as expired:
+        ebs.list_snapshot_blocks(
+            SnapshotId=snapshot_id, MaxResults=100, NextToken=page["NextToken"]
+        )
+    assert expired.value.response["Reason"] == "INVALID_PAGE_TOKEN"
+    assert "expired" in expired.value.response["Error"]["Message"]
 
 
 def test_a_pending_written_snapshot_survives_a_restart(host: Host) -> None:

@@ -23,6 +23,7 @@ from typing import TypeVar
 from backends import SNAPSHOT_BLOCK_SIZE, BackendError
 from fakestor import errors
 from fakestor.control.context import Ebs
+from fakestor.control.lifecycle_clock import scaled
 from fakestor.control.loaders import get_snapshot, load_volumes
 from fakestor.control.resources import Snapshot, utcnow
 from fakestor.control.state_store import StateStore
@@ -38,6 +39,10 @@ log = logging.getLogger(__name__)
 BLOCK_SIZE = SNAPSHOT_BLOCK_SIZE
 BLOCKS_PER_GIB = 1024**3 // BLOCK_SIZE
 TOKEN_LIFETIME = timedelta(days=7)
+# A listing's NextToken lasts 60 minutes (the EBS direct APIs FAQ), divided by the server's
+# --time-scale but never below 10 s, so a client paging through a listing keeps up.
+PAGE_TOKEN_LIFETIME = timedelta(minutes=60)
+SHORTEST_PAGE_TOKEN_LIFETIME = timedelta(seconds=10)
 MAX_RESULTS = 10000
 # What EBS shows as the volume of a snapshot no volume of this account made.
 NO_VOLUME = "vol-ffffffff"
@@ -111,9 +116,11 @@ def _check_block_token(secret: bytes, snapshot_id: str, index: int, token: str) 
     )
 
 
-def _page_token(secret: bytes, listing: str, index: int) -> str:
+def _page_token(ebs: Ebs, secret: bytes, listing: str, index: int) -> str:
+    lifetime = max(scaled(PAGE_TOKEN_LIFETIME, ebs.time_scale), SHORTEST_PAGE_TOKEN_LIFETIME)
+    expiry = int((utcnow() + lifetime).timestamp())
     return base64.b64encode(
-        struct.pack(">Q", index) + _mac(secret, "page", listing, index)
+        struct.pack(">QQ", index, expiry) + _mac(secret, "page", listing, index, expiry)
     ).decode()
 
 
@@ -122,9 +129,15 @@ def _page_start(secret: bytes, listing: str, token: str) -> int:
         raw = base64.b64decode(token, validate=True)
     except (binascii.Error, ValueError):
         raw = b""
-    if len(raw) == 32:
-        (index,) = struct.unpack(">Q", raw[:8])
-        if hmac.compare_digest(raw[8:], _mac(secret, "page", listing, index)):
+    if len(raw) == 40:
+        index, expiry = struct.unpack(">QQ", raw[:16])
+        if hmac.compare_digest(raw[16:], _mac(secret, "page", listing, index, expiry)):
+            if expiry < utcnow().timestamp():
+                # The wording is fakestor's; the reason is the model's.
+                raise ValidationException(
+                    "The pagination token has expired; list again from the start.",
+                    "INVALID_PAGE_TOKEN",
+                )
             return int(index)
     raise ValidationException("The pagination token is not valid.", "INVALID_PAGE_TOKEN")
 
@@ -175,7 +188,9 @@ def _page(
     limit = max_results or MAX_RESULTS
     remaining = [entry for entry in entries if entry[0] >= start]
     page = remaining[:limit]
-    token = _page_token(secret, listing, remaining[limit][0]) if len(remaining) > limit else None
+    token = (
+        _page_token(ebs, secret, listing, remaining[limit][0]) if len(remaining) > limit else None
+    )
     return BlockPage(page, expiry, volume_size, token)
 
 
