@@ -16,6 +16,7 @@ from benchmarks import (
     datapath,
     docker_path,
     ebs_direct,
+    failover,
     loopdev,
     nodes,
     scale,
@@ -25,7 +26,7 @@ from benchmarks.common import write_section
 
 SECTIONS = (
     "control-plane", "loopdev", "datapath", "snapshots", "scale", "docker", "ebs-direct",
-    "nodes",
+    "nodes", "failover",
 )  # fmt: skip
 
 
@@ -70,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         _nodes(args, 1 if args.quick else min(runs, 3))
     if "ebs-direct" in sections:
         _ebs_direct(args, 1 if args.quick else min(runs, 3))
+    if "failover" in sections:
+        _failover(args, 1 if args.quick else min(runs, 3))
     return 0
 
 
@@ -187,6 +190,23 @@ def _nodes(args: argparse.Namespace, runs: int) -> None:
     print(body)
     if not args.no_record:
         write_section("nodes", body, args.work_dir)
+
+
+def _failover(args: argparse.Namespace, runs: int) -> None:
+    figures = failover.measure(args.work_dir, args.quick, runs)
+    body = (
+        "## Failover: a drained node's task running with its volume on another node\n\n"
+        f"Command: `python -m benchmarks --only failover` ({runs} drains each; median, "
+        "min-max). A 2-node local cluster (devenv/cluster's: network, mount and UTS "
+        "namespaces, a dockerd each, the managed plugin, the node agent over NBD, loopdev "
+        "backend) runs a one-task Swarm service; the node running it is drained and the "
+        "clock stops when the task runs on the other node and reads every line its "
+        "earlier runs wrote to the volume. Beside it, the same service with no volume: "
+        "what Swarm's rescheduling costs by itself.\n\n" + failover.summary(figures)
+    )
+    print(body)
+    if not args.no_record:
+        write_section("failover", body, args.work_dir)
 
 
 def _ebs_direct(args: argparse.Namespace, runs: int) -> None:
