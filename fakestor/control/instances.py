@@ -92,7 +92,10 @@ def run_instances(
             )
             set_tags(db, instance_id, "instance", tags)
             launched.append(
-                (instance_id, record_launch_volumes(db, instance_id, plan, volume_tags))
+                (
+                    instance_id,
+                    record_launch_volumes(db, instance_id, plan, volume_tags, ebs.time_scale),
+                )
             )
         ids_launched = [instance_id for instance_id, _ in launched]
         instances = sorted(

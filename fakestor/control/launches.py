@@ -112,6 +112,7 @@ def record_launch_volumes(
     instance_id: str,
     plan: Sequence[tuple[DeviceMapping, NewVolume | None]],
     tags: Mapping[str, str],
+    time_scale: float = 1.0,
 ) -> list[tuple[str, str | None]]:
     """Record the plan's volumes `creating`, attachments `attaching` and instance-store
     devices; the (volume id, snapshot id) of each volume, for the tasks to create."""
@@ -126,8 +127,9 @@ def record_launch_volumes(
         volume_id = insert_volume(db, volume, tags)
         if volume.snapshot_id is not None:  # its pass is submitted with its creation
             volume_initializations.begin_restore(
-                db, volume_id, volume.zone, volume.snapshot_id, mapping.initialization_rate
-            )
+                db, volume_id, volume.zone, volume.snapshot_id, mapping.initialization_rate,
+                time_scale,
+            )  # fmt: skip
         # EC2 deletes a launch's volumes with the instance unless told otherwise.
         delete = mapping.delete_on_termination is not False
         db.execute(

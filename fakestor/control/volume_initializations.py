@@ -68,7 +68,12 @@ def fast_restore_enabled(db: sqlite3.Connection, snapshot_id: str, zone: str) ->
 
 
 def begin_restore(
-    db: sqlite3.Connection, volume_id: str, zone: str, snapshot_id: str, rate: int | None
+    db: sqlite3.Connection,
+    volume_id: str,
+    zone: str,
+    snapshot_id: str,
+    rate: int | None,
+    time_scale: float = 1.0,
 ) -> bool:
     """Record the initialization of a volume being restored from `snapshot_id`; True if a
     pass must be submitted. From a snapshot with fast snapshot restore enabled in the
@@ -80,6 +85,15 @@ def begin_restore(
     )
     kind = DEFAULT if rate is None else PROVISIONED_RATE
     _insert(db, volume_id, kind, rate or DEFAULT_RATE, completed=fast)
+    if rate is not None and not fast:
+        # EC2 estimates a provisioned rate's time from the start: the whole size at the
+        # rate, until the pass's first slice knows the data to read.
+        size = db.execute("SELECT size FROM volumes WHERE id=?", (volume_id,)).fetchone()["size"]
+        estimate = math.ceil(size * GIB / (rate * MIB * time_scale))
+        db.execute(
+            "UPDATE volume_initializations SET seconds_left=? WHERE volume_id=?",
+            (estimate, volume_id),
+        )
     return not fast
 
 

@@ -136,7 +136,7 @@ def create_volume(
             tags,
         )  # fmt: skip
         initializes = request.snapshot_id is not None and volume_initializations.begin_restore(
-            db, volume_id, zone, request.snapshot_id, request.initialization_rate
+            db, volume_id, zone, request.snapshot_id, request.initialization_rate, ebs.time_scale
         )
         idempotency.record(db, idempotency.CREATE_VOLUME, client_token, zone, volume_id)
         io_faulted = faults.record_io_changes(db, {volume_id: None})
