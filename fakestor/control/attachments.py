@@ -122,11 +122,17 @@ def submit_attach(ebs: Ebs, volume_id: str, instance_id: str) -> None:
             failed(failure)
             return
         with ebs.store.transaction() as db:
+            # A DetachVolume that came while the device was being made has set the
+            # attachment `detaching`: it stays so (its detach runs next, and releases the
+            # device recorded here), rather than turning `attached` under that detach.
             db.execute(
-                f"UPDATE attachments SET state='{AttachmentState.ATTACHED}', device_path=? "
-                "WHERE volume_id=? AND instance_id=?",
-                (device_path, volume_id, instance_id),
-            )
+                "UPDATE attachments SET device_path=?, state=CASE WHEN state=? THEN ? "
+                "ELSE state END WHERE volume_id=? AND instance_id=?",
+                (
+                    device_path, AttachmentState.ATTACHING, AttachmentState.ATTACHED,
+                    volume_id, instance_id,
+                ),
+            )  # fmt: skip
             clear_failure(db, volume_id)
 
     def failed(failure: Exception) -> None:
