@@ -109,7 +109,8 @@ def _leftovers(root: Path) -> list[str]:
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     found += [f"netns {line.split()[0]}" for line in netns.splitlines() if line.startswith(PREFIX)]
     for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
-        if str(root) in backing.read_text():
+        # A node's device is a loop device on nbdfuse's file, named /nbd in its namespace.
+        if str(root) in backing.read_text() or backing.read_text().strip() == "/nbd":
             found.append(f"loop device {backing.parent.parent.name}")
     for proc in Path("/proc").glob("[0-9]*"):
         try:

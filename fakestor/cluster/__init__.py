@@ -225,8 +225,22 @@ def busybox_tar(path: Path) -> None:
 
 
 def processes_in_netns(netns: str) -> list[int]:
+    """The processes of a node: those in its network namespace and all their descendants
+    (a container runs in a network namespace of its own, under the node's shim)."""
     result = run(["ip", "netns", "pids", netns], check=False)
-    return [int(pid) for pid in result.stdout.split()] if result.returncode == 0 else []
+    roots = [int(pid) for pid in result.stdout.split()] if result.returncode == 0 else []
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, queue = set(roots), list(roots)
+    while queue:
+        for child in children.get(queue.pop(), []):
+            if child not in found:
+                found.add(child)
+                queue.append(child)
+    return sorted(found)
 
 
 def loop_devices_under(root: Path) -> Iterator[str]:

@@ -236,8 +236,26 @@ def down(root: Path, say: Callable[[str], None]) -> None:
         stop(node.dockerd_pid, timeout=60)
         stop(node.agent_pid, timeout=60)
         _kill_netns(cluster.netns(node))
+    # A node's devices are loop devices on its nbdfuse files: found by the FUSE mounts of
+    # the node's mount namespace, even if the node was lost (its processes are gone).
+    fuse_devices = set()
+    for ns_file in sorted(cluster.ns_dir.glob("node*.mnt")) if cluster.ns_dir.is_dir() else []:
+        table = run(["nsenter", f"--mount={ns_file}", "cat", "/proc/self/mountinfo"], check=False)
+        for line in table.stdout.splitlines():
+            fields = line.split(" - ", 1)
+            if len(fields) == 2 and fields[1].startswith("fuse"):
+                fuse_devices.add(fields[0].split()[2])
     for ns_file in sorted(cluster.ns_dir.glob("node*")) if cluster.ns_dir.is_dir() else []:
         run(["umount", str(ns_file)], check=False)
+    listed = run(
+        ["losetup", "--list", "--noheadings", "-O", "NAME,BACK-MAJ:MIN,BACK-FILE"], check=False
+    )
+    for line in listed.stdout.splitlines():
+        name, *rest = line.split()
+        # On a lost node nbdfuse is dead: its file cannot be reached, so no device number.
+        dead = rest == ["/nbd"]
+        if (rest and rest[0] in fuse_devices) or dead:
+            run(["losetup", "--detach", name], check=False)
     for device in loop_devices_under(root):
         run(["losetup", "--detach", device], check=False)
     for mount in reversed(mount_table()):
