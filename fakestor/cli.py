@@ -214,7 +214,7 @@ def _run_node(args: argparse.Namespace) -> None:
 def _run_check(args: argparse.Namespace) -> int:
     import fcntl
 
-    from backends.fuse.chunks import check_store
+    from backends.fuse.check import check_store
 
     data_dir = args.data_dir or default_data_dir()
     store = data_dir / "fuse"

@@ -21,13 +21,13 @@ from backends import (
 )
 from backends.devices import LoopDevices
 from backends.fuse import archive
+from backends.fuse.check import check_store
+from backends.fuse.chunk_files import CHUNK_SIZE
 from backends.fuse.chunks import (
-    CHUNK_SIZE,
     ChunkStore,
     ChunkStoreError,
     ChunkStoreFull,
     NoSuchImage,
-    check_store,
 )
 from backends.fuse.faults import IoFaults
 from backends.fuse.fs import MountedFilesystem

@@ -15,7 +15,8 @@ import os
 import struct
 from pathlib import Path
 
-from backends.fuse.chunks import CHUNK_SIZE, ChunkStore
+from backends.fuse.chunk_files import CHUNK_SIZE
+from backends.fuse.chunks import ChunkStore
 
 MAGIC = b"fakestor-archive 1"
 INDEX = struct.Struct(">Q")

@@ -26,18 +26,15 @@ import contextlib
 import errno
 import logging
 import os
-import resource
 import sqlite3
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backends.fuse.chunk_files import CHUNK_SIZE, ChunkFiles
+
 log = logging.getLogger(__name__)
 
-CHUNK_SIZE = 512 * 1024
-MIN_OPEN_CHUNKS = 256
-MAX_OPEN_CHUNKS = 16384  # 8 GiB of chunks; an open file costs the kernel about 1 KiB
 ZEROS = bytes(CHUNK_SIZE)
 
 SCHEMA = """
@@ -75,26 +72,6 @@ class ChunkLost(ChunkStoreError):
     """A chunk an image maps is missing from chunks/: that range of the image is lost."""
 
 
-def open_chunk_limit() -> int:
-    """How many chunk files to keep open: up to half the descriptors this process may have.
-
-    A random workload over a volume touches chunks all over it; closing and reopening
-    a chunk file per request costs two syscalls and a path lookup each time. The soft
-    limit is raised towards the hard one for that.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = 2 * MAX_OPEN_CHUNKS + 1024
-    if hard != resource.RLIM_INFINITY:
-        wanted = min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-            soft = wanted
-    if soft == resource.RLIM_INFINITY:
-        return MAX_OPEN_CHUNKS
-    return max(MIN_OPEN_CHUNKS, min(MAX_OPEN_CHUNKS, soft // 2))
-
-
 @dataclass
 class Image:
     name: str
@@ -102,42 +79,6 @@ class Image:
     read_only: bool
     chunks: dict[int, int] = field(default_factory=dict)  # index -> chunk id
     lock: threading.RLock = field(default_factory=threading.RLock)
-
-
-@dataclass
-class CheckReport:
-    orphan_files: list[int] = field(default_factory=list)
-    missing_files: list[int] = field(default_factory=list)
-    wrong_refcounts: list[tuple[int, int, int]] = field(default_factory=list)  # id, had, real
-    lost_chunks: dict[str, int] = field(default_factory=dict)  # image -> chunks it lost
-    repaired: bool = False  # orphans removed and reference counts corrected
-
-    @property
-    def damaged(self) -> bool:
-        """Data is lost: nothing can repair that."""
-        return bool(self.missing_files)
-
-    @property
-    def needs_repair(self) -> bool:
-        """Reference counts are wrong (garbage files alone are harmless: a start removes them)."""
-        return bool(self.wrong_refcounts) and not self.repaired
-
-    def lines(self) -> list[str]:
-        removed = " (removed)" if self.repaired else ""
-        corrected = " (corrected)" if self.repaired else ""
-        found = [f"chunk {c}: file without references, garbage{removed}" for c in self.orphan_files]
-        found += [
-            f"chunk {c}: referenced but its file is missing: data lost" for c in self.missing_files
-        ]
-        found += [
-            f"chunk {c}: reference count {had}, really {real}{corrected}"
-            for c, had, real in self.wrong_refcounts
-        ]
-        found += [
-            f"{image}: {count} chunk(s) of {CHUNK_SIZE // 1024} KiB lost; reads of them fail"
-            for image, count in sorted(self.lost_chunks.items())
-        ]
-        return found
 
 
 class ChunkStore:
@@ -167,14 +108,7 @@ class ChunkStore:
         for chunk, refs in self._db.execute("SELECT id, refs FROM chunks"):
             self.refs[chunk] = refs
         self._next_id = max(self.refs, default=0) + 1
-        self._fds: OrderedDict[int, int] = OrderedDict()
-        self._max_open = open_chunk_limit()
-        # Dirty chunks pushed out of _fds: the next flush syncs and closes them, so an
-        # eviction never stalls a writer on an fsync.
-        self._closing: dict[int, int] = {}
-        self._dirty: set[int] = set()  # chunk ids written since the last flush
-        # Chunks whose descriptor a read or write uses outside the lock: never evicted.
-        self._in_use: dict[int, int] = {}
+        self._files = ChunkFiles(self.chunks_dir)
         # Changes to commit at the next flush: map entries and reference counts.
         self._map_changes: dict[tuple[str, int], int | None] = {}
         self._ref_changes: set[int] = set()
@@ -183,39 +117,11 @@ class ChunkStore:
     # ---- chunk files --------------------------------------------------------------
 
     def chunk_path(self, chunk: int) -> Path:
-        return self.chunks_dir / f"{chunk % 256:02x}" / str(chunk)
+        return self._files.path(chunk)
 
     def _fd(self, chunk: int, create: bool = False) -> int:
         with self._lock:
-            fd = self._fds.get(chunk)
-            if fd is not None:
-                self._fds.move_to_end(chunk)
-                return fd
-            fd = self._closing.pop(chunk, None)
-            if fd is None:
-                path = self.chunk_path(chunk)
-                if create:
-                    path.parent.mkdir(exist_ok=True)
-                flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
-                fd = os.open(path, flags, 0o600)
-                if create:
-                    # Full length (sparse): a short read is then never the end of the file,
-                    # which a read that must not wait cannot tell from data not cached.
-                    os.ftruncate(fd, CHUNK_SIZE)
-            self._fds[chunk] = fd
-            while len(self._fds) > self._max_open:
-                old_chunk, old_fd = self._fds.popitem(last=False)
-                if old_chunk in self._in_use:
-                    self._fds[old_chunk] = old_fd  # to the back of the queue
-                elif old_chunk not in self._dirty:
-                    os.close(old_fd)
-                elif len(self._closing) < self._max_open // 2:
-                    self._closing[old_chunk] = old_fd
-                else:  # more dirty chunks than descriptors to spare: sync this one now
-                    os.fsync(old_fd)
-                    self._dirty.discard(old_chunk)
-                    os.close(old_fd)
-            return fd
+            return self._files.fd(chunk, create)
 
     def _existing_fd(self, name: str, index: int, chunk: int) -> int:
         try:
@@ -225,13 +131,6 @@ class ChunkStore:
                 f"{name}: chunk {chunk} (bytes {index * CHUNK_SIZE} to "
                 f"{(index + 1) * CHUNK_SIZE - 1}) is missing from the block store"
             ) from None
-
-    def _forget_fd(self, chunk: int) -> None:
-        for fds in (self._fds, self._closing):
-            fd = fds.pop(chunk, None)
-            if fd is not None:
-                os.close(fd)
-        self._dirty.discard(chunk)
 
     def _new_chunk(self, copy_of: int | None) -> int:
         with self._lock:
@@ -245,7 +144,7 @@ class ChunkStore:
                     os.pwrite(fd, data, 0)
             self.refs[chunk] = 1
             self._ref_changes.add(chunk)
-            self._dirty.add(chunk)
+            self._files.dirty.add(chunk)
             return chunk
 
     def _unref(self, chunk: int) -> None:
@@ -403,20 +302,14 @@ class ChunkStore:
         if not self._lock.acquire(blocking=not nowait):
             return None
         try:
-            fd = self._existing_fd(image.name, index, chunk)
-            self._in_use[chunk] = self._in_use.get(chunk, 0) + 1
-            return fd
+            self._existing_fd(image.name, index, chunk)  # ChunkLost if its file is missing
+            return self._files.use(chunk)
         finally:
             self._lock.release()
 
     def _done_with(self, chunks: list[int], dirty: bool = False) -> None:
         with self._lock:
-            for chunk in chunks:
-                count = self._in_use.pop(chunk) - 1
-                if count:
-                    self._in_use[chunk] = count
-            if dirty:
-                self._dirty.update(chunks)
+            self._files.done_with(chunks, dirty)
 
     def _write(self, name: str, offset: int, data: bytes, nowait: bool) -> int | None:
         image = self.image(name)
@@ -528,11 +421,7 @@ class ChunkStore:
         """
         with self._flushing:
             with self._lock:
-                dirty, self._dirty = self._dirty, set()
-                closing, self._closing = self._closing, {}
-                # Duplicates: an eviction may close the cached descriptors meanwhile.
-                fds = [os.dup(self._fds[c]) for c in dirty if c in self._fds]
-                fds += closing.values()
+                dirty, fds = self._files.take_dirty()
                 images = {
                     name: None if image is None else (image.size, int(image.read_only))
                     for name, image in self._image_changes.items()
@@ -552,7 +441,7 @@ class ChunkStore:
                     self._commit(images, maps, refs)
             except BaseException:
                 with self._lock:  # to be synced and committed by the next flush
-                    self._dirty |= dirty & set(self._fds)
+                    self._files.keep_dirty(dirty)
                     for (name, index), mapped in maps.items():
                         self._map_changes.setdefault((name, index), mapped)
                     self._ref_changes |= set(refs)
@@ -565,7 +454,7 @@ class ChunkStore:
                 for chunk, count in refs.items():
                     if count <= 0 and self.refs.get(chunk, 0) <= 0:
                         self.refs.pop(chunk, None)
-                        self._forget_fd(chunk)
+                        self._files.forget(chunk)
                         self.chunk_path(chunk).unlink(missing_ok=True)
 
     def commit_changes(self) -> None:
@@ -619,61 +508,5 @@ class ChunkStore:
     def close(self) -> None:
         self.flush()
         with self._lock:
-            for fd in [*self._fds.values(), *self._closing.values()]:
-                os.close(fd)
-            self._fds.clear()
-            self._closing.clear()
+            self._files.close()
             self._db.close()
-
-
-def check_store(root: Path, repair: bool = False) -> CheckReport:
-    """Compare reference counts and chunk files with the maps of the chunk store at `root`.
-
-    Only the owner of the data dir may call this with `repair` (the server holding
-    its lock, before it serves; `fakestor check --repair` on a stopped server): an
-    orphan chunk file is garbage only once no writer may still commit it. With
-    `repair`, orphans are removed and reference counts corrected. A missing chunk
-    file is damage that no repair undoes; the report names the images that lost data.
-    """
-    report = CheckReport()
-    chunks_dir = root / "chunks"
-    db = sqlite3.connect(root / "blocks.db", isolation_level=None)
-    try:
-        for statement in SCHEMA.split(";"):
-            if statement.strip():
-                db.execute(statement)
-        real: dict[int, int] = {}
-        for (chunk,) in db.execute("SELECT chunk FROM maps"):
-            real[chunk] = real.get(chunk, 0) + 1
-        recorded = dict(db.execute("SELECT id, refs FROM chunks").fetchall())
-        files = {
-            int(path.name)
-            for path in chunks_dir.glob("*/*")
-            if path.name.isdigit() and path.is_file()
-        }
-        report.orphan_files = sorted(files - set(real))
-        report.missing_files = sorted(set(real) - files)
-        if report.missing_files:
-            lost = set(report.missing_files)
-            for image, chunk in db.execute("SELECT image, chunk FROM maps"):
-                if chunk in lost:
-                    report.lost_chunks[image] = report.lost_chunks.get(image, 0) + 1
-        report.wrong_refcounts = sorted(
-            (chunk, recorded.get(chunk, 0), count)
-            for chunk, count in real.items()
-            if recorded.get(chunk, 0) != count
-        )
-        stale_rows = sorted(set(recorded) - set(real))
-        if repair:
-            for chunk in report.orphan_files:
-                (chunks_dir / f"{chunk % 256:02x}" / str(chunk)).unlink(missing_ok=True)
-            db.execute("BEGIN IMMEDIATE")
-            for chunk, _, count in report.wrong_refcounts:
-                db.execute("INSERT OR REPLACE INTO chunks VALUES (?, ?)", (chunk, count))
-            for chunk in stale_rows:
-                db.execute("DELETE FROM chunks WHERE id=?", (chunk,))
-            db.execute("COMMIT")
-            report.repaired = True
-    finally:
-        db.close()
-    return report
