@@ -60,7 +60,7 @@ def create_app(
     )
     app.register_blueprint(ebs_blueprint(regions, throttle))
     app.register_blueprint(cloudwatch_blueprint(regions))
-    app.register_blueprint(rbin_blueprint(regions))
+    app.register_blueprint(rbin_blueprint(regions, throttle))
 
     def unknown_path(failure: HTTPException) -> Response | HTTPException:
         # Instance metadata answers like EC2's (plain 404s); API paths in their protocol.

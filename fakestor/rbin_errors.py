@@ -55,3 +55,16 @@ class RbinUnknownOperationException(DirectError):
 
     def __init__(self, method: str, path: str) -> None:
         super().__init__(f"No Recycle Bin operation is served at {method} {path}.")
+
+
+class RbinThrottlingException(DirectError):
+    """Above the request rate of its action (`fakestor server --request-rate rbin:...`)."""
+
+    # The rbin model names no throttling shape; ThrottlingException is the code AWS's
+    # rest-json services answer with, and the one botocore's retry handler backs off on.
+    code = "ThrottlingException"
+    http_status = 400
+
+    def __init__(self, action: str) -> None:
+        # AWS documents no message for it; this wording is fakestor's.
+        super().__init__(f"Rate exceeded for {action}; retry with backoff.")

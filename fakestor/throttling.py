@@ -1,5 +1,6 @@
 """Request throttling as AWS does it: token buckets per action, refilled at a steady rate,
-shared by the EC2 API and the EBS direct APIs. Off unless `fakestor server --request-rate`.
+shared by the EC2 API, the EBS direct APIs and the Recycle Bin. Off unless
+`fakestor server --request-rate`.
 
 A rate is written `SERVICE:ACTION=N/s` (or `/m`), optionally `,burst=B`: the bucket holds
 B tokens (N unless given), each request takes one, and it refills at N per second. ACTION

@@ -294,6 +294,17 @@ def test_no_capacity_in_a_zone_or_for_a_type_set_with_the_cli(plain: Server) -> 
     new_volume(ec2)
 
 
+def _client(server: Server, service: str, retries: dict[str, Any]) -> Any:
+    return boto3.client(
+        service,
+        endpoint_url=server.url,
+        region_name="us-east-1",
+        aws_access_key_id="AKIDFAKESTOR",
+        aws_secret_access_key="fakestor-secret",
+        config=Config(retries=retries),
+    )
+
+
 def test_error_rate_for_sdk_retries(plain: Server) -> None:
     assert (
         fakestor(plain, "set", "action:DescribeVolumes", "error-rate=1:Unavailable").returncode == 0
@@ -303,14 +314,7 @@ def test_error_rate_for_sdk_retries(plain: Server) -> None:
     once.describe_snapshots()  # other actions answer
     assert fakestor(plain, "set", "action:DescribeVolumes", "error-rate=0.5").returncode == 0
     # Half the answers fail; botocore's standard retries get through every time.
-    retrying = boto3.client(
-        "ec2",
-        endpoint_url=plain.url,
-        region_name="us-east-1",
-        aws_access_key_id="AKIDFAKESTOR",
-        aws_secret_access_key="fakestor-secret",
-        config=Config(retries={"max_attempts": 20, "mode": "standard"}),
-    )
+    retrying = _client(plain, "ec2", {"max_attempts": 20, "mode": "standard"})
     for _ in range(10):
         retrying.describe_volumes()
     codes = set()
@@ -324,16 +328,16 @@ def test_error_rate_for_sdk_retries(plain: Server) -> None:
     once.describe_volumes()
     # The EBS direct APIs answer their own 5xx.
     assert fakestor(plain, "set", "action:ListSnapshotBlocks", "error-rate=1").returncode == 0
-    direct = boto3.client(
-        "ebs",
-        endpoint_url=plain.url,
-        region_name="us-east-1",
-        aws_access_key_id="AKIDFAKESTOR",
-        aws_secret_access_key="fakestor-secret",
-        config=Config(retries={"max_attempts": 1}),
-    )
+    direct = _client(plain, "ebs", {"max_attempts": 1})
     assert (
         error_code(lambda: direct.list_snapshot_blocks(SnapshotId="snap-00000000000000001"))
+        == "InternalServerException"
+    )
+    # So does the Recycle Bin.
+    assert fakestor(plain, "set", "action:ListRules", "error-rate=1").returncode == 0
+    rbin = _client(plain, "rbin", {"max_attempts": 1})
+    assert (
+        error_code(lambda: rbin.list_rules(ResourceType="EBS_SNAPSHOT"))
         == "InternalServerException"
     )
 

@@ -1,5 +1,5 @@
-"""Request throttling (`fakestor server --request-rate`): the token buckets, and what EC2
-and EBS direct clients see above the rate, with and without botocore's retry handler."""
+"""Request throttling (`fakestor server --request-rate`): the token buckets, and what EC2,
+EBS direct and Recycle Bin clients see above the rate, with and without botocore's retry handler."""
 
 from __future__ import annotations
 
@@ -152,3 +152,18 @@ def test_ebs_direct_answers_request_throttled_above_the_rate_and_retries_get_thr
     )
     standard = _client("ebs", server.url, {"mode": "standard", "max_attempts": 10})
     assert _retried(standard, "list_changed_blocks", 4, SecondSnapshotId=snapshot_id) > 0
+
+
+def test_recycle_bin_answers_throttling_above_the_rate_and_retries_get_through(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server("--request-rate", "rbin:ListRules=0.5/s,burst=1")
+    once = _client("rbin", server.url, {"max_attempts": 1})
+    once.list_rules(ResourceType="EBS_SNAPSHOT")
+    with pytest.raises(ClientError) as error:
+        once.list_rules(ResourceType="EBS_SNAPSHOT")
+    response = error.value.response
+    assert response["Error"]["Code"] == "ThrottlingException"
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    standard = _client("rbin", server.url, {"mode": "standard", "max_attempts": 10})
+    assert _retried(standard, "list_rules", 4, ResourceType="EBS_SNAPSHOT") > 0
