@@ -16,6 +16,7 @@ from pathlib import Path
 
 from benchmarks.common import scratch
 from fakestor.cluster.lifecycle import Settings, down, exec_argv, up
+from fakestor.cluster.swarm import docker_on, task_container, wait_task_elsewhere
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "fakestor/busybox:latest"
@@ -30,53 +31,28 @@ class Failovers:
 
 
 def _docker(root: Path, node: int, *args: str) -> str:
-    argv, env = exec_argv(root, node, ["docker", *args])
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    result = docker_on(root, node, *args)
     if result.returncode != 0:
         raise RuntimeError(f"docker {' '.join(args)} on node {node}: {result.stderr.strip()}")
     return result.stdout
 
 
-def _running_on(root: Path, service: str) -> int | None:
-    listing = _docker(
-        root, 1, "service", "ps", service, "--filter", "desired-state=running",
-        "--format", "{{.Node}} {{.CurrentState}}",
-    )  # fmt: skip
-    for line in listing.splitlines():
-        hostname, state = line.split()[:2]
-        if state == "Running":
-            return int(hostname.removeprefix(f"{PREFIX}-node"))
-    return None
-
-
-def _wait_moved(root: Path, service: str, away_from: int | None) -> int:
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        node = _running_on(root, service)
-        if node is not None and node != away_from:
-            return node
-        time.sleep(0.1)
-    raise TimeoutError(f"{service} did not move off node {away_from}")
-
-
 def _has_data(root: Path, node: int, service: str, lines: int) -> bool:
-    container = _docker(
-        root, node, "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={service}"
-    ).split()
-    if not container:
+    container = task_container(root, node, service)
+    if container is None:
         return False
-    argv, env = exec_argv(root, node, ["docker", "exec", container[0], "cat", "/data/log"])
+    argv, env = exec_argv(root, node, ["docker", "exec", container, "cat", "/data/log"])
     read = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
     return read.returncode == 0 and read.stdout.count("\n") >= lines
 
 
 def _drain_runs(root: Path, service: str, runs: int, volume: bool) -> list[float]:
     times = []
-    at = _wait_moved(root, service, None)
+    at = wait_task_elsewhere(root, service, None, interval=0.1)
     for run in range(runs):
         started = time.monotonic()
         _docker(root, 1, "node", "update", "--availability", "drain", f"{PREFIX}-node{at}")
-        moved = _wait_moved(root, service, at)
+        moved = wait_task_elsewhere(root, service, at, interval=0.1)
         if volume:  # running is not enough: the data written before must be there
             while not _has_data(root, moved, service, run + 2):
                 time.sleep(0.05)

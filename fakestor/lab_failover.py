@@ -23,6 +23,7 @@ from typing import Any
 
 from fakestor.cluster import ClusterError
 from fakestor.cluster.lifecycle import Settings, down, exec_argv, kill, status_lines, up
+from fakestor.cluster.swarm import running_task_node, wait_task_elsewhere
 
 DRIVER = "fakestor/ebs"
 IMAGE = "fakestor/busybox:latest"
@@ -80,24 +81,13 @@ class FailoverLab:
         return list(attachments)
 
     def task_node(self) -> int | None:
-        listing = self.quiet(
-            1, "docker", "service", "ps", SERVICE, "--filter", "desired-state=running",
-            "--format", "{{.Node}} {{.CurrentState}}",
-        ).stdout  # fmt: skip
-        for line in listing.splitlines():
-            hostname, state = line.split()[:2]
-            if state == "Running":
-                return int(hostname.removeprefix(f"{self.prefix}-node"))
-        return None
+        return running_task_node(self.root, SERVICE)
 
     def wait_moved(self, away_from: int, timeout: float = 240) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            node = self.task_node()
-            if node is not None and node != away_from:
-                return node
-            time.sleep(1)
-        raise LabFailure(f"the task did not start on another node in {timeout:.0f} s")
+        try:
+            return wait_task_elsewhere(self.root, SERVICE, away_from, timeout, interval=1)
+        except TimeoutError:
+            raise LabFailure(f"the task did not start on another node in {timeout:.0f} s") from None
 
     def data_on(self, node: int) -> str:
         container = self.quiet(

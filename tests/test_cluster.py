@@ -23,6 +23,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from fakestor.cluster.swarm import running_task_node, task_container
 from fakestor.device_names import by_id_path
 from fakestor.mounts import mount_table
 from tests.conftest import require, require_root_and_loop, wait_for
@@ -90,15 +91,10 @@ class LocalCluster:
 
     def node_of_task(self, service: str) -> int:
         """The node running SERVICE's one running task."""
-        listing = self.docker(
-            1, "service", "ps", service, "--filter", "desired-state=running",
-            "--format", "{{.Node}} {{.CurrentState}}",
-        ).stdout  # fmt: skip
-        for line in listing.splitlines():
-            hostname, state = line.split()[:2]
-            if state == "Running":
-                return int(hostname.removeprefix(f"{PREFIX}-node"))
-        raise AssertionError(f"no running task of {service}: {listing}")
+        node = running_task_node(self.root, service)
+        if node is None:
+            raise AssertionError(f"no running task of {service}")
+        return node
 
 
 def _leftovers(root: Path) -> list[str]:
@@ -320,17 +316,13 @@ def _moved_from(cluster: LocalCluster, service: str, old: int) -> int | None:
 
 
 def _task_container(cluster: LocalCluster, node: int, service: str) -> str:
-    listing = cluster.docker(
-        node, "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={service}"
-    )
-    return listing.stdout.split()[0]
+    container = task_container(cluster.root, node, service)
+    assert container is not None, f"no task container of {service} on node {node}"
+    return container
 
 
 def _running_node(cluster: LocalCluster, service: str) -> int | None:
-    try:
-        return cluster.node_of_task(service)
-    except AssertionError:
-        return None
+    return running_task_node(cluster.root, service)
 
 
 def test_two_nodes_racing_for_one_volume_one_wins(cluster: LocalCluster) -> None:
