@@ -230,6 +230,31 @@ def test_image_purged_when_retention_ends_keeps_its_snapshot(fast: Server) -> No
     assert second in _images_in_bin(ec2)
 
 
+def test_tag_level_image_rule(fast: Server) -> None:
+    rbin, ec2 = rbin_client(fast.url), fast.client()
+    snapshot_id = _snapshot(ec2)
+    kept, plain = _image(ec2, snapshot_id, "tagged"), _image(ec2, snapshot_id, "untagged")
+    ec2.create_tags(Resources=[kept], Tags=[{"Key": "keep", "Value": "yes"}])
+    rbin.create_rule(
+        ResourceType="EC2_IMAGE",
+        RetentionPeriod=_days(365),
+        ResourceTags=[{"ResourceTagKey": "keep", "ResourceTagValue": "yes"}],
+    )
+    ec2.deregister_image(ImageId=kept)
+    ec2.deregister_image(ImageId=plain)
+    assert list(_images_in_bin(ec2)) == [kept]
+    # Tags can change while it is in the bin; Amazon's images can be tagged too.
+    ec2.create_tags(Resources=[kept, BUILT_IN_IMAGE], Tags=[{"Key": "seen", "Value": "1"}])
+    image = ec2.describe_images(ImageIds=[BUILT_IN_IMAGE])["Images"][0]
+    assert image["Tags"] == [{"Key": "seen", "Value": "1"}]
+    ec2.restore_image_from_recycle_bin(ImageId=kept)
+    tags = ec2.describe_images(ImageIds=[kept])["Images"][0]["Tags"]
+    assert tags == [{"Key": "keep", "Value": "yes"}, {"Key": "seen", "Value": "1"}]
+    with pytest.raises(ClientError) as refused:
+        ec2.describe_images(ImageIds=[plain])
+    assert _code(refused) == "InvalidAMIID.NotFound"
+
+
 def test_volume_and_image_purges_resume_after_kill(start_server: ServerFactory) -> None:
     server = start_server("--time-scale", "86400")  # a day a second: 7 s in the bin
     rbin, ec2 = rbin_client(server.url), server.client()

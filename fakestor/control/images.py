@@ -161,8 +161,9 @@ def _all(ebs: Ebs, *, in_recycle_bin: bool = False) -> list[Image]:
         tags = tags_of(db, "image")
     if not in_recycle_bin:
         rows = [row for row in rows if row["id"] not in binned]
-    builtins = (builtin_image(ebs.region.name), INSTANCE_STORE_IMAGE)
-    return [*builtins, *(replace(_from_row(row), tags=tags.get(row["id"], {})) for row in rows)]
+    # Tags an account puts on Amazon's images are its own, as on EC2.
+    found = [builtin_image(ebs.region.name), INSTANCE_STORE_IMAGE, *map(_from_row, rows)]
+    return [replace(image, tags=tags.get(image.id, {})) for image in found]
 
 
 def get_image(ebs: Ebs, image_id: str, *, in_recycle_bin: bool = False) -> Image:
