@@ -142,6 +142,24 @@ def test_tag_level_volume_rule_and_termination(fast: Server) -> None:
     ec2.delete_volume(VolumeId=tagged)
     assert list(_volumes_in_bin(ec2)) == [tagged]
     ec2.restore_volume_from_recycle_bin(VolumeId=tagged)
+    # A volume whose creation failed is not protected (AWS's considerations for volumes).
+    failed = ec2.create_volume(
+        AvailabilityZone=ZONE,
+        Size=1,
+        TagSpecifications=[
+            {
+                "ResourceType": "volume",
+                "Tags": [
+                    {"Key": "keep", "Value": "true"},
+                    {"Key": "fakestor:fault/create", "Value": "error"},
+                ],
+            }
+        ],
+    )["VolumeId"]
+    wait_for(lambda: ec2.describe_volumes(VolumeIds=[failed])["Volumes"][0]["State"] == "error")
+    ec2.delete_volume(VolumeId=failed)
+    assert failed not in _volumes_in_bin(ec2)
+    wait_for(lambda: not _volume_exists(ec2, failed))
 
     # A DeleteOnTermination volume is protected too: TerminateInstances bins it.
     launched = ec2.run_instances(ImageId=BUILT_IN_IMAGE, MinCount=1, MaxCount=1)["Instances"][0]
