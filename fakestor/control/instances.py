@@ -233,8 +233,17 @@ def submit_terminate(ebs: Ebs, instance_id: str, volume_ids: Sequence[str] = ())
             for attachment in attachments:
                 drop_attachment(db, attachment.volume_id, instance_id)
             doomed = [a.volume_id for a in attachments if a.delete_on_termination]
-            # A volume deleted by termination is protected by the Recycle Bin, as on AWS.
-            binned = [volume_id for volume_id in doomed if _retained(ebs, db, volume_id)]
+            # A volume deleted by termination is protected by the Recycle Bin, as on AWS,
+            # unless EC2 ended the launch itself (a failed launch's volumes are not).
+            reason = db.execute(
+                "SELECT state_reason FROM instances WHERE id=?", (instance_id,)
+            ).fetchone()
+            failed_launch = reason is not None and reason["state_reason"] is not None
+            binned = [
+                volume_id
+                for volume_id in doomed
+                if not failed_launch and _retained(ebs, db, volume_id)
+            ]
             doomed = [volume_id for volume_id in doomed if volume_id not in binned]
             for volume_id in doomed:
                 db.execute(
