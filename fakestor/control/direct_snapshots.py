@@ -225,7 +225,7 @@ def _lineage(ebs: Ebs, snapshot_id: str) -> set[str]:
     found: set[str] = set()
     todo = [snapshot_id]
     with ebs.store.transaction() as db:
-        volumes = {volume.id: volume for volume in load_volumes(db)}
+        volumes = {volume.id: volume for volume in load_volumes(db, in_recycle_bin=True)}
         while todo:
             current = todo.pop()
             if current in found:

@@ -5,17 +5,20 @@ for images made from a user's snapshots."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 
 from fakestor import errors, ids
+from fakestor.control import recycle_bin_entry
 from fakestor.control.context import HOST_IMAGE_ID, Ebs, check_dry_run
 from fakestor.control.filters import Filter, check_filters, matches
-from fakestor.control.loaders import get_snapshot
+from fakestor.control.loaders import get_snapshot, tags_of
 from fakestor.control.requests import DeviceMapping
 from fakestor.control.resources import from_text, to_text, to_wire_time, utcnow
 from fakestor.control.states import SnapshotState
+from fakestor.control.tasks import RetryLater
 
 AMAZON_OWNER_ID = "137112412989"  # the account that owns Amazon's public images
 ROOT_DEVICE = "/dev/xvda"
@@ -149,18 +152,25 @@ def ensure_builtin_root_snapshot(ebs: Ebs) -> None:
         )
 
 
-def _all(ebs: Ebs) -> list[Image]:
+def _all(ebs: Ebs, *, in_recycle_bin: bool = False) -> list[Image]:
+    """Every image; those in the Recycle Bin only if `in_recycle_bin` (to every other use
+    they do not exist until restored)."""
     with ebs.store.transaction() as db:
         rows = [dict(row) for row in db.execute("SELECT * FROM images ORDER BY create_time")]
-    builtins = (builtin_image(ebs.region.name), INSTANCE_STORE_IMAGE)
-    return [*builtins, *map(_from_row, rows)]
+        binned = recycle_bin_entry.binned_ids(db, recycle_bin_entry.IMAGE)
+        tags = tags_of(db, "image")
+    if not in_recycle_bin:
+        rows = [row for row in rows if row["id"] not in binned]
+    # Tags an account puts on Amazon's images are its own, as on EC2.
+    found = [builtin_image(ebs.region.name), INSTANCE_STORE_IMAGE, *map(_from_row, rows)]
+    return [replace(image, tags=tags.get(image.id, {})) for image in found]
 
 
-def get_image(ebs: Ebs, image_id: str) -> Image:
+def get_image(ebs: Ebs, image_id: str, *, in_recycle_bin: bool = False) -> Image:
     """The image, or InvalidAMIID.Malformed / InvalidAMIID.NotFound as EC2 answers."""
     if ids.kind_of(image_id) != ids.IMAGE:
         raise errors.InvalidAmiIdMalformed(image_id)
-    for image in _all(ebs):
+    for image in _all(ebs, in_recycle_bin=in_recycle_bin):
         if image.id == image_id:
             return image
     raise errors.InvalidAmiIdNotFound(image_id)
@@ -264,4 +274,29 @@ def deregister_image(ebs: Ebs, image_id: str, *, dry_run: bool = False) -> None:
         raise errors.UnauthorizedOperation()
     check_dry_run(dry_run)
     with ebs.store.transaction() as db:
-        db.execute("DELETE FROM images WHERE id=?", (image_id,))
+        # Its snapshots are not binned with it (AWS's rules retain them on their own).
+        retained = recycle_bin_entry.retain(ebs, db, recycle_bin_entry.IMAGE, image_id, image.tags)
+        if not retained:
+            remove_image(db, image_id)
+    if retained:
+        submit_image_purge(ebs, image_id)
+
+
+def remove_image(db: sqlite3.Connection, image_id: str) -> None:
+    db.execute("DELETE FROM tags WHERE resource_id=?", (image_id,))
+    db.execute("DELETE FROM images WHERE id=?", (image_id,))
+
+
+def submit_image_purge(ebs: Ebs, image_id: str) -> None:
+    """Delete an image in the Recycle Bin for good when its retention ends; restored
+    meanwhile, it stays. Its snapshots are left as they are."""
+
+    def work() -> None:
+        with ebs.store.transaction() as db:
+            wait = recycle_bin_entry.expire(db, recycle_bin_entry.IMAGE, image_id)
+            if wait == 0:
+                remove_image(db, image_id)
+        if wait:
+            raise RetryLater(wait)  # waits on a timer, not in a worker
+
+    ebs.tasks.submit([image_id], work, f"recycle bin retention of {image_id}")

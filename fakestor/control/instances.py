@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from fakestor import errors, ids
-from fakestor.control import exports, idempotency, instance_types
+from fakestor.control import exports, idempotency, instance_types, recycle_bin_entry
 from fakestor.control.account import check_zone
 from fakestor.control.attachments import drop_attachment, submit_attach
 from fakestor.control.context import HOST_INSTANCE_TYPE, Ebs, check_dry_run
@@ -18,7 +18,7 @@ from fakestor.control.filter_values import (
 from fakestor.control.filters import Filter, check_filters, matches
 from fakestor.control.images import get_image
 from fakestor.control.launches import plan_launch, record_launch_volumes
-from fakestor.control.loaders import attachment_from_row, get_instance, load_instances
+from fakestor.control.loaders import attachment_from_row, get_instance, load_instances, tags_of
 from fakestor.control.requests import InstanceAttributeChange, LaunchRequest
 from fakestor.control.resources import (
     Instance,
@@ -31,7 +31,11 @@ from fakestor.control.states import (
 )
 from fakestor.control.tags import set_tags, tags_for
 from fakestor.control.volume_initializations import submit_initialization
-from fakestor.control.volumes import submit_create_volume, submit_delete_volume
+from fakestor.control.volumes import (
+    submit_create_volume,
+    submit_delete_volume,
+    submit_volume_purge,
+)
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +233,18 @@ def submit_terminate(ebs: Ebs, instance_id: str, volume_ids: Sequence[str] = ())
             for attachment in attachments:
                 drop_attachment(db, attachment.volume_id, instance_id)
             doomed = [a.volume_id for a in attachments if a.delete_on_termination]
+            # A volume deleted by termination is protected by the Recycle Bin, as on AWS,
+            # unless EC2 ended the launch itself (a failed launch's volumes are not).
+            reason = db.execute(
+                "SELECT state_reason FROM instances WHERE id=?", (instance_id,)
+            ).fetchone()
+            failed_launch = reason is not None and reason["state_reason"] is not None
+            binned = [
+                volume_id
+                for volume_id in doomed
+                if not failed_launch and _retained(ebs, db, volume_id)
+            ]
+            doomed = [volume_id for volume_id in doomed if volume_id not in binned]
             for volume_id in doomed:
                 db.execute(
                     f"UPDATE volumes SET state='{VolumeState.DELETING}' WHERE id=? AND "
@@ -241,9 +257,21 @@ def submit_terminate(ebs: Ebs, instance_id: str, volume_ids: Sequence[str] = ())
             )
         for volume_id in doomed:
             submit_delete_volume(ebs, volume_id)
+        for volume_id in binned:
+            submit_volume_purge(ebs, volume_id)
 
     # Behind the tasks of its volumes (a launch's creates and attaches) that came first.
     ebs.tasks.submit([instance_id, *volume_ids], work, f"terminate {instance_id}")
+
+
+def _retained(ebs: Ebs, db: sqlite3.Connection, volume_id: str) -> bool:
+    """Whether a Recycle Bin rule takes a volume the termination deletes (an `available`
+    one: a volume whose creation failed is not protected)."""
+    row = db.execute("SELECT state FROM volumes WHERE id=?", (volume_id,)).fetchone()
+    if row is None or row["state"] != VolumeState.AVAILABLE:
+        return False
+    tags = tags_of(db, "volume", [volume_id]).get(volume_id, {})
+    return recycle_bin_entry.retain(ebs, db, recycle_bin_entry.VOLUME, volume_id, tags)
 
 
 # ---- stop, start, reboot ------------------------------------------------------------

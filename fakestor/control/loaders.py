@@ -76,12 +76,25 @@ def attachments_by_volume(
     return found
 
 
-def load_volumes(db: sqlite3.Connection, volume_ids: Sequence[str] | None = None) -> list[Volume]:
+def load_volumes(
+    db: sqlite3.Connection,
+    volume_ids: Sequence[str] | None = None,
+    *,
+    in_recycle_bin: bool = False,
+) -> list[Volume]:
+    """The volumes, or those of `volume_ids`; those in the Recycle Bin only if
+    `in_recycle_bin` (to every other use they do not exist until restored)."""
     if volume_ids is None:
         rows = db.execute("SELECT * FROM volumes").fetchall()
     else:
         marks = ",".join("?" * len(volume_ids))
         rows = db.execute(f"SELECT * FROM volumes WHERE id IN ({marks})", volume_ids).fetchall()
+    if not in_recycle_bin:
+        binned = {
+            row[0]
+            for row in db.execute("SELECT resource_id FROM binned_resources WHERE kind='volume'")
+        }
+        rows = [row for row in rows if row["id"] not in binned]
     # Looking up a few volumes reads only their tags and attachments.
     tags = tags_of(db, "volume", volume_ids)
     attachments = attachments_by_volume(db, volume_ids)

@@ -19,6 +19,7 @@ from fakestor.control.instances import submit_launch, submit_settle, submit_term
 from fakestor.control.loaders import load_snapshots, load_volumes
 from fakestor.control.modifications import submit_modify
 from fakestor.control.recycle_bin import resume_binned
+from fakestor.control.recycle_bin_resources import resume_binned_resource
 from fakestor.control.snapshot_tiers import submit_tiering
 from fakestor.control.snapshot_trash import submit_empty_trash
 from fakestor.control.snapshots import submit_copy_snapshot, submit_create_snapshot
@@ -26,6 +27,7 @@ from fakestor.control.states import (
     TRANSITIONAL,
     USABLE_VOLUME,
     AttachmentState,
+    BinState,
     FastRestoreState,
     InitializationState,
     InstanceState,
@@ -80,7 +82,7 @@ def _reconcile_region(
     """Mark one region's resources whose data is missing or damaged; returns the ids of
     the volumes and snapshots (trash included) it has records of."""
     with ebs.store.transaction() as db:
-        volumes = {volume.id: volume for volume in load_volumes(db)}
+        volumes = {volume.id: volume for volume in load_volumes(db, in_recycle_bin=True)}
         snapshots = {
             s.id: s for s in load_snapshots(db, ebs.account_id, others=True, in_recycle_bin=True)
         }
@@ -170,6 +172,11 @@ RESUMERS: list[tuple[str, StrEnum, Resumer]] = [
         ("snapshots", state, lambda e, r: resume_binned(e, r["id"], r["state"]))
         for state in (SnapshotState.RECOVERING, SnapshotState.RECOVERABLE)
     ],
+    (
+        "binned_resources",
+        BinState.RECOVERABLE,
+        lambda e, r: resume_binned_resource(e, r["kind"], r["resource_id"]),
+    ),
     (
         "attachments",
         AttachmentState.ATTACHING,

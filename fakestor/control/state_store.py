@@ -233,6 +233,17 @@ CREATE TABLE IF NOT EXISTS recycle_bin (
     exit_time TEXT NOT NULL,
     recover_due TEXT
 );
+-- Volumes and images in the Recycle Bin (recycle_bin_entry.py, recycle_bin_resources.py):
+-- kind 'volume' or 'image', the resource keeping its own record, hidden while a row is here.
+CREATE TABLE IF NOT EXISTS binned_resources (
+    kind TEXT NOT NULL,
+    resource_id TEXT NOT NULL,
+    rule_id TEXT NOT NULL,
+    enter_time TEXT NOT NULL,
+    exit_time TEXT NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (kind, resource_id)
+);
 -- KMS (kms_keys.py, kms_aliases.py): the region's keys, aliases (key_id NULL for a
 -- predefined AWS alias whose key is not made yet) and key tags.
 CREATE TABLE IF NOT EXISTS kms_keys (

@@ -34,6 +34,12 @@ class SnapshotState(StrEnum):
     RECOVERING = "recovering"  # being restored from it
 
 
+class BinState(StrEnum):
+    """A volume or image in the Recycle Bin: left by the task that purges it."""
+
+    RECOVERABLE = "recoverable"
+
+
 class LockState(StrEnum):
     COMPLIANCE_COOLOFF = "compliance-cooloff"
     GOVERNANCE = "governance"
@@ -94,6 +100,7 @@ TRANSITIONAL: dict[str, frozenset[StrEnum]] = {
     "snapshots": frozenset(
         {SnapshotState.PENDING, SnapshotState.RECOVERABLE, SnapshotState.RECOVERING}
     ),
+    "binned_resources": frozenset({BinState.RECOVERABLE}),
     "modifications": frozenset({ModificationState.MODIFYING, ModificationState.OPTIMIZING}),
     # A temporary restore is left by the task that archives the snapshot again at expiry.
     "snapshot_tiers": frozenset(

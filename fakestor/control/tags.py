@@ -10,12 +10,24 @@ from fakestor.control import faults, performance_model
 from fakestor.control.context import Ebs, check_dry_run
 from fakestor.control.filter_values import TAG_FILTERS
 from fakestor.control.filters import Filter, check_filters, matches
-from fakestor.control.loaders import get_instance, get_snapshot, get_volume, load_snapshots
+from fakestor.control.images import get_image
+from fakestor.control.loaders import (
+    get_instance,
+    get_snapshot,
+    get_volume,
+    load_snapshots,
+    load_volumes,
+)
 from fakestor.control.requests import TagSpec
 from fakestor.control.resources import Tag
 
 MAX_TAGS_PER_RESOURCE = 50
-_RESOURCE_TYPES = {ids.VOLUME: "volume", ids.SNAPSHOT: "snapshot", ids.INSTANCE: "instance"}
+_RESOURCE_TYPES = {
+    ids.VOLUME: "volume",
+    ids.SNAPSHOT: "snapshot",
+    ids.INSTANCE: "instance",
+    ids.IMAGE: "image",
+}
 
 
 def check_tags(tags: Mapping[str, str]) -> None:
@@ -81,7 +93,11 @@ def type_of_resource(ebs: Ebs, db: sqlite3.Connection, resource_id: str) -> str:
     if kind is None or kind not in _RESOURCE_TYPES:
         raise errors.InvalidId(resource_id)
     if kind == ids.VOLUME:
-        get_volume(db, resource_id)
+        # A volume in the Recycle Bin can still be tagged, as on EC2.
+        if not load_volumes(db, [resource_id], in_recycle_bin=True):
+            get_volume(db, resource_id)  # InvalidVolume.NotFound
+    elif kind == ids.IMAGE:
+        get_image(ebs, resource_id, in_recycle_bin=True)  # so can an image in the bin
     elif kind == ids.SNAPSHOT:
         # A snapshot in the Recycle Bin can still be tagged, as on EC2.
         if not load_snapshots(db, ebs.account_id, [resource_id], in_recycle_bin=True):

@@ -15,6 +15,7 @@ from fakestor.control import (
     faults,
     idempotency,
     kms_keys,
+    recycle_bin_entry,
     rules,
     server_faults,
     volume_initializations,
@@ -45,6 +46,7 @@ from fakestor.control.states import (
     VolumeState,
 )
 from fakestor.control.tags import set_tags, tags_for
+from fakestor.control.tasks import RetryLater
 
 log = logging.getLogger(__name__)
 
@@ -317,8 +319,38 @@ def delete_volume(ebs: Ebs, volume_id: str, *, dry_run: bool = False) -> None:
                 f"'{VolumeState.ERROR}' volume can be deleted."
             )
         check_dry_run(dry_run)
-        db.execute(f"UPDATE volumes SET state='{VolumeState.DELETING}' WHERE id=?", (volume_id,))
-    submit_delete_volume(ebs, volume_id)
+        # An `error` volume failed to be created: AWS's Recycle Bin does not protect those.
+        retained = volume.state == VolumeState.AVAILABLE and recycle_bin_entry.retain(
+            ebs, db, recycle_bin_entry.VOLUME, volume_id, volume.tags
+        )
+        if not retained:
+            db.execute(
+                f"UPDATE volumes SET state='{VolumeState.DELETING}' WHERE id=?", (volume_id,)
+            )
+    if retained:
+        submit_volume_purge(ebs, volume_id)
+    else:
+        submit_delete_volume(ebs, volume_id)
+
+
+def submit_volume_purge(ebs: Ebs, volume_id: str) -> None:
+    """Delete a volume in the Recycle Bin, with its data, when its retention ends; restored
+    meanwhile, it stays."""
+
+    def work() -> None:
+        with ebs.store.transaction() as db:
+            wait = recycle_bin_entry.expire(db, recycle_bin_entry.VOLUME, volume_id)
+            if wait == 0:
+                db.execute(
+                    f"UPDATE volumes SET state='{VolumeState.DELETING}' WHERE id=?", (volume_id,)
+                )
+        if wait is None:
+            return
+        if wait > 0:
+            raise RetryLater(wait)  # waits on a timer, not in a worker
+        submit_delete_volume(ebs, volume_id)
+
+    ebs.tasks.submit([volume_id], work, f"recycle bin retention of {volume_id}")
 
 
 def submit_delete_volume(ebs: Ebs, volume_id: str) -> None:

@@ -9,6 +9,7 @@ from fakestor.control import images
 from fakestor.control.context import Ebs
 from fakestor.control.images import Image
 from fakestor.control.resources import to_wire_time
+from fakestor.ec2 import views
 from fakestor.ec2.actions.common import Params, Result, action, dry_run_of, filters_of
 from fakestor.ec2.actions.instances import device_mappings_of
 
@@ -48,6 +49,7 @@ def _image(item: Image) -> dict[str, Any]:
         "RootDeviceName": item.root_device_name,
         "RootDeviceType": images.root_device_type(item.root_device_name, item.mappings),
         "BlockDeviceMappings": mappings,
+        "Tags": views.tag_list(item.tags),
     }
 
 
