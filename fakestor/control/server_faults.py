@@ -52,27 +52,35 @@ def parse(scope: str, name: str, value: str) -> ServerFault:
 
 
 class _Cache:
-    """The faults of each state store in memory: a request checks them without a query."""
+    """The faults of each state store in memory: a request checks them without a query.
+
+    A change bumps the store's generation; a reader that queried before a change does not
+    keep what it read, so a fault set or cleared is seen by every request after it."""
 
     def __init__(self) -> None:
         self._faults: dict[int, list[ServerFault]] = {}
+        self._generations: dict[int, int] = {}
         self._lock = threading.Lock()
 
     def get(self, ebs: Ebs) -> list[ServerFault]:
         key = id(ebs.store)
         with self._lock:
             found = self._faults.get(key)
+            generation = self._generations.get(key, 0)
         if found is None:
             with ebs.store.transaction() as db:
                 rows = db.execute("SELECT * FROM server_faults ORDER BY scope, name").fetchall()
             found = [ServerFault(r["scope"], r["name"], r["value"]) for r in rows]
             with self._lock:
-                self._faults[key] = found
+                if self._generations.get(key, 0) == generation:
+                    self._faults[key] = found
         return found
 
     def forget(self, ebs: Ebs) -> None:
+        key = id(ebs.store)
         with self._lock:
-            self._faults.pop(id(ebs.store), None)
+            self._faults.pop(key, None)
+            self._generations[key] = self._generations.get(key, 0) + 1
 
 
 _cache = _Cache()
