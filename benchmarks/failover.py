@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.common import scratch
+from fakestor.cluster import Cluster
 from fakestor.cluster.lifecycle import Settings, down, exec_argv, up
 from fakestor.cluster.swarm import docker_on, task_container, wait_task_elsewhere
 
@@ -46,24 +47,28 @@ def _has_data(root: Path, node: int, service: str, lines: int) -> bool:
     return read.returncode == 0 and read.stdout.count("\n") >= lines
 
 
-def _drain_runs(root: Path, service: str, runs: int, volume: bool) -> list[float]:
+def _drain_runs(root: Path, prefix: str, service: str, runs: int, volume: bool) -> list[float]:
     times = []
     at = wait_task_elsewhere(root, service, None, interval=0.1)
     for run in range(runs):
         started = time.monotonic()
-        _docker(root, 1, "node", "update", "--availability", "drain", f"{PREFIX}-node{at}")
+        _docker(root, 1, "node", "update", "--availability", "drain", f"{prefix}-node{at}")
         moved = wait_task_elsewhere(root, service, at, interval=0.1)
         if volume:  # running is not enough: the data written before must be there
             while not _has_data(root, moved, service, run + 2):
                 time.sleep(0.05)
         times.append(time.monotonic() - started)
-        _docker(root, 1, "node", "update", "--availability", "active", f"{PREFIX}-node{at}")
+        _docker(root, 1, "node", "update", "--availability", "active", f"{prefix}-node{at}")
         at = moved
     return times
 
 
 def measure(work_dir: Path, quick: bool, runs: int) -> Failovers:
-    figures = Failovers()
+    """On a 2-node cluster of its own, or, with FAKESTOR_BENCH_CLUSTER_ROOT, on a cluster that
+    is already up (the cluster tests' smoke run), which it leaves as it found it."""
+    existing = os.environ.get("FAKESTOR_BENCH_CLUSTER_ROOT")
+    if existing:
+        return measure_on(Path(existing), runs)
     with scratch(work_dir, "fakestor-failover-") as base:
         settings = Settings(
             root=base / "cluster", prefix=PREFIX, subnet="10.235.0",
@@ -72,25 +77,53 @@ def measure(work_dir: Path, quick: bool, runs: int) -> Failovers:
         )  # fmt: skip
         up(settings, 2, lambda line: print(f"  {line}", file=sys.stderr))
         try:
-            root = settings.root
-            common = ["--endpoint-mode", "dnsrr", "--restart-delay", "1s",
-                      "--hostname", "{{.Node.Hostname}}"]  # fmt: skip
-            _docker(root, 1, "volume", "create", "-d", DRIVER, "-o", "size=1", "bench")
-            _docker(
-                root, 1, "service", "create", "--detach", "--name", "with-volume", *common,
-                "--mount", f"type=volume,source=bench,target=/data,volume-driver={DRIVER}",
-                IMAGE, "sh", "-c", "hostname >> /data/log; sleep 100000",
-            )  # fmt: skip
-            figures.with_volume = _drain_runs(root, "with-volume", runs, volume=True)
-            _docker(root, 1, "service", "rm", "with-volume")
-            _docker(
-                root, 1, "service", "create", "--detach", "--name", "no-volume", *common,
-                IMAGE, "sh", "-c", "sleep 100000",
-            )  # fmt: skip
-            figures.without_volume = _drain_runs(root, "no-volume", runs, volume=False)
+            return measure_on(settings.root, runs)
         finally:
             down(settings.root, lambda line: print(f"  {line}", file=sys.stderr))
+
+
+def measure_on(root: Path, runs: int) -> Failovers:
+    """Drain runs on the cluster recorded in ROOT; its services and volume are removed after."""
+    cluster = Cluster.load(root)
+    if cluster is None:
+        raise RuntimeError(f"no cluster is recorded in {root}")
+    prefix, nodes = cluster.prefix, [node.number for node in cluster.nodes]
+    figures = Failovers()
+    common = ["--endpoint-mode", "dnsrr", "--restart-delay", "1s",
+              "--hostname", "{{.Node.Hostname}}"]  # fmt: skip
+    try:
+        _docker(root, 1, "volume", "create", "-d", DRIVER, "-o", "size=1", "bench")
+        _docker(
+            root, 1, "service", "create", "--detach", "--name", "with-volume", *common,
+            "--mount", f"type=volume,source=bench,target=/data,volume-driver={DRIVER}",
+            IMAGE, "sh", "-c", "hostname >> /data/log; sleep 100000",
+        )  # fmt: skip
+        figures.with_volume = _drain_runs(root, prefix, "with-volume", runs, volume=True)
+        _remove_service(root, nodes, "with-volume")
+        _docker(
+            root, 1, "service", "create", "--detach", "--name", "no-volume", *common,
+            IMAGE, "sh", "-c", "sleep 100000",
+        )  # fmt: skip
+        figures.without_volume = _drain_runs(root, prefix, "no-volume", runs, volume=False)
+    finally:
+        for node in nodes:  # a failed drain run may have left one drained
+            docker_on(root, 1, "node", "update", "--availability", "active", f"{prefix}-node{node}")
+        for service in ("with-volume", "no-volume"):
+            _remove_service(root, nodes, service)
+        for node in nodes:
+            docker_on(root, node, "volume", "rm", "bench")
     return figures
+
+
+def _remove_service(root: Path, nodes: list[int], service: str) -> None:
+    """Remove SERVICE and wait until no node has a container of it (so its volume is free)."""
+    docker_on(root, 1, "service", "rm", service)
+    deadline = time.monotonic() + 120
+    for node in nodes:
+        while task_container(root, node, service) is not None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the containers of {service} were not removed")
+            time.sleep(0.2)
 
 
 def summary(figures: Failovers) -> str:

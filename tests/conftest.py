@@ -22,6 +22,10 @@ REGION = "us-east-1"
 ZONE = "us-east-1a"
 OTHER_ZONE = "us-east-1b"
 IN_CI = os.environ.get("CI") == "true"
+# Tests with either marker touch the machine (root, loop devices, /dev/disk/by-id links,
+# mounts, dockerd, network namespaces): they run one at a time, in one xdist group.
+MACHINE_MARKERS = ("privileged", "docker")
+MACHINE_GROUP = "machine"
 
 _READY = re.compile(
     r"serving EC2 and instance metadata on http://([\d.]+):(\d+).*host instance (i-[0-9a-f]+)"
@@ -103,6 +107,32 @@ def ec2_client(url: str, **config: Any) -> Any:
 ServerFactory = Callable[..., Server]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under `pytest -n N --dist loadgroup` (devenv/test), every test that touches the machine
+    goes to one worker, in collection order; the API-only tests share the other workers."""
+    for item in items:
+        if any(item.get_closest_marker(name) for name in MACHINE_MARKERS):
+            item.add_marker(pytest.mark.xdist_group(MACHINE_GROUP))
+
+
+_current: list[pytest.Item] = []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _current[:] = [item]
+
+
+def require_machine_marker(what: str) -> None:
+    """Fail a test that needs the machine but is not marked so: unmarked, it could run beside
+    another such test (parallel workers) and share loop devices, links or dockerd with it."""
+    if _current and _current[0].get_closest_marker("privileged") is None:
+        pytest.fail(
+            f"{_current[0].nodeid} needs {what}: mark it @pytest.mark.privileged "
+            "(or give its parameter that mark), so it runs with the other machine tests"
+        )
+
+
 @pytest.fixture
 def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFactory]:
     """Start servers on demand; every one is stopped (by its PID) after the test."""
@@ -114,6 +144,8 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFac
         data_dir: Path | None = None,
         env: dict[str, str] | None = None,
     ) -> Server:
+        if backend != "metadata":
+            require_machine_marker(f"the {backend} backend")
         root = tmp_path_factory.mktemp("fakestor")
         server = Server(
             data_dir=data_dir or root / "data",
@@ -192,6 +224,7 @@ def require(condition: bool, reason: str) -> None:
 
 
 def require_root_and_loop() -> None:
+    require_machine_marker("root, loop devices and mounts")
     require(os.geteuid() == 0, "needs root (loop devices, mounts)")
     require(os.path.exists("/dev/loop-control"), "needs /dev/loop-control (modprobe loop)")
     for tool in ("mkfs.ext4", "resize2fs", "blkid", "losetup"):

@@ -143,18 +143,4 @@ def test_nodes_benchmark_quick_mode_runs() -> None:
     assert "node over NBD, TLS-PSK" in result.stdout
 
 
-@pytest.mark.privileged
-@pytest.mark.docker
-def test_failover_benchmark_quick_mode_runs() -> None:
-    require_root_and_loop()
-    for tool in ("dockerd", "nbdkit", "nbdfuse", "mmdebstrap"):
-        require(shutil.which(tool) is not None, f"needs {tool} (apt-get install)")
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--no-record", "--only", "failover"],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "| with a fakestor volume (running with its data) |" in result.stdout
-    assert "the cluster is down" in result.stderr
+# The failover benchmark's smoke run is in tests/test_cluster.py, on that module's cluster.

@@ -105,7 +105,7 @@ def test_the_aws_cli_lists_metrics(server: Server) -> None:
     assert json.loads(result.stdout)["Metrics"] == []
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=[pytest.param(b, marks=pytest.mark.privileged) for b in BACKENDS])
 def metered(
     request: pytest.FixtureRequest, start_server: ServerFactory, tmp_path: Path
 ) -> Iterator[Host]:

@@ -325,6 +325,24 @@ def _running_node(cluster: LocalCluster, service: str) -> int | None:
     return running_task_node(cluster.root, service)
 
 
+def test_the_failover_benchmark_runs_on_this_cluster(cluster: LocalCluster) -> None:
+    """`python -m benchmarks --quick --only failover` on this module's cluster: the benchmark's
+    own 2-node cluster would cost a minute's up and down, which these tests and the failover
+    lab already check; its drains, timing and table are what runs here."""
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--no-record", "--only", "failover"],
+        env={**cluster.env, "FAKESTOR_BENCH_CLUSTER_ROOT": str(cluster.root)},
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "| with a fakestor volume (running with its data) |" in result.stdout
+    assert "| with no volume (Swarm's rescheduling alone) |" in result.stdout
+    for node in (1, 2, 3):  # it leaves the cluster as it found it
+        assert not cluster.docker(node, "ps", "-aq").stdout.strip()
+        assert "bench" not in cluster.docker(node, "volume", "ls", "-q").stdout.split()
+    assert not cluster.docker(1, "service", "ls", "-q").stdout.strip()
+
+
 def test_two_nodes_racing_for_one_volume_one_wins(cluster: LocalCluster) -> None:
     volume = "raced"
     cluster.docker(1, "volume", "create", "-d", DRIVER, "-o", "size=1", volume)

@@ -2,11 +2,11 @@
 the test's own.
 
 One test, since each step needs the stack the one before left: a first devenv/up (the
-plugin's build is cached in .build/), the README's examples and up's banner
-(devenv/check-readme), a dockerd that an older devenv/down left with records of the
-plugin's volumes (devenv/up says why it waits), devenv/down keeping the EBS volumes while
-dockerd forgets them, a devenv/up that no longer waits and finds the data, and
-devenv/down --purge leaving the machine as it was.
+plugin's build is cached in .build/) and its demo, the README's examples and up's banner
+(devenv/check-readme), a second devenv/up that finds everything running, a dockerd that
+an older devenv/down left with records of the plugin's volumes (devenv/up says why it
+waits), devenv/down keeping the EBS volumes while dockerd forgets them, a devenv/up that
+no longer waits and finds the data, and devenv/down --purge leaving the machine as it was.
 """
 
 from __future__ import annotations
@@ -135,6 +135,11 @@ def test_up_readme_down_up_keeps_the_volumes_and_leaves_the_machine_as_it_was(
     (stack.data_dir / "up.out").write_text(first_up)
     checked, _ = stack.run("check-readme", "--banner", str(stack.data_dir / "up.out"))
     assert "0 failed" in checked, checked
+    # up's demo: a second container reads the first's data, a snapshot, the shared mount.
+    assert "a second container reads:" in first_up and "CreateSnapshot: snap-" in first_up
+    assert "shared" in first_up and "propagated-mount/fakestor-demo" in first_up
+    again, _ = stack.run("up")
+    assert "already running" in again and "is up to date" in again, again
 
     stack.docker("volume", "create", "-d", "fakestor/ebs", "kept")
     stack.docker(

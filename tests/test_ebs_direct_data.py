@@ -141,6 +141,8 @@ def test_paging_over_more_than_a_hundred_blocks(host: Host) -> None:
     assert [b["BlockIndex"] for b in blocks_of(ebs, snapshot_id, StartingBlockIndex=250)] == [
         index * 2 for index in range(125, 150)
     ]
+    if host.backend != "loopdev":
+        return  # a token's lifetime is the control plane's, not the backend's: one 11 s wait
     # The token lasts EBS's 60 minutes divided by --time-scale (3600 here), at least 10 s.
     time.sleep(11)
     with pytest.raises(ClientError) as expired:

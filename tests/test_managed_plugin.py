@@ -1,17 +1,19 @@
-"""The managed plugin (fakestor/ebs) in a dockerd of the tests' own, and devenv/up + down.
+"""The managed plugin (fakestor/ebs) in a dockerd of the tests' own, and the propagation lab's
+Docker steps against it (what each container saw, next to each check).
 
 The plugin's rootfs is built with mmdebstrap by devenv/plugin/build (cached in
-.build/ by a hash of its inputs, so only the first run pays for it).
+.build/ by a hash of its inputs, so only the first run pays for it); the dockerd with the
+plugin enabled is made once for the module.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 import pytest
 
 from backends import loop
+from fakestor.lab import Lab
 from fakestor.mounts import mount_table
 from tests.conftest import Server, require, require_root_and_loop, wait_for
 from tests.docker_env import IMAGE, Dockerd, require_docker, running_dockerd
@@ -150,65 +153,6 @@ def test_disabling_the_plugin_leaves_no_mount_or_device(managed: Managed) -> Non
     docker.run("volume", "rm", name)
 
 
-def _machine_state() -> dict[str, Any]:
-    return {
-        "mounts": sorted(_mount_points()),
-        "loops": sorted(d.backing_file for d in loop.bound_devices()),
-        "plugins": sorted(os.listdir("/run/docker/plugins"))
-        if os.path.isdir("/run/docker/plugins")
-        else [],
-        "links": sorted(os.listdir("/dev/disk/by-id")) if os.path.isdir("/dev/disk/by-id") else [],
-    }
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    """A temporary directory with a short path: dockerd's sockets must fit in 108 bytes."""
-    path = Path(tempfile.mkdtemp(prefix="fs-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def test_devenv_up_then_down_leaves_the_machine_as_it_was(short_tmp: Path) -> None:
-    _require_build_tools()
-    tmp_path = short_tmp
-    env = {
-        **os.environ,
-        "FAKESTOR_DATA_DIR": str(tmp_path / "data"),
-        "FAKESTOR_LISTEN": "127.0.0.1:18779",
-        "FAKESTOR_DOCKERD_ROOT": str(tmp_path / "docker"),
-    }
-    env.pop("DOCKER_HOST", None)
-    before = _machine_state()
-    up = subprocess.run(
-        [str(ROOT / "devenv" / "up")], env=env, capture_output=True, text=True, timeout=900
-    )
-    try:
-        log = tmp_path / "docker" / "dockerd.log"
-        assert up.returncode == 0, (
-            up.stdout + up.stderr + (log.read_text()[-3000:] if log.exists() else "")
-        )
-        assert "a second container reads:" in up.stdout
-        assert "CreateSnapshot: snap-" in up.stdout
-        assert "shared" in up.stdout and "propagated-mount/fakestor-demo" in up.stdout
-        again = subprocess.run(
-            [str(ROOT / "devenv" / "up")], env=env, capture_output=True, text=True, timeout=900
-        )
-        assert again.returncode == 0, again.stdout + again.stderr
-        assert "already running" in again.stdout and "is up to date" in again.stdout
-    finally:
-        down = subprocess.run(
-            [str(ROOT / "devenv" / "down"), "--purge"],
-            env=env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-    log = tmp_path / "docker" / "dockerd.log"
-    assert down.returncode == 0, (
-        down.stdout + down.stderr + (log.read_text() if log.exists() else "")
-    )
-    assert _machine_state() == before
-    assert not (tmp_path / "data").exists()
-
-
 def test_propagation_lab_runs_every_step(managed: Managed) -> None:
     """The lab end to end, Docker steps and the managed plugin's step included."""
     result = subprocess.run(
@@ -223,3 +167,60 @@ def test_propagation_lab_runs_every_step(managed: Managed) -> None:
     assert "Docker refuses: the host path is not shared" in result.stdout
     assert "that mount is shared" in result.stdout
     assert "The machine's mounts are as they were before the lab." in result.stdout
+
+
+FINDMNT_ROW = re.compile(r"^ +\d+ +\d+ +\S+ +[└├│─ ]*(\S+) +\S+$")
+
+
+def _after(lines: list[str], saw: str, ok: str) -> None:
+    """`saw` is printed, and the check `ok` right after it."""
+    assert saw in lines, "\n".join(lines)
+    assert lines[lines.index(saw) + 1] == f"  ok: {ok}", "\n".join(lines)
+
+
+def test_lab_docker_steps_show_what_each_container_saw(
+    managed: Managed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", managed.docker.host)
+    before = sorted((mount.root, mount.target) for mount in mount_table())
+    output: dict[str, list[str]] = {}
+    for step in ("step_private_bind", "step_shared_bind", "step_managed_plugin"):
+        lines = output[step] = []
+        lab = Lab(tmp_path / step, PLUGIN, lines.append)
+        lab.root.mkdir()
+        getattr(lab, step)()
+    assert sorted((mount.root, mount.target) for mount in mount_table()) == before
+
+    private = output["step_private_bind"]
+    area = tmp_path / "step_private_bind" / "private-bind"
+    assert f"    the host sees: ls -A {area / 'vol'} -> (nothing)" in private
+    _after(private, "    the application container sees: ls -A /data -> (nothing)",
+           "the application container sees an empty directory")  # fmt: skip
+    _after(private, "    the plugin container sees: cat /mnt/volumes/vol/file -> data",
+           "while the plugin container sees its volume")  # fmt: skip
+
+    shared = output["step_shared_bind"]
+    area = tmp_path / "step_shared_bind" / "shared-bind"
+    assert f"    the host sees: cat {area / 'vol' / 'file'} -> data" in shared
+    assert "    the application container sees: ls -A /data -> file" in shared
+    _after(shared, "    the application container sees: cat /data/file -> data",
+           "the application container sees the volume")  # fmt: skip
+
+    plugin = output["step_managed_plugin"]
+    target = next(
+        line.rsplit(" has at ", 1)[1] for line in plugin if "the filesystem the host has at" in line
+    )
+    assert "    the application container sees: cat /data/file -> from-the-app" in plugin
+    _after(plugin, f"    the host sees: cat {target}/data/file -> from-the-app",
+           "the application container writes to it, the host reads it")  # fmt: skip
+    mounted = [line for line in plugin if "its /data in /proc/self/mountinfo" in line]
+    assert len(mounted) == 1 and re.search(
+        r"-> /dev/\S+ (ext4|xfs), device \d+:\d+, root /data$", mounted[0]
+    ), plugin
+    # Where findmnt lists the volume twice (the data root is shared, so the propagated
+    # mount's bind is its peer and the volume is copied under both), the lab says why.
+    listed = [row[1] for line in plugin if (row := FINDMNT_ROW.match(line))]
+    if listed.count(target) >= 2:
+        explained = [line for line in plugin if "are the same filesystem" in line]
+        assert explained and "copied by propagation" in explained[0], plugin
+        assert any(" is hidden: mount " in line for line in plugin), plugin

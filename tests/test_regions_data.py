@@ -21,6 +21,7 @@ def loop_host(start_server: ServerFactory, tmp_path: Path) -> Iterator[Host]:
         yield running
 
 
+@pytest.mark.privileged
 def test_a_snapshot_copied_to_another_region_carries_its_data(loop_host: Host) -> None:
     server, ec2 = loop_host.server, loop_host.ec2
     volume_id = new_volume(ec2)
