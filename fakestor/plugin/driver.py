@@ -148,11 +148,11 @@ class VolumeDriver:
         try:
             if made is not None:  # a filesystem just made spans its device: nothing to grow
                 fstype, grown = made, None
-                host.mount(device, mountpoint)
+                host.mount(device, mountpoint, fstype)
             else:
                 fstype = host.filesystem_of(device) or ""
                 grown = host.grow_unmounted(device, fstype)
-                host.mount(device, mountpoint)
+                host.mount(device, mountpoint, fstype)
                 grown = grown or host.grow_mounted(device, mountpoint, fstype)
         except host.HostError as failure:
             raise PluginError(f"cannot mount volume {name}: {failure}") from None
