@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,7 @@ import pytest
 
 from backends import loop
 from fakestor.mounts import mount_table
+from fakestor.plugin.ebs import FRESH_FOR
 from tests.conftest import Server, wait_for
 from tests.docker_env import IMAGE, Dockerd, require_docker, running_dockerd
 from tests.test_loopdev import require_backend
@@ -166,8 +168,17 @@ def test_create_write_read_inspect_list_remove(stack: Stack) -> None:
     assert f"{stack.plugin.name} {name}" in listed.splitlines()
 
     stack.docker.run("volume", "rm", name)
+    # Remove returns once EBS has accepted the delete; EBS finishes it on its own.
     found = stack.ec2.describe_volumes(Filters=[{"Name": "tag:Name", "Values": [name]}])["Volumes"]
-    assert found == []
+    assert all(v["State"] in ("deleting", "deleted") for v in found), found
+    assert name not in stack.docker.run("volume", "ls", "-q").stdout.split()
+    wait_for(
+        lambda: (
+            not stack.ec2.describe_volumes(Filters=[{"Name": "tag:Name", "Values": [name]}])[
+                "Volumes"
+            ]
+        )
+    )
 
 
 def test_attached_only_while_in_use_and_two_containers_share(stack: Stack) -> None:
@@ -478,6 +489,35 @@ def test_protocol_endpoints_directly(stack: Stack) -> None:
 
 def _call(stack: Stack, endpoint: str, **body: Any) -> dict[str, Any]:
     return _plugin_call(stack, f"VolumeDriver.{endpoint}", json.dumps(body))
+
+
+def test_get_after_a_delete_through_the_ec2_api_reports_the_volume_gone(stack: Stack) -> None:
+    name = stack.volume_name()
+    assert _call(stack, "Create", Name=name, Opts={"size": "1"}) == {"Err": ""}
+    seen = _call(stack, "Get", Name=name)["Volume"]
+    assert seen["Mountpoint"] == "" and seen["Status"]["State"] == "available"
+    stack.ec2.delete_volume(VolumeId=seen["Status"]["VolumeId"])
+    # Get may answer from what the plugin saw for FRESH_FOR seconds (the EC2 API is
+    # eventually consistent too); after that it asks EBS again.
+    time.sleep(FRESH_FOR + 0.1)
+    assert "no EBS volume is tagged" in _call(stack, "Get", Name=name)["Err"]
+    assert _call(stack, "Path", Name=name) == {"Mountpoint": "", "Err": ""}
+    assert name not in [v["Name"] for v in _call(stack, "List")["Volumes"]]
+    assert "no EBS volume is tagged" in _call(stack, "Mount", Name=name, ID="a")["Err"]
+    assert _call(stack, "Remove", Name=name) == {"Err": ""}
+
+
+def test_a_volume_deleted_elsewhere_right_after_get_is_not_mounted(stack: Stack) -> None:
+    """Mount and Remove right after Get use the volume as Get saw it; EBS corrects them."""
+    name = stack.volume_name()
+    assert _call(stack, "Create", Name=name, Opts={"size": "1"}) == {"Err": ""}
+    volume_id = _call(stack, "Get", Name=name)["Volume"]["Status"]["VolumeId"]
+    stack.ec2.delete_volume(VolumeId=volume_id)
+    mounted = _call(stack, "Mount", Name=name, ID="a")
+    assert volume_id in mounted["Err"] and "cannot attach" in mounted["Err"], mounted
+    assert _call(stack, "Path", Name=name) == {"Mountpoint": "", "Err": ""}
+    assert not (stack.plugin.mount_root / name).exists()
+    assert _call(stack, "Remove", Name=name) == {"Err": ""}
 
 
 def test_docker_cp_on_a_running_container_leaves_its_volume_mounted(

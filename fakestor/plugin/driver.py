@@ -91,7 +91,7 @@ class VolumeDriver:
                 # so these IDs are stale (a Mount Docker gave up on, say). The unmount below
                 # still refuses if a process is using the filesystem.
                 log.warning("%s: removing despite stale mount IDs %s", name, record.mount_ids)
-            volume = self.ebs.find(name)
+            volume = self._unattached_recently(name) or self.ebs.find(name)
             if volume is None:
                 return
             for attachment in volume["Attachments"]:
@@ -116,7 +116,7 @@ class VolumeDriver:
             if record is not None and host.is_mount_point(Path(record.mountpoint)):
                 self._save(name, replace(record, mount_ids=[*record.mount_ids, mount_id]))
                 return self._data_dir(record)
-            volume = self.ebs.require(name)
+            volume = self._unattached_recently(name) or self.ebs.require(name)
             try:
                 data = self._mount_here(name, volume)
                 # Uses recorded before the mount point vanished are still to be unmounted.
@@ -148,11 +148,11 @@ class VolumeDriver:
         try:
             if made is not None:  # a filesystem just made spans its device: nothing to grow
                 fstype, grown = made, None
-                host.mount(device, mountpoint)
+                host.mount(device, mountpoint, fstype)
             else:
                 fstype = host.filesystem_of(device) or ""
                 grown = host.grow_unmounted(device, fstype)
-                host.mount(device, mountpoint)
+                host.mount(device, mountpoint, fstype)
                 grown = grown or host.grow_mounted(device, mountpoint, fstype)
         except host.HostError as failure:
             raise PluginError(f"cannot mount volume {name}: {failure}") from None
@@ -196,7 +196,7 @@ class VolumeDriver:
 
     def get(self, name: str) -> dict[str, Any]:
         check_name(name)
-        volume = self.ebs.require(name)
+        volume = self.ebs.require(name, recent=True)
         return {
             "Name": name,
             "Mountpoint": self.path(name),
@@ -222,6 +222,15 @@ class VolumeDriver:
         return {"Scope": "global"}
 
     # ---- helpers ----------------------------------------------------------------
+
+    def _unattached_recently(self, name: str) -> dict[str, Any] | None:
+        """The volume as just seen, if it was attached nowhere: Mount's and Remove's usual case.
+
+        Were it attached since, AttachVolume or DeleteVolume says so; a volume seen
+        attached is looked up again, so neither acts on an attachment that has gone.
+        """
+        volume = self.ebs.recent(name)
+        return volume if volume is not None and not volume["Attachments"] else None
 
     def _save(self, name: str, record: MountRecord) -> None:
         try:
