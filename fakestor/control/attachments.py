@@ -104,12 +104,13 @@ def submit_attach(ebs: Ebs, volume_id: str, instance_id: str) -> None:
     def work() -> None:
         with ebs.store.transaction() as db:
             row = _attachment_in(db, volume_id, instance_id, AttachmentState.ATTACHING)
+            shape = None if row is None else performance_model.shape_for(ebs, db, volume_id)
         if row is None:
             return
         if _held(row["stuck_until"]):
             log.info("attach of %s held by its fault until a forced detach", volume_id)
             return
-        performance_model.apply(ebs, volume_id)  # its limits, before the first I/O
+        performance_model.apply_shape(ebs, volume_id, shape)  # its limits, before the first I/O
         device_path = None
         try:
             if row["is_host"]:
