@@ -132,7 +132,9 @@ def _scale(args: argparse.Namespace, runs: int) -> None:
         "for each until its device opens, `losetup --detach`, and unlinking the images. "
         "Loop devices are created as needed; leaks are counted after each run. The host "
         "instance takes as many volumes as its type's EBS attachment limit, so both sides "
-        "attach and detach in waves of that many; a phase is the sum of its waves.\n\n"
+        "attach and detach in waves of that many; a phase is the sum of its waves. The "
+        "floor is as many DescribeVolumes of one volume as there are volumes, sequential, "
+        "on the same server and client: what the API's round trips cost before any work.\n\n"
         + scale.summary(figures, count)
     )
     print(body)

@@ -6,6 +6,10 @@ sparse image per volume, `losetup --find --show --direct-io=on` for each until
 the device opens, `losetup --detach`, and unlinking the images. Loop devices
 are created as needed in both; leaks are counted after each run.
 
+The floor is what the API costs before any work: as many DescribeVolumes of one
+volume as there are volumes, one after another on the same server and client. A
+phase cannot take less than its round trips, whatever the server does.
+
 The host instance takes only as many volumes as its type's EBS attachment limit
 (27 for fakestor's m5.large), so volumes are attached and detached in waves of
 that many, on both sides; a phase's time is the sum over its waves.
@@ -26,6 +30,7 @@ from benchmarks.common import fakestor_server, opens, poll, scratch, timed
 from fakestor.device_names import BY_ID_DIR, BY_ID_PREFIX
 
 PHASES = ("create", "attach, all usable", "detach", "delete")
+FLOOR = "floor: one DescribeVolumes round trip per volume"
 DEVICE_NAMES = [
     f"/dev/xvd{first}{second}"
     for first in "bcdefghijklmnop"
@@ -116,6 +121,7 @@ def _fakestor(base: Path, count: int, figures: ScaleFigures) -> None:
             poll(lambda: not ec2.describe_volumes()["Volumes"], 600, 0.05)
 
         figures.add(target, "create", timed(create))
+        figures.add(target, FLOOR, timed(partial(_round_trips, ec2, ids[0], count)))
         wave_size = _attachment_limit(ec2, host)
         attaching = detaching = 0.0
         for start in range(0, count, wave_size):
@@ -133,6 +139,12 @@ def _fakestor(base: Path, count: int, figures: ScaleFigures) -> None:
     if BY_ID_DIR.is_dir():
         dangling = [link for link in BY_ID_DIR.glob(f"{BY_ID_PREFIX}*") if not link.exists()]
         figures.leaked_links += len(dangling)
+
+
+def _round_trips(ec2: Any, volume_id: str, count: int) -> None:
+    """`count` sequential requests that change nothing: the API's own cost per request."""
+    for _ in range(count):
+        ec2.describe_volumes(VolumeIds=[volume_id])
 
 
 def _attachment_limit(ec2: Any, instance_id: str) -> int:
@@ -211,7 +223,18 @@ def summary(figures: ScaleFigures, count: int) -> str:
         ours, theirs = figures.times[("fakestor", phase)], figures.times[("by hand", phase)]
         ratio = statistics.median(ours) / statistics.median(theirs)
         lines.append(f"| {phase} | {cell(ours)} | {cell(theirs)} | {ratio:.1f}x |")
+    floor = figures.times[("fakestor", FLOOR)]
+    lines.append(f"| {FLOOR} | {cell(floor)} | - | - |")
+    above = []
+    for phase in PHASES[:3]:
+        by_hand = statistics.median(figures.times[("by hand", phase)])
+        left = statistics.median(figures.times[("fakestor", phase)]) - statistics.median(floor)
+        above.append(f"{phase} {seconds(left)} ({left / by_hand:.1f}x by hand)")
     lines += [
+        "",
+        "fakestor's time above the floor (phase median minus floor median): "
+        + ", ".join(above)
+        + ".",
         "",
         f"Loop devices bound to fakestor's images at once: {max(figures.bound_at_once)} "
         f"(waves of the host's attachment limit, {figures.wave_size}). Left behind after the "

@@ -93,6 +93,7 @@ def test_snapshot_and_scale_benchmarks_quick_mode_run() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "| 1 GiB, 64 MiB written |" in result.stdout
     assert "| attach, all usable |" in result.stdout
+    assert "| floor: one DescribeVolumes round trip per volume |" in result.stdout
     left_behind = "Left behind after the runs: 0 loop devices, 0 `/dev/disk/by-id` links, 0 volume"
     assert left_behind in result.stdout
 

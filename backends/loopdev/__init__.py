@@ -161,31 +161,47 @@ class LoopdevBackend:
     # ---- volumes ------------------------------------------------------------
 
     def create_volume(self, volume_id: str, size_gib: int, snapshot_id: str | None) -> None:
+        if snapshot_id is None:
+            self._create_blank(volume_id, size_gib)
+            return
         image = self.volume_image(volume_id)
         if image.exists():
             return
         partial = image.with_name(image.name + ".partial")
         try:
-            if snapshot_id is not None:
-                source = self.snapshot_image(snapshot_id)
-                if not source.exists():
-                    raise BackingStoreMissing(
-                        f"the data of snapshot {snapshot_id} is missing ({source})"
-                    )
-                copy_image(source, partial)
-                if partial.stat().st_size < size_gib * GIB:
-                    os.truncate(partial, size_gib * GIB)
-            else:
-                fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-                try:
-                    os.ftruncate(fd, size_gib * GIB)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+            source = self.snapshot_image(snapshot_id)
+            if not source.exists():
+                raise BackingStoreMissing(
+                    f"the data of snapshot {snapshot_id} is missing ({source})"
+                )
+            copy_image(source, partial)
+            if partial.stat().st_size < size_gib * GIB:
+                os.truncate(partial, size_gib * GIB)
             os.rename(partial, image)
             _fsync_dir(self.volumes_dir)
         except OSError as failure:
             partial.unlink(missing_ok=True)
+            _raise_backend_error(failure, f"create {volume_id}")
+
+    def _create_blank(self, volume_id: str, size_gib: int) -> None:
+        """A blank volume's sparse image, made at its own name and durable on return.
+
+        It has no data to hide until it is complete, so there is no partial file to
+        rename: one fsync of the file makes its size and (on a journalling filesystem)
+        its directory entry durable, and the directory's fsync after it has nothing left
+        to write there. A create redone after a crash (the volume still `creating`, so
+        never attached) only sets the size again.
+        """
+        image = self.volume_image(volume_id)
+        try:
+            fd = os.open(image, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                os.ftruncate(fd, size_gib * GIB)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _fsync_dir(self.volumes_dir)
+        except OSError as failure:
             _raise_backend_error(failure, f"create {volume_id}")
 
     def delete_volume(self, volume_id: str) -> None:

@@ -89,27 +89,28 @@ def attach_volume(
 
 
 def _attachment_in(
-    ebs: Ebs, volume_id: str, instance_id: str, state: AttachmentState
+    db: sqlite3.Connection, volume_id: str, instance_id: str, state: AttachmentState
 ) -> sqlite3.Row | None:
     """The attachment's row (with its instance's is_host) if it is still in `state`."""
-    with ebs.store.transaction() as db:
-        row: sqlite3.Row | None = db.execute(
-            "SELECT a.*, i.is_host FROM attachments a JOIN instances i ON i.id = a.instance_id "
-            "WHERE a.volume_id=? AND a.instance_id=? AND a.state=?",
-            (volume_id, instance_id, state),
-        ).fetchone()
+    row: sqlite3.Row | None = db.execute(
+        "SELECT a.*, i.is_host FROM attachments a JOIN instances i ON i.id = a.instance_id "
+        "WHERE a.volume_id=? AND a.instance_id=? AND a.state=?",
+        (volume_id, instance_id, state),
+    ).fetchone()
     return row
 
 
 def submit_attach(ebs: Ebs, volume_id: str, instance_id: str) -> None:
     def work() -> None:
-        row = _attachment_in(ebs, volume_id, instance_id, AttachmentState.ATTACHING)
+        with ebs.store.transaction() as db:
+            row = _attachment_in(db, volume_id, instance_id, AttachmentState.ATTACHING)
+            shape = None if row is None else performance_model.shape_for(ebs, db, volume_id)
         if row is None:
             return
         if _held(row["stuck_until"]):
             log.info("attach of %s held by its fault until a forced detach", volume_id)
             return
-        performance_model.apply(ebs, volume_id)  # its limits, before the first I/O
+        performance_model.apply_shape(ebs, volume_id, shape)  # its limits, before the first I/O
         device_path = None
         try:
             if row["is_host"]:
@@ -258,14 +259,14 @@ def _stuck_until(db: sqlite3.Connection, volume_id: str, instance_id: str) -> st
 
 def submit_detach(ebs: Ebs, volume_id: str, instance_id: str) -> None:
     def work() -> None:
-        row = _attachment_in(ebs, volume_id, instance_id, AttachmentState.DETACHING)
+        with ebs.store.transaction() as db:
+            row = _attachment_in(db, volume_id, instance_id, AttachmentState.DETACHING)
+            exported = row is not None and exports.is_exported(db, volume_id, instance_id)
         if row is None:
             return
         if not row["force_detach"] and _held(row["stuck_until"]):
             log.info("detach of %s held by a fault until a forced detach", volume_id)
             return
-        with ebs.store.transaction() as db:
-            exported = exports.is_exported(db, volume_id, instance_id)
         if exported and not row["force_detach"]:
             # The node agent flushes and removes the device, then reports; the export
             # closes then (nodes.py). A node that is gone leaves it 'detaching', as EC2.

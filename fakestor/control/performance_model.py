@@ -41,6 +41,11 @@ def apply(ebs: Ebs, volume_id: str) -> None:
     """Give the data plane the volume's current limits (or none)."""
     with ebs.store.transaction() as db:
         shape = shape_for(ebs, db, volume_id)
+    apply_shape(ebs, volume_id, shape)
+
+
+def apply_shape(ebs: Ebs, volume_id: str, shape: VolumeShape | None) -> None:
+    """Give the data plane limits read with `shape_for` (in the caller's transaction)."""
     if not ebs.backend.set_performance(volume_id, shape, ebs.credit_time_scale) and shape:
         log.warning(
             "the %s backend's data path cannot enforce EBS's performance model: %s runs unlimited",

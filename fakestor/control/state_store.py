@@ -343,6 +343,12 @@ class StateStore:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL, not NORMAL: in WAL mode NORMAL leaves out the fsync at each commit. That
+        # would survive kill -9 (the WAL is in the page cache), but a power loss or kernel
+        # crash could take the last commits, and those are changes a client was already
+        # told of (CreateVolume's answer, a DescribeVolumes that showed `attached`). The
+        # price is one WAL fsync per change, 0.5-1 ms on a shared 2-core VM (BENCHMARKS.md,
+        # scale); batching or merging transactions is the way to pay it less often.
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         with self.transaction() as db:

@@ -221,8 +221,8 @@ def submit_create_volume(ebs: Ebs, volume_id: str, snapshot_id: str | None) -> N
             attached = db.execute(
                 "SELECT 1 FROM attachments WHERE volume_id=?", (volume_id,)
             ).fetchone()
-        state = VolumeState.IN_USE if attached else VolumeState.AVAILABLE
-        set_volume_state(ebs, volume_id, state)
+            state = VolumeState.IN_USE if attached else VolumeState.AVAILABLE
+            set_volume_state(ebs, volume_id, state)
 
     def failed(failure: Exception) -> None:
         set_volume_state(ebs, volume_id, VolumeState.ERROR, reason=f"create failed: {failure}")
