@@ -298,7 +298,8 @@ def apply_io_faults(ebs: Ebs, volume_ids: Iterable[str]) -> None:
         log.info("I/O fault of %s: %s", volume_id, fault or "none")
         if not ebs.backend.set_io_fault(volume_id, fault) and fault is not None:
             log.warning(
-                "the %s backend cannot apply I/O faults; %s%s on %s has no effect",
+                "the %s backend does not apply %s%s to %s's device now (loopdev: from its "
+                "next attach, or at once with --loopdev-policy always)",
                 ebs.backend.name, PREFIX, IO, volume_id,
             )  # fmt: skip
 

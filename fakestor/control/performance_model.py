@@ -43,7 +43,8 @@ def apply(ebs: Ebs, volume_id: str) -> None:
         shape = shape_for(ebs, db, volume_id)
     if not ebs.backend.set_performance(volume_id, shape, ebs.credit_time_scale) and shape:
         log.warning(
-            "the %s backend's data path cannot enforce EBS's performance model: %s runs unlimited",
+            "the %s backend's data path does not enforce EBS's performance model on %s now: "
+            "it runs unlimited (loopdev: until its next attach)",
             ebs.backend.name,
             volume_id,
         )
