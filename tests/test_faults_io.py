@@ -1,5 +1,6 @@
-"""Data-plane faults on the fuse backend, seen by the kernel and `dd` on the attached device:
-I/O errors on a byte range, latency per I/O, and an impaired volume (root, FUSE, loop)."""
+"""Data-plane faults on the fuse backend and on loopdev's policy layer, seen by the kernel
+and `dd` on the attached device: I/O errors on a byte range, latency per I/O, and an
+impaired volume (root, FUSE, loop)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,17 @@ MIB = 1024 * 1024
 FAULT_IO = "fakestor:fault/io"
 
 
-@pytest.fixture
-def fuse_host(start_server: ServerFactory, tmp_path: Path) -> Iterator[Host]:
-    with machine(start_server, tmp_path, "fuse") as running:
+# loopdev with every attach through its policy layer, so a fault set after the attach
+# applies at once as on fuse (tests/test_loopdev_policy.py covers the direct path).
+SERVERS = {"fuse": ("fuse", ()), "loopdev": ("loopdev", ("--loopdev-policy", "always"))}
+
+
+@pytest.fixture(params=sorted(SERVERS))
+def fuse_host(
+    request: pytest.FixtureRequest, start_server: ServerFactory, tmp_path: Path
+) -> Iterator[Host]:
+    backend, args = SERVERS[request.param]
+    with machine(start_server, tmp_path, backend, args=args) as running:
         yield running
 
 
