@@ -236,3 +236,28 @@ def test_forced_detach_of_an_impaired_volume_with_io_waiting(fuse_host: Host) ->
         if reader.poll() is None:
             reader.kill()
             reader.wait()
+
+
+def test_a_gone_device_fails_the_filesystem_mounted_on_it(fuse_host: Host) -> None:
+    ec2 = fuse_host.ec2
+    volume_id = new_volume(ec2)
+    device = fuse_host.attach(volume_id)
+    subprocess.run(["mkfs.ext4", "-q", str(device)], check=True)
+    point = fuse_host.mount(device)
+    (point / "before").write_bytes(b"x" * MIB)
+    subprocess.run(["sync"], check=True)
+    set_io(ec2, volume_id, "gone")
+    failed = dd_read(device, 0)
+    assert failed.returncode != 0 and "Input/output error" in failed.stderr
+    written = subprocess.run(
+        ["dd", "if=/dev/zero", f"of={point / 'after'}", "bs=1M", "count=1", "oflag=direct",
+         "status=none"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert written.returncode != 0 and "Input/output error" in written.stderr
+    # The attachment stays `attached`, as EC2 would still report it.
+    assert fuse_host.attachment_state(volume_id) == "attached"
+    clear_io(ec2, volume_id)
+    assert dd_read(device, 0).returncode == 0
+    fuse_host.unmount(point)
+    fuse_host.detach(volume_id)

@@ -215,8 +215,7 @@ class LoopdevBackend:
             raise BackingStoreMissing(f"the data of {volume_id} is missing ({image})") from None
         except OSError as failure:
             _raise_backend_error(failure, f"resize {volume_id}")
-        if self.layer.holds(volume_id):
-            self.layer.refresh_size(volume_id)
+        self.layer.refresh_size(volume_id)
         self._devices_of(volume_id).set_capacity(volume_id)
 
     # ---- devices ------------------------------------------------------------
@@ -227,26 +226,18 @@ class LoopdevBackend:
 
     def attach_volume(self, volume_id: str, device_name: str) -> str | None:
         # A device already bound keeps its path (a relink); else the layer when needed.
-        if not self.layer.holds(volume_id) and (
-            self.devices.bound_to(volume_id) or not self.layer.wanted(volume_id)
+        if self.layer.holds(volume_id) or (
+            self.layer.wanted(volume_id) and not self.devices.bound_to(volume_id)
         ):
-            return self.devices.attach(volume_id, device_name)
-        if not self.volume_image(volume_id).exists():
-            raise BackingStoreMissing(
-                f"the data of {volume_id} is missing ({self.volume_image(volume_id)})"
-            )
-        return self.layer.attach(volume_id, device_name)
-
-    def _direct(self, volume_id: str) -> bool:
-        """Whether the kernel reads the volume's image directly now (no layer between)."""
-        return bool(self.devices.bound_to(volume_id))
+            return self.layer.attach(volume_id, device_name)
+        return self.devices.attach(volume_id, device_name)
 
     def set_performance(
         self, volume_id: str, shape: VolumeShape | None, credit_scale: float = 1.0
     ) -> bool:
         self.layer.set_performance(volume_id, shape, credit_scale)
         # Attached directly, the model applies from the next attach (through the layer).
-        return shape is None or not self._direct(volume_id)
+        return shape is None or not self.devices.bound_to(volume_id)
 
     def burst_balance(self, volume_id: str) -> float | None:
         return self.layer.burst_balance(volume_id)
@@ -264,7 +255,7 @@ class LoopdevBackend:
     def set_io_fault(self, volume_id: str, fault: IoFault | None) -> bool:
         self.layer.set_io_fault(volume_id, fault)
         # Attached directly, the fault applies from the next attach (through the layer).
-        return fault is None or not self._direct(volume_id)
+        return fault is None or not self.devices.bound_to(volume_id)
 
     # ---- snapshots ----------------------------------------------------------
 

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from backends import BackendError
+from backends import BackendError, BackingStoreMissing
 from backends.devices import LoopDevices
 from backends.io_faults import IoFault
 from backends.performance import Shaper, VolumeShape
@@ -89,7 +89,7 @@ class PolicyLayer:
             mount.start()
         except RuntimeError as failure:
             raise BackendError(str(failure)) from None
-        log.info("policy layer mounted at %s", self.mountpoint)
+        log.debug("policy layer mounted at %s", self.mountpoint)
         self.mount = mount
         return mount
 
@@ -109,6 +109,11 @@ class PolicyLayer:
         )
 
     def attach(self, volume_id: str, device_name: str) -> str:
+        """Bind the volume's layer file to a loop device. Raises BackingStoreMissing,
+        NoFreeDevice, BackendError (no layer)."""
+        image = self.images_dir / f"{volume_id}{self.suffix}"
+        if not image.exists():
+            raise BackingStoreMissing(f"the data of {volume_id} is missing ({image})")
         self._mounted()
         self._rebind.discard(volume_id)
         return self.devices.attach(volume_id, device_name)
@@ -119,8 +124,9 @@ class PolicyLayer:
         self.devices.detach(volume_id, force)
 
     def refresh_size(self, volume_id: str) -> None:
-        """Make the kernel read the grown image's size before the device takes it on."""
-        os.stat(self.devices.file_of(volume_id))  # attributes are never cached
+        """Make the kernel read a grown image's size before the layer's device takes it on."""
+        if self.holds(volume_id):
+            os.stat(self.devices.file_of(volume_id))  # attributes are never cached
 
     # ---- policy -------------------------------------------------------------
 

@@ -31,7 +31,7 @@ FORMS = {
     DETACH: "stuck or stuck:SECONDS",
     SNAPSHOT: "stuck:PERCENT or error",
     IO: "error:read, error:write or error:rw (optionally :START-END), latency:MILLISECONDS, "
-    "impaired or impaired:SECONDS",
+    "impaired or impaired:SECONDS, or gone",
     CREATE: "error",
     MODIFY: "stuck or stuck:SECONDS",
 }
@@ -77,6 +77,8 @@ def parse_io(value: str) -> IoFault:
     """The data-plane fault a `fakestor:fault/io` value describes. Raises ValueError."""
     if value == "impaired":
         return IoFault(impaired=True)
+    if value == "gone":
+        return IoFault(gone=True)
     if value.startswith("impaired:"):
         seconds = float(value.removeprefix("impaired:"))
         if not 0 < seconds <= 3600:
