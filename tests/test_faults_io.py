@@ -24,7 +24,10 @@ FAULT_IO = "fakestor:fault/io"
 
 # loopdev with every attach through its policy layer, so a fault set after the attach
 # applies at once as on fuse (tests/test_loopdev_policy.py covers the direct path).
-SERVERS = {"fuse": ("fuse", ()), "loopdev": ("loopdev", ("--loopdev-policy", "always"))}
+SERVERS = {
+    "fuse": ("fuse", ("--metrics-interval", "1")),
+    "loopdev": ("loopdev", ("--loopdev-policy", "always", "--metrics-interval", "1")),
+}
 
 
 @pytest.fixture(params=sorted(SERVERS))
@@ -260,4 +263,30 @@ def test_a_gone_device_fails_the_filesystem_mounted_on_it(fuse_host: Host) -> No
     clear_io(ec2, volume_id)
     assert dd_read(device, 0).returncode == 0
     fuse_host.unmount(point)
+    fuse_host.detach(volume_id)
+
+
+def io_performance(ec2: Any, volume_id: str) -> str:
+    found = status(ec2, volume_id)
+    details = {d["Name"]: d["Status"] for d in found["VolumeStatus"]["Details"]}
+    assert [a["IoPerformance"] for a in found["AttachmentStatuses"]] == [details["io-performance"]]
+    return details["io-performance"]
+
+
+def test_io_performance_of_an_io1_volume_is_stalled_while_impaired(fuse_host: Host) -> None:
+    ec2 = fuse_host.ec2
+    volume_id = new_volume(ec2, 10, VolumeType="io1", Iops=500)
+    device = fuse_host.attach(volume_id)
+    assert dd_read(device, 0, 4).returncode == 0
+    wait_for(lambda: io_performance(ec2, volume_id) == "normal", timeout=10)
+    set_io(ec2, volume_id, "impaired")
+    result: list[subprocess.CompletedProcess[str]] = []
+    reader = threading.Thread(target=lambda: result.append(dd_read(device, 1)))
+    reader.start()
+    # Waiting I/O and none delivered, sampled once a second: EC2's `stalled`.
+    wait_for(lambda: io_performance(ec2, volume_id) == "stalled", timeout=10)
+    ec2.enable_volume_io(VolumeId=volume_id)
+    reader.join(30)
+    assert result and result[0].returncode == 0, result
+    wait_for(lambda: io_performance(ec2, volume_id) == "normal", timeout=10)
     fuse_host.detach(volume_id)

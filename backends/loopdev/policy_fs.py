@@ -51,7 +51,7 @@ class PolicyFilesystem(pyfuse3.Operations):
         self._lock = threading.Lock()
         self.shapers: dict[str, Shaper] = {}
         self.faults = IoFaults()
-        self._nowait_supported = True
+        self._nowait_kinds = {READ, WRITE}
 
     def image_of(self, name: str) -> Path:
         return self.images_dir / f"{name}{self.suffix}"
@@ -176,7 +176,7 @@ class PolicyFilesystem(pyfuse3.Operations):
                 await trio.sleep(delay)
         await self.faults.check(name, operation, offset, size)
 
-    def _nowait(self, work: Callable[[], int]) -> int:
+    def _nowait(self, work: Callable[[], int], kind: str) -> int:
         """Run `work` (a RWF_NOWAIT read or write) in the event loop; -1 if it would block."""
         try:
             return work()
@@ -184,7 +184,9 @@ class PolicyFilesystem(pyfuse3.Operations):
             return -1
         except OSError as failure:
             if failure.errno in (errno.EOPNOTSUPP, errno.EINVAL):
-                self._nowait_supported = False  # this filesystem cannot: threads from now on
+                # This filesystem cannot (ext4 has no RWF_NOWAIT buffered writes): this
+                # kind of I/O goes to worker threads from now on.
+                self._nowait_kinds.discard(kind)
                 return -1
             raise pyfuse3.FUSEError(failure.errno or errno.EIO) from None
 
@@ -193,9 +195,9 @@ class PolicyFilesystem(pyfuse3.Operations):
         await self._policy(name, READ, off, size)
         # Data in the page cache is read in the event loop (RWF_NOWAIT fails rather than
         # wait for the disk): a worker thread per I/O would halve the layer's IOPS.
-        if self._nowait_supported:
+        if READ in self._nowait_kinds:
             buffer = bytearray(size)
-            if self._nowait(lambda: os.preadv(fd, [buffer], off, os.RWF_NOWAIT)) == size:
+            if self._nowait(lambda: os.preadv(fd, [buffer], off, os.RWF_NOWAIT), READ) == size:
                 return bytes(buffer)
         return await self._run(lambda: os.pread(fd, size, off))
 
@@ -203,8 +205,8 @@ class PolicyFilesystem(pyfuse3.Operations):
         name, fd = self._handle(fh)
         await self._policy(name, WRITE, off, len(buf))
         done = 0
-        if self._nowait_supported:
-            done = max(0, self._nowait(lambda: os.pwritev(fd, [buf], off, os.RWF_NOWAIT)))
+        if WRITE in self._nowait_kinds:
+            done = max(0, self._nowait(lambda: os.pwritev(fd, [buf], off, os.RWF_NOWAIT), WRITE))
             if done == len(buf):
                 return done
         rest = memoryview(buf)[done:]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -157,6 +158,32 @@ def record(ebs: Ebs, volume_id: str, timestamp: int, points: Iterable[Datapoint]
         db.execute(
             "DELETE FROM volume_metrics WHERE timestamp < ?", (timestamp - RETENTION_SECONDS,)
         )
+
+
+def io_performance(db: sqlite3.Connection, volume_id: str) -> str | None:
+    """DescribeVolumeStatus's `io-performance` of an io1/io2 volume, from its last datapoints:
+    whether the data path delivered the provisioned IOPS while I/O was waiting for it.
+
+    EC2 documents the statuses, not their thresholds; fakestor's choice: no I/O waiting
+    (queue length below 0.5) or at least 90 % of the provisioned IOPS delivered is `normal`,
+    at least 50 % `degraded`, less `severely-degraded`, none at all `stalled` (an impaired
+    volume, or the performance model's limit above what this machine's path sustains).
+    None without datapoints (never attached, or not sampled yet).
+    """
+    rows = db.execute(
+        "SELECT metric, sum FROM volume_metrics WHERE volume_id=? AND timestamp=(SELECT "
+        "MAX(timestamp) FROM volume_metrics WHERE volume_id=?)",
+        (volume_id, volume_id),
+    ).fetchall()
+    last = {row["metric"]: row["sum"] for row in rows}
+    if "VolumeThroughputPercentage" not in last:
+        return None
+    if last.get("VolumeQueueLength", 0.0) < 0.5:
+        return "normal"
+    if last.get("VolumeReadOps", 0.0) + last.get("VolumeWriteOps", 0.0) == 0:
+        return "stalled"
+    delivered = last["VolumeThroughputPercentage"]
+    return "normal" if delivered >= 90 else "degraded" if delivered >= 50 else "severely-degraded"
 
 
 class Sampler:
