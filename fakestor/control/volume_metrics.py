@@ -28,6 +28,7 @@ RETENTION_SECONDS = 15 * 24 * 3600
 IO_UNIT_BYTES = 256 * 1024  # io1/io2 count I/O in units of up to 256 KiB
 BURSTING_TYPES = ("gp2", "st1", "sc1")
 PROVISIONED_TYPES = ("io1", "io2")
+STALLED_IDLE_SECONDS = 0.1  # idle time of an interval under which a device was busy all along
 
 
 # What each metric is measured in; those EBS reports for some volume types only are marked.
@@ -166,8 +167,9 @@ def io_performance(db: sqlite3.Connection, volume_id: str) -> str | None:
 
     EC2 documents the statuses, not their thresholds; fakestor's choice: no I/O waiting
     (queue length below 0.5) or at least 90 % of the provisioned IOPS delivered is `normal`,
-    at least 50 % `degraded`, less `severely-degraded`, none at all `stalled` (an impaired
-    volume, or the performance model's limit above what this machine's path sustains).
+    at least 50 % `degraded` (the provisioned rate is above what this machine's path
+    sustains), less `severely-degraded`, and a device busy with no I/O done `stalled` (an
+    impaired volume).
     None without datapoints (never attached, or not sampled yet).
     """
     rows = db.execute(
@@ -178,10 +180,12 @@ def io_performance(db: sqlite3.Connection, volume_id: str) -> str | None:
     last = {row["metric"]: row["sum"] for row in rows}
     if "VolumeThroughputPercentage" not in last:
         return None
+    if last.get("VolumeReadOps", 0.0) + last.get("VolumeWriteOps", 0.0) == 0:
+        # The kernel counts a request's time in the queue when it completes, but the
+        # device's busy time as it goes: busy all along with nothing done is stalled.
+        return "stalled" if last.get("VolumeIdleTime", 1.0) < STALLED_IDLE_SECONDS else "normal"
     if last.get("VolumeQueueLength", 0.0) < 0.5:
         return "normal"
-    if last.get("VolumeReadOps", 0.0) + last.get("VolumeWriteOps", 0.0) == 0:
-        return "stalled"
     delivered = last["VolumeThroughputPercentage"]
     return "normal" if delivered >= 90 else "degraded" if delivered >= 50 else "severely-degraded"
 
