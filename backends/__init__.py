@@ -152,7 +152,8 @@ class Backend(Protocol):
         """Enforce EBS's performance model for `shape` on the volume's I/O from now on
         (None: no limits); `credit_scale` shrinks the burst buckets (performance.Shaper).
 
-        Returns False if this backend's data path cannot enforce it. Raises nothing.
+        Returns False if the volume's data path does not enforce it now (this backend
+        cannot, or its device is attached without a policy layer). Raises nothing.
         """
 
     def burst_balance(self, volume_id: str) -> float | None:
@@ -162,7 +163,8 @@ class Backend(Protocol):
     def set_io_fault(self, volume_id: str, fault: IoFault | None) -> bool:
         """Apply `fault` to every I/O on the volume's device from now on (None: lift it).
 
-        Returns False if this backend's data path cannot apply faults. Raises nothing.
+        Returns False if the volume's data path does not apply it now (this backend
+        cannot, or its device is attached without a policy layer). Raises nothing.
         """
 
     def create_snapshot(self, snapshot_id: str, volume_id: str, progress: ProgressCallback) -> None:
@@ -269,8 +271,11 @@ def default_backend() -> str:
     return "metadata"
 
 
-def load_backend(name: str, data_dir: Path, *, latency: float = 0.0) -> Backend:
-    """Construct the backend called `name` (or "auto") storing its data under `data_dir`."""
+def load_backend(
+    name: str, data_dir: Path, *, latency: float = 0.0, loopdev_policy: str = "when-needed"
+) -> Backend:
+    """Construct the backend called `name` (or "auto") storing its data under `data_dir`;
+    `loopdev_policy` says when loopdev attaches go through its policy layer."""
     if name == "auto":
         name = default_backend()
     if name == "metadata":
@@ -280,7 +285,7 @@ def load_backend(name: str, data_dir: Path, *, latency: float = 0.0) -> Backend:
     if name == "loopdev":
         from backends.loopdev import LoopdevBackend
 
-        return LoopdevBackend(data_dir)
+        return LoopdevBackend(data_dir, policy=loopdev_policy)
     if name == "fuse":
         try:
             from backends.fuse import FuseBackend

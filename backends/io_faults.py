@@ -1,5 +1,6 @@
 """Data-plane faults a backend applies to a volume's I/O (the tag `fakestor:fault/io`):
-errors on reads or writes in a byte range, added latency, or I/O suspended (impaired)."""
+errors on reads or writes in a byte range, added latency, I/O suspended (impaired), or a
+device gone from under its users."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ class IoFault:
     `errors`: the operations (READ, WRITE) that fail with EIO where they touch bytes
     [start, end) of the device (end None: to the end). `latency`: seconds added before
     each I/O. `impaired`: every I/O blocks until the fault is lifted, or fails with EIO
-    after `impaired_timeout` seconds.
+    after `impaired_timeout` seconds. `gone`: every I/O fails with ENXIO, as on a device
+    that has disappeared.
     """
 
     errors: frozenset[str] = frozenset()
@@ -29,6 +31,7 @@ class IoFault:
     latency: float = 0.0
     impaired: bool = False
     impaired_timeout: float = IMPAIRED_TIMEOUT
+    gone: bool = False
 
     def fails(self, operation: str, offset: int, size: int) -> bool:
         """Whether an I/O of `size` bytes at `offset` meets the faulted range."""

@@ -171,7 +171,9 @@ def _datapath(args: argparse.Namespace, runs: int) -> None:
         f"Command: `python -m benchmarks --only datapath` ({runs} runs of each job; median "
         "MiB/s, min-max, and the ratio to the plain file). fio with direct I/O, libaio, "
         "queue depth 16, on a file in an ext4 filesystem made on an attached 8 GiB volume; "
-        "the plain file is on the data dir's own filesystem.\n\n" + datapath.summary(results)
+        "the plain file is on the data dir's own filesystem. The policy-layer column is a "
+        "loopdev server with `--loopdev-policy always`, no fault and no performance model: "
+        "what the layer itself costs.\n\n" + datapath.summary(results)
     )
     print(body)
     if not args.no_record:

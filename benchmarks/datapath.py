@@ -1,4 +1,5 @@
-"""The data path: fio on an ext4 filesystem on a fakestor volume, per backend, vs a plain file.
+"""The data path: fio on an ext4 filesystem on a fakestor volume, per backend (and loopdev
+through its policy layer, no fault and no model: the layer's own cost), vs a plain file.
 
 Each target gets the same four fio jobs (direct I/O, libaio, queue depth 16):
 1 MiB sequential write and read, 4 KiB random write and read. The plain file
@@ -26,6 +27,14 @@ JOBS = {
     "rand write 4 KiB": ("randwrite", "4k"),
     "rand read 4 KiB": ("randread", "4k"),
 }
+
+
+LAYER = "loopdev via policy layer (ext4)"
+TARGETS = [  # (column, data dir name, server arguments)
+    ("loopdev volume (ext4)", "loopdev", ("--backend", "loopdev")),
+    (LAYER, "layer", ("--backend", "loopdev", "--loopdev-policy", "always")),
+    ("fuse volume (ext4)", "fuse", ("--backend", "fuse")),
+]
 
 
 @dataclass
@@ -65,8 +74,8 @@ def _measure(target: str, directory: Path, size: str, seconds: int, runs: int) -
 
 
 @contextmanager
-def _mounted_volume(base: Path, backend: str) -> Iterator[Path]:
-    with fakestor_server(base / f"data-{backend}", "--backend", backend) as server:
+def _mounted_volume(base: Path, name: str, *args: str) -> Iterator[Path]:
+    with fakestor_server(base / f"data-{name}", *args) as server:
         ec2 = server.client()
         host = server.instance_id()
         volume_id = ec2.create_volume(AvailabilityZone="us-east-1a", Size=8)["VolumeId"]
@@ -77,7 +86,7 @@ def _mounted_volume(base: Path, backend: str) -> Iterator[Path]:
         )
         ec2.attach_volume(VolumeId=volume_id, InstanceId=host, Device="/dev/sdf")
         link = by_id_path(volume_id)
-        point = base / f"mnt-{backend}"
+        point = base / f"mnt-{name}"
         point.mkdir()
         try:
             poll(lambda: link.exists())
@@ -102,9 +111,9 @@ def measure(work_dir: Path, quick: bool, runs: int) -> list[Rates]:
         plain = base / "plain"
         plain.mkdir()
         results = [_measure("plain file", plain, size, seconds, runs)]
-        for backend in ("loopdev", "fuse"):
-            with _mounted_volume(base, backend) as point:
-                results.append(_measure(f"{backend} volume (ext4)", point, size, seconds, runs))
+        for target, name, args in TARGETS:
+            with _mounted_volume(base, name, *args) as point:
+                results.append(_measure(target, point, size, seconds, runs))
     return results
 
 
@@ -126,6 +135,10 @@ def summary(results: list[Rates]) -> str:
     if fuse is not None and loopdev is not None:
         ratios = ", ".join(f"{job} {fuse.median(job) / loopdev.median(job):.2f}x" for job in JOBS)
         lines += ["", f"fuse volume / loopdev volume, medians of this run: {ratios}."]
+    layer = by_target.get(LAYER)
+    if layer is not None and loopdev is not None:
+        ratios = ", ".join(f"{job} {layer.median(job) / loopdev.median(job):.2f}x" for job in JOBS)
+        lines += ["", f"loopdev via the policy layer / loopdev direct: {ratios}."]
     return "\n".join(lines)
 
 

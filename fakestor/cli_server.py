@@ -106,7 +106,16 @@ def add_server_parser(commands: Any) -> None:
         action="store_true",
         help="enforce EBS's IOPS and throughput limits (and gp2/st1/sc1 burst buckets) on "
         "every volume's I/O; the tag fakestor:performance-model=on|off overrides it per "
-        "volume (fuse backend)",
+        "volume (fuse and loopdev backends)",
+    )
+    server.add_argument(
+        "--loopdev-policy",
+        choices=("when-needed", "always"),
+        default="when-needed",
+        help="loopdev backend: attach a volume through the policy layer (faults, performance "
+        "model) only when it has an io fault or the model at attach time (when-needed, the "
+        "default: others keep the kernel's direct path), or always, so faults set later "
+        "apply at once",
     )
     server.add_argument(
         "--credit-time-scale",
@@ -233,6 +242,7 @@ def run_server(args: argparse.Namespace) -> None:
         pending_snapshot_quota=args.pending_snapshot_quota,
         performance_model=args.performance_model,
         credit_time_scale=args.credit_time_scale,
+        loopdev_policy=args.loopdev_policy,
         metrics_interval=args.metrics_interval,
     )
     logging.basicConfig(

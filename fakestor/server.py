@@ -76,6 +76,7 @@ class ServerConfig:
     pending_snapshot_quota: int = DEFAULT_PENDING_SNAPSHOT_QUOTA
     performance_model: bool = False  # EBS's IOPS and throughput limits on the data path
     credit_time_scale: float = 1.0  # burst buckets this many times smaller than EBS's
+    loopdev_policy: str = "when-needed"  # or "always": every loopdev attach via its layer
     threads: int = 8
     metrics_interval: float = 60.0  # seconds between CloudWatch datapoints (EBS: 60)
 
@@ -127,7 +128,10 @@ def serve(config: ServerConfig) -> None:
     Raises ServeError or backends.BackendError if it cannot start; whatever it had
     opened by then (lock, state store, backend mounts) is closed again.
     """
-    backend = load_backend(config.backend, config.data_dir, latency=config.latency)
+    backend = load_backend(
+        config.backend, config.data_dir, latency=config.latency,
+        loopdev_policy=config.loopdev_policy,
+    )  # fmt: skip
     backend.preflight()
     with contextlib.ExitStack() as opened:
         opened.callback(os.close, _take_data_dir(config.data_dir))

@@ -66,6 +66,7 @@ def test_datapath_benchmark_quick_mode_runs() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "| rand read 4 KiB |" in result.stdout
     assert "fuse volume (ext4)" in result.stdout
+    assert "loopdev via the policy layer / loopdev direct" in result.stdout
 
 
 def test_control_plane_benchmark_quick_mode_runs() -> None:

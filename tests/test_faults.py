@@ -252,6 +252,7 @@ def test_bad_fault_tags_are_refused(plain: Server) -> None:
         ("io", "error:read:10-5"),
         ("io", "impaired:-1"),
         ("io", "latency:fast"),
+        ("io", "gone:now"),
         ("nap", "stuck"),
     ]:
         assert (

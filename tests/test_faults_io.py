@@ -1,5 +1,6 @@
-"""Data-plane faults on the fuse backend, seen by the kernel and `dd` on the attached device:
-I/O errors on a byte range, latency per I/O, and an impaired volume (root, FUSE, loop)."""
+"""Data-plane faults on the fuse backend and on loopdev's policy layer, seen by the kernel
+and `dd` on the attached device: I/O errors on a byte range, latency per I/O, and an
+impaired volume (root, FUSE, loop)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,20 @@ MIB = 1024 * 1024
 FAULT_IO = "fakestor:fault/io"
 
 
-@pytest.fixture
-def fuse_host(start_server: ServerFactory, tmp_path: Path) -> Iterator[Host]:
-    with machine(start_server, tmp_path, "fuse") as running:
+# loopdev with every attach through its policy layer, so a fault set after the attach
+# applies at once as on fuse (tests/test_loopdev_policy.py covers the direct path).
+SERVERS = {
+    "fuse": ("fuse", ("--metrics-interval", "1")),
+    "loopdev": ("loopdev", ("--loopdev-policy", "always", "--metrics-interval", "1")),
+}
+
+
+@pytest.fixture(params=sorted(SERVERS))
+def fuse_host(
+    request: pytest.FixtureRequest, start_server: ServerFactory, tmp_path: Path
+) -> Iterator[Host]:
+    backend, args = SERVERS[request.param]
+    with machine(start_server, tmp_path, backend, args=args) as running:
         yield running
 
 
@@ -227,3 +239,54 @@ def test_forced_detach_of_an_impaired_volume_with_io_waiting(fuse_host: Host) ->
         if reader.poll() is None:
             reader.kill()
             reader.wait()
+
+
+def test_a_gone_device_fails_the_filesystem_mounted_on_it(fuse_host: Host) -> None:
+    ec2 = fuse_host.ec2
+    volume_id = new_volume(ec2)
+    device = fuse_host.attach(volume_id)
+    subprocess.run(["mkfs.ext4", "-q", str(device)], check=True)
+    point = fuse_host.mount(device)
+    (point / "before").write_bytes(b"x" * MIB)
+    subprocess.run(["sync"], check=True)
+    set_io(ec2, volume_id, "gone")
+    failed = dd_read(device, 0)
+    assert failed.returncode != 0 and "Input/output error" in failed.stderr
+    written = subprocess.run(
+        ["dd", "if=/dev/zero", f"of={point / 'after'}", "bs=1M", "count=1", "oflag=direct",
+         "status=none"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert written.returncode != 0 and "Input/output error" in written.stderr
+    # The attachment stays `attached`, as EC2 would still report it.
+    assert fuse_host.attachment_state(volume_id) == "attached"
+    clear_io(ec2, volume_id)
+    assert dd_read(device, 0).returncode == 0
+    fuse_host.unmount(point)
+    fuse_host.detach(volume_id)
+
+
+def io_performance(ec2: Any, volume_id: str) -> str:
+    found = status(ec2, volume_id)
+    details = {d["Name"]: d["Status"] for d in found["VolumeStatus"]["Details"]}
+    assert [a["IoPerformance"] for a in found["AttachmentStatuses"]] == [details["io-performance"]]
+    return details["io-performance"]
+
+
+def test_io_performance_of_an_io1_volume_is_stalled_while_impaired(fuse_host: Host) -> None:
+    ec2 = fuse_host.ec2
+    volume_id = new_volume(ec2, 10, VolumeType="io1", Iops=500)
+    device = fuse_host.attach(volume_id)
+    assert dd_read(device, 0, 4).returncode == 0
+    wait_for(lambda: io_performance(ec2, volume_id) == "normal", timeout=10)
+    set_io(ec2, volume_id, "impaired")
+    result: list[subprocess.CompletedProcess[str]] = []
+    reader = threading.Thread(target=lambda: result.append(dd_read(device, 1)))
+    reader.start()
+    # Waiting I/O and none delivered, sampled once a second: EC2's `stalled`.
+    wait_for(lambda: io_performance(ec2, volume_id) == "stalled", timeout=10)
+    ec2.enable_volume_io(VolumeId=volume_id)
+    reader.join(30)
+    assert result and result[0].returncode == 0, result
+    wait_for(lambda: io_performance(ec2, volume_id) == "normal", timeout=10)
+    fuse_host.detach(volume_id)

@@ -1,6 +1,6 @@
-"""EBS's performance model on the fuse backend's data path, measured with fio on the
-attached device: gp3's 3,000 IOPS and a live ModifyVolume, gp2 bursting until its bucket
-is empty, and the per-volume tag turning the model on and off."""
+"""EBS's performance model on the fuse backend's data path and loopdev's policy layer,
+measured with fio on the attached device: gp3's 3,000 IOPS and a live ModifyVolume, gp2
+bursting until its bucket is empty, and the per-volume tag turning the model on and off."""
 
 from __future__ import annotations
 
@@ -21,11 +21,14 @@ from tests.test_loopdev import Host, machine
 pytestmark = pytest.mark.privileged
 
 
-@pytest.fixture
-def shaped(start_server: ServerFactory, tmp_path: Path) -> Iterator[Host]:
+@pytest.fixture(params=["fuse", "loopdev"])
+def shaped(
+    request: pytest.FixtureRequest, start_server: ServerFactory, tmp_path: Path
+) -> Iterator[Host]:
+    """A server with the model on; a loopdev volume goes through its policy layer."""
     require(shutil.which("fio") is not None, "needs fio (apt-get install fio)")
     args = ("--performance-model", "--credit-time-scale", "1000", "--metrics-interval", "1")
-    with machine(start_server, tmp_path, "fuse", args=args) as running:
+    with machine(start_server, tmp_path, request.param, args=args) as running:
         yield running
 
 

@@ -51,6 +51,8 @@ class IoFaults:
         fault = self._faults.get(name)
         if fault is None:
             return
+        if fault.gone:
+            raise pyfuse3.FUSEError(errno.ENXIO)
         if fault.impaired:
             deadline = time.monotonic() + fault.impaired_timeout
             release = self._releases.get(name, 0)

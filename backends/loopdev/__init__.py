@@ -1,5 +1,6 @@
 """The loopdev backend: each volume a sparse image file in the data dir, attached through
-the device layer (backends.devices); copy.py copies images at the cost of their data.
+the device layer (backends.devices), directly or through the policy layer (layer.py) where
+faults or the performance model need it; copy.py copies images at the cost of their data.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from backends import (
 from backends.devices import LoopDevices
 from backends.io_faults import IoFault
 from backends.loopdev.copy import copy_image, data_bytes, data_extents, visit_data
+from backends.loopdev.layer import PolicyLayer
 from backends.performance import VolumeShape
 from fakestor import failpoints
 from fakestor.mounts import mount_table
@@ -107,11 +109,15 @@ class LoopdevBackend:
     name = "loopdev"
     latency = 0.0
 
-    def __init__(self, data_dir: Path, dev_dir: Path = Path("/dev")) -> None:
+    def __init__(
+        self, data_dir: Path, dev_dir: Path = Path("/dev"), *, policy: str = "when-needed"
+    ) -> None:
         self.volumes_dir = data_dir / "volumes"
         self.snapshots_dir = data_dir / "snapshots"
         self.archive_dir = data_dir / "archive"  # archived snapshots' images
         self.devices = LoopDevices(self.volumes_dir, suffix=IMAGE_SUFFIX, dev_dir=dev_dir)
+        self.layer = PolicyLayer(self.volumes_dir, IMAGE_SUFFIX, data_dir / "policy", dev_dir,
+                                 always=policy == "always")  # fmt: skip
         self._size_limit: SizeLimit | None = None
 
     # ---- lifecycle ----------------------------------------------------------
@@ -131,6 +137,7 @@ class LoopdevBackend:
     def start(self) -> None:
         for directory in (self.volumes_dir, self.snapshots_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        self.layer.start()
         try:
             largest = largest_file_gib(self.volumes_dir)
         except OSError as failure:
@@ -145,7 +152,7 @@ class LoopdevBackend:
             )
 
     def close(self) -> None:
-        pass
+        self.layer.close()  # image files stay bound; the layer's devices go with it
 
     def size_limit(self) -> SizeLimit | None:
         return self._size_limit
@@ -224,31 +231,47 @@ class LoopdevBackend:
             raise BackingStoreMissing(f"the data of {volume_id} is missing ({image})") from None
         except OSError as failure:
             _raise_backend_error(failure, f"resize {volume_id}")
-        self.devices.set_capacity(volume_id)
+        self.layer.refresh_size(volume_id)
+        self._devices_of(volume_id).set_capacity(volume_id)
 
     # ---- devices ------------------------------------------------------------
 
+    def _devices_of(self, volume_id: str) -> LoopDevices:
+        """The device layer the volume is bound through (the image's if not bound)."""
+        return self.layer.devices if self.layer.holds(volume_id) else self.devices
+
     def attach_volume(self, volume_id: str, device_name: str) -> str | None:
+        # A device already bound keeps its path (a relink); else the layer when needed.
+        if self.layer.holds(volume_id) or (
+            self.layer.wanted(volume_id) and not self.devices.bound_to(volume_id)
+        ):
+            return self.layer.attach(volume_id, device_name)
         return self.devices.attach(volume_id, device_name)
 
     def set_performance(
         self, volume_id: str, shape: VolumeShape | None, credit_scale: float = 1.0
     ) -> bool:
-        return shape is None  # the kernel reads the image directly: no policy sits in its path
+        self.layer.set_performance(volume_id, shape, credit_scale)
+        # Attached directly, the model applies from the next attach (through the layer).
+        return shape is None or not self.devices.bound_to(volume_id)
 
     def burst_balance(self, volume_id: str) -> float | None:
-        return None
+        return self.layer.burst_balance(volume_id)
 
     def detach_volume(self, volume_id: str, force: bool) -> None:
-        self.devices.detach(volume_id, force)
+        if self.layer.holds(volume_id):
+            self.layer.detach(volume_id, force)
+        else:
+            self.devices.detach(volume_id, force)
 
     def volume_file(self, volume_id: str) -> Path | None:
         image = self.volume_image(volume_id)
         return image if image.exists() else None
 
     def set_io_fault(self, volume_id: str, fault: IoFault | None) -> bool:
-        # The kernel reads the image directly: no layer in the path to apply it yet.
-        return False
+        self.layer.set_io_fault(volume_id, fault)
+        # Attached directly, the fault applies from the next attach (through the layer).
+        return fault is None or not self.devices.bound_to(volume_id)
 
     # ---- snapshots ----------------------------------------------------------
 
@@ -266,7 +289,8 @@ class LoopdevBackend:
             return
         partial = target.with_name(target.name + ".partial")
         try:
-            with self.devices.frozen(freezing) if freezing else contextlib.nullcontext():
+            devices = self._devices_of(freezing) if freezing else None
+            with devices.frozen(freezing) if devices and freezing else contextlib.nullcontext():
                 method = copy_image(source, partial, progress)
             os.rename(partial, target)
             _fsync_dir(target.parent)
@@ -487,4 +511,5 @@ class LoopdevBackend:
         snapshots = {path.stem for path in self.snapshots_dir.glob(f"*{IMAGE_SUFFIX}")}
         snapshots |= {path.stem for path in self.archive_dir.glob(f"*{IMAGE_SUFFIX}")}
         attached = {volume_id: device.path for volume_id, device in self.devices.bound()}
+        attached |= {volume_id: device.path for volume_id, device in self.layer.devices.bound()}
         return Inventory(volumes=volumes, snapshots=snapshots, attached=attached)

@@ -31,7 +31,7 @@ FORMS = {
     DETACH: "stuck or stuck:SECONDS",
     SNAPSHOT: "stuck:PERCENT or error",
     IO: "error:read, error:write or error:rw (optionally :START-END), latency:MILLISECONDS, "
-    "impaired or impaired:SECONDS",
+    "impaired or impaired:SECONDS, or gone",
     CREATE: "error",
     MODIFY: "stuck or stuck:SECONDS",
 }
@@ -77,6 +77,8 @@ def parse_io(value: str) -> IoFault:
     """The data-plane fault a `fakestor:fault/io` value describes. Raises ValueError."""
     if value == "impaired":
         return IoFault(impaired=True)
+    if value == "gone":
+        return IoFault(gone=True)
     if value.startswith("impaired:"):
         seconds = float(value.removeprefix("impaired:"))
         if not 0 < seconds <= 3600:
@@ -298,7 +300,8 @@ def apply_io_faults(ebs: Ebs, volume_ids: Iterable[str]) -> None:
         log.info("I/O fault of %s: %s", volume_id, fault or "none")
         if not ebs.backend.set_io_fault(volume_id, fault) and fault is not None:
             log.warning(
-                "the %s backend cannot apply I/O faults; %s%s on %s has no effect",
+                "the %s backend does not apply %s%s to %s's device now (loopdev: from its "
+                "next attach, or at once with --loopdev-policy always)",
                 ebs.backend.name, PREFIX, IO, volume_id,
             )  # fmt: skip
 

@@ -108,8 +108,10 @@ VOLUME_STATUS_FILTERS = (
 
 
 def io_performance(volume: Volume) -> str:
-    """Reported for provisioned-IOPS volumes only, as EC2 does."""
-    return "normal" if volume.volume_type in ("io1", "io2") else "not-applicable"
+    """Reported for provisioned-IOPS volumes only, as EC2 does (volume_metrics.io_performance)."""
+    if volume.volume_type not in ("io1", "io2"):
+        return "not-applicable"
+    return volume.io_performance or "normal"
 
 
 def volume_status_filter_values(volume: Volume) -> dict[str, list[str]]:

@@ -48,7 +48,8 @@ def apply_shape(ebs: Ebs, volume_id: str, shape: VolumeShape | None) -> None:
     """Give the data plane limits read with `shape_for` (in the caller's transaction)."""
     if not ebs.backend.set_performance(volume_id, shape, ebs.credit_time_scale) and shape:
         log.warning(
-            "the %s backend's data path cannot enforce EBS's performance model: %s runs unlimited",
+            "the %s backend's data path does not enforce EBS's performance model on %s now: "
+            "it runs unlimited (loopdev: until its next attach)",
             ebs.backend.name,
             volume_id,
         )

@@ -121,6 +121,7 @@ class Volume:
     initialization_rate: int | None = None
     fast_restored: bool = False
     initialization: Initialization | None = None
+    io_performance: str | None = None  # io1/io2, from the last metrics (volume_metrics)
 
 
 @dataclass

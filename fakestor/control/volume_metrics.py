@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -27,6 +28,7 @@ RETENTION_SECONDS = 15 * 24 * 3600
 IO_UNIT_BYTES = 256 * 1024  # io1/io2 count I/O in units of up to 256 KiB
 BURSTING_TYPES = ("gp2", "st1", "sc1")
 PROVISIONED_TYPES = ("io1", "io2")
+STALLED_IDLE_SECONDS = 0.1  # idle time of an interval under which a device was busy all along
 
 
 # What each metric is measured in; those EBS reports for some volume types only are marked.
@@ -157,6 +159,35 @@ def record(ebs: Ebs, volume_id: str, timestamp: int, points: Iterable[Datapoint]
         db.execute(
             "DELETE FROM volume_metrics WHERE timestamp < ?", (timestamp - RETENTION_SECONDS,)
         )
+
+
+def io_performance(db: sqlite3.Connection, volume_id: str) -> str | None:
+    """DescribeVolumeStatus's `io-performance` of an io1/io2 volume, from its last datapoints:
+    whether the data path delivered the provisioned IOPS while I/O was waiting for it.
+
+    EC2 documents the statuses, not their thresholds; fakestor's choice: no I/O waiting
+    (queue length below 0.5) or at least 90 % of the provisioned IOPS delivered is `normal`,
+    at least 50 % `degraded` (the provisioned rate is above what this machine's path
+    sustains), less `severely-degraded`, and a device busy with no I/O done `stalled` (an
+    impaired volume).
+    None without datapoints (never attached, or not sampled yet).
+    """
+    rows = db.execute(
+        "SELECT metric, sum FROM volume_metrics WHERE volume_id=? AND timestamp=(SELECT "
+        "MAX(timestamp) FROM volume_metrics WHERE volume_id=?)",
+        (volume_id, volume_id),
+    ).fetchall()
+    last = {row["metric"]: row["sum"] for row in rows}
+    if "VolumeThroughputPercentage" not in last:
+        return None
+    if last.get("VolumeReadOps", 0.0) + last.get("VolumeWriteOps", 0.0) == 0:
+        # The kernel counts a request's time in the queue when it completes, but the
+        # device's busy time as it goes: busy all along with nothing done is stalled.
+        return "stalled" if last.get("VolumeIdleTime", 1.0) < STALLED_IDLE_SECONDS else "normal"
+    if last.get("VolumeQueueLength", 0.0) < 0.5:
+        return "normal"
+    delivered = last["VolumeThroughputPercentage"]
+    return "normal" if delivered >= 90 else "degraded" if delivered >= 50 else "severely-degraded"
 
 
 class Sampler:

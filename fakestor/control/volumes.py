@@ -19,6 +19,7 @@ from fakestor.control import (
     rules,
     server_faults,
     volume_initializations,
+    volume_metrics,
 )
 from fakestor.control.account import check_zone, resolve_encryption
 from fakestor.control.context import Ebs, check_dry_run
@@ -382,6 +383,10 @@ def describe_volume_status(
 ) -> list[Volume]:
     check_filters(filters, VOLUME_STATUS_FILTERS)
     found = describe_volumes(ebs, volume_ids=volume_ids, dry_run=dry_run)
+    with ebs.store.transaction() as db:
+        for volume in found:
+            if volume.volume_type in ("io1", "io2"):
+                volume.io_performance = volume_metrics.io_performance(db, volume.id)
     return [v for v in found if matches(volume_status_filter_values(v), filters)]
 
 
