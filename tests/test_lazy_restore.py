@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
+from backends import loop
 from tests.conftest import ServerFactory, fast_waiter, new_volume, require, wait_for
 from tests.test_api_volume_copies import _details, _initialization
-from tests.test_loopdev import GIB, MIB, Host, _write_raw, machine, run
+from tests.test_loopdev import GIB, MIB, Host, _write_raw, by_id, machine, run
 
 pytestmark = pytest.mark.privileged
 
@@ -76,6 +77,17 @@ def _sample(ec2: Any, volume_id: str, progress: list[int]) -> None:
         if state == "completed":
             return
         time.sleep(0.1)
+
+
+def _relinked(host: Host, volume_id: str) -> bool:
+    """Whether the volume's device is bound through the running server's layer and reads."""
+    link = by_id(volume_id)
+    try:
+        backing = loop.backing_file(os.path.realpath(link))
+        _read_uncached(link, 0, 4096)
+    except OSError:
+        return False
+    return backing == str(host.server.data_dir / "policy" / "mnt" / volume_id)
 
 
 def _sidecars(host: Host, volume_id: str) -> list[Path]:
@@ -140,9 +152,11 @@ def test_a_lazy_restore_resumes_after_a_kill_of_the_server(lazy_host: Host) -> N
     snapshot_id = _snapshot_of(lazy_host, original, filesystem=False)
     restored = new_volume(ec2, 1, SnapshotId=snapshot_id, VolumeInitializationRate=RATE)
     device = lazy_host.attach(restored, "/dev/sdh")
-    written = os.urandom(MIB + 4096)  # across a block the pass has not reached
-    _write_raw(device, 380 * MIB - 4096, written)
-    lazy_host.detach(restored)
+    assert loop.backing_file(os.path.realpath(device)) == str(
+        lazy_host.server.data_dir / "policy" / "mnt" / restored
+    )  # through the layer, whatever --loopdev-policy says
+    written = os.urandom(MIB + 4096)  # across blocks the pass has not reached
+    _write_raw(device, 380 * MIB - 4096, written)  # acknowledged: fsync'd
     wait_for(lambda: _details(ec2, restored)["Progress"] >= 20, timeout=30)
     before = _details(ec2, restored)["Progress"]
     lazy_host.server.kill()
@@ -152,11 +166,20 @@ def test_a_lazy_restore_resumes_after_a_kill_of_the_server(lazy_host: Host) -> N
     state, details = _initialization(ec2, restored)
     assert details is not None and details["Progress"] >= before
     assert state == "initializing", state  # resumed, not started over nor skipped
+    # The attachment is relinked through a new layer, while the pass goes on.
+    wait_for(lambda: _relinked(lazy_host, restored), timeout=30)
+    device = by_id(restored)
+    later = os.urandom(MIB)
+    _write_raw(device, 390 * MIB, later)
     wait_for(lambda: _initialization(ec2, restored)[0] == "completed", timeout=60)
     assert _sidecars(lazy_host, restored) == []
     expected = bytearray(original)
     expected[380 * MIB - 4096 : 381 * MIB] = written
-    device = lazy_host.attach(restored, "/dev/sdh")
+    expected[390 * MIB : 391 * MIB] = later
+    assert _digest(_read_uncached(device, 0, len(expected))) == _digest(bytes(expected))
+    lazy_host.detach(restored)
+    device = lazy_host.attach(restored, "/dev/sdh")  # directly now: from the image alone
+    assert loop.backing_file(os.path.realpath(device)).endswith(f"volumes/{restored}.img")
     assert _digest(_read_uncached(device, 0, len(expected))) == _digest(bytes(expected))
     assert _read_uncached(device, len(expected), MIB) == bytes(MIB)
     lazy_host.detach(restored)

@@ -186,7 +186,8 @@ class LoopdevBackend:
                     raise BackingStoreMissing(
                         f"the data of snapshot {snapshot_id} is missing ({source})"
                     )
-                restored_lazily = not self._reflinks and self._prepare_lazy(
+                # Without reflinks, a lazy restore: available now, copied by the pass.
+                restored_lazily = not self._reflinks and self.lazy.prepare(
                     source, image, partial, size_gib * GIB
                 )
                 if not restored_lazily:
@@ -207,21 +208,6 @@ class LoopdevBackend:
         except OSError as failure:
             partial.unlink(missing_ok=True)
             _raise_backend_error(failure, f"create {volume_id}")
-
-    def _prepare_lazy(self, source: Path, image: Path, partial: Path, size: int) -> bool:
-        """Start a lazy restore (lazy.py) where the data dir has no reflinks: the volume is
-        usable at once and its initialization pass copies the data at its rate. False where
-        the snapshot's image cannot be linked (the caller copies it whole)."""
-        try:
-            lazy.prepare(source, image, partial, size)
-        except OSError as failure:
-            lazy.record_of(image).unlink(missing_ok=True)
-            lazy.source_of(image).unlink(missing_ok=True)
-            if failure.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK):
-                log.info("restoring %s by a full copy: %s", image.stem, failure)
-                return False
-            raise
-        return True
 
     def materialize(self, volume_id: str) -> None:
         """Finish a lazy restore at full speed, for what needs the image's bytes whole.
@@ -439,7 +425,7 @@ class LoopdevBackend:
         self, volume_id: str, size_gib: int, position: int, budget: int
     ) -> tuple[int, int]:
         try:
-            if volume_id in self.lazy:  # a lazy restore: the pass copies its blocks
+            if self.lazy.restored_lazily(volume_id):  # the pass copies its blocks
                 return self.lazy.copy_from(volume_id, position, budget, size_gib * GIB)
             return visit_data(self._existing_volume(volume_id), position, budget)
         except OSError as failure:

@@ -234,10 +234,25 @@ class LazyImages:
         self.volumes_dir = volumes_dir
         self.suffix = suffix
         self._images: dict[str, LazyImage] = {}
+        self._finished: set[str] = set()  # complete since this run began
         self._lock = threading.Lock()
 
     def image_of(self, volume_id: str) -> Path:
         return self.volumes_dir / f"{volume_id}{self.suffix}"
+
+    def prepare(self, source: Path, image: Path, partial: Path, size: int) -> bool:
+        """`prepare` the volume's lazy restore; False where the snapshot's image cannot be
+        linked (another filesystem): the caller copies it whole. Raises OSError."""
+        try:
+            prepare(source, image, partial, size)
+        except OSError as failure:
+            record_of(image).unlink(missing_ok=True)
+            source_of(image).unlink(missing_ok=True)
+            if failure.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                log.info("restoring %s by a full copy: %s", image.stem, failure)
+                return False
+            raise
+        return True
 
     def start(self) -> None:
         """Load the records a previous run left; drop those of images gone (interrupted
@@ -279,6 +294,10 @@ class LazyImages:
     def __contains__(self, volume_id: str) -> bool:
         return self.get(volume_id) is not None
 
+    def restored_lazily(self, volume_id: str) -> bool:
+        """Whether the volume's pass is (or was, in this run) a lazy restore's copy."""
+        return volume_id in self._images or volume_id in self._finished
+
     def copy_from(self, volume_id: str, position: int, budget: int, end: int) -> tuple[int, int]:
         """One step of the initialization pass: copy about `budget` bytes of the volume's
         uncopied blocks from byte `position` on; (the position reached, bytes copied), `end`
@@ -315,6 +334,7 @@ class LazyImages:
             return
         with self._lock:
             self._images.pop(volume_id, None)
+            self._finished.add(volume_id)
         lazy.close()
         self.forget(volume_id)
         log.info("the restore of %s is complete", volume_id)
