@@ -23,6 +23,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +36,7 @@ BLOCK = 1024 * 1024
 HEADER = 512
 MAGIC = b"fakestor-lazy-restore 1"
 _STRIPES = 64
+_NOT_ALL_SET = re.compile(rb"[^\xff]")
 
 
 def reflinks(directory: Path) -> bool:
@@ -121,13 +123,18 @@ class LazyImage:
             self.blocks = -(-self.source_size // BLOCK)
             self._bits = bytearray(os.pread(self._record, -(-self.blocks // 8), HEADER))
             self._source = os.open(source_of(image), os.O_RDONLY | os.O_CLOEXEC)
-            self._target = os.open(image, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                self._target = os.open(image, os.O_RDWR | os.O_CLOEXEC)
+            except BaseException:
+                os.close(self._source)
+                raise
         except BaseException:
             os.close(self._record)
             raise
         self._locks = [threading.Lock() for _ in range(_STRIPES)]
         self._record_lock = threading.Lock()
-        self._left = sum(1 for block in range(self.blocks) if not self.copied(block))
+        # The bits past the last block are set, as copied.
+        self._left = len(self._bits) * 8 - int.from_bytes(self._bits, "little").bit_count()
         self.closed = False
 
     # ---- the record ---------------------------------------------------------
@@ -140,12 +147,21 @@ class LazyImage:
         return self._left == 0
 
     def uncopied_bytes(self) -> int:
-        return sum(self.length(b) for b in range(self.blocks) if not self.copied(b))
+        last = self.blocks - 1
+        return self._left * BLOCK - (0 if self.copied(last) else BLOCK - self.length(last))
 
     def next_uncopied(self, block: int) -> int | None:
-        for candidate in range(max(0, block), self.blocks):
-            if not self.copied(candidate):
-                return candidate
+        """The first block from `block` on not copied yet (whole bytes of set bits skipped)."""
+        block = max(0, block)
+        while block < self.blocks:
+            if not self.copied(block):
+                return block
+            block += 1
+            if block % 8 == 0:
+                found = _NOT_ALL_SET.search(self._bits, block // 8)
+                if found is None:
+                    return None
+                block = max(block, found.start() * 8)
         return None
 
     def length(self, block: int) -> int:
