@@ -121,7 +121,7 @@ class LoopdevBackend:
                                  always=policy == "always")  # fmt: skip
         self.lazy = lazy.LazyImages(self.volumes_dir, IMAGE_SUFFIX)
         self.layer.lazy = self.lazy
-        self._reflinks = True  # known at start
+        self._lazy_restores = False  # known at start
         self._size_limit: SizeLimit | None = None
 
     # ---- lifecycle ----------------------------------------------------------
@@ -141,7 +141,7 @@ class LoopdevBackend:
     def start(self) -> None:
         for directory in (self.volumes_dir, self.snapshots_dir):
             directory.mkdir(parents=True, exist_ok=True)
-        self._reflinks = lazy.reflinks(self.volumes_dir)
+        self._lazy_restores = lazy.wanted(self.volumes_dir)
         self.lazy.start()
         self.layer.start()
         try:
@@ -187,7 +187,7 @@ class LoopdevBackend:
                         f"the data of snapshot {snapshot_id} is missing ({source})"
                     )
                 # Without reflinks, a lazy restore: available now, copied by the pass.
-                restored_lazily = not self._reflinks and self.lazy.prepare(
+                restored_lazily = self._lazy_restores and self.lazy.prepare(
                     source, image, partial, size_gib * GIB
                 )
                 if not restored_lazily:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib.util
 import logging
 import os
 import re
@@ -56,6 +57,18 @@ def reflinks(directory: Path) -> bool:
     finally:
         first.unlink(missing_ok=True)
         second.unlink(missing_ok=True)
+
+
+def wanted(directory: Path) -> bool:
+    """Whether restores into `directory` are lazy: its filesystem has no reflinks, and the
+    policy layer that reads a lazy volume can run (pyfuse3, /dev/fuse); else a full copy."""
+    if reflinks(directory):
+        return False
+    if importlib.util.find_spec("pyfuse3") is None or not os.path.exists("/dev/fuse"):
+        log.warning("restores are full copies: the data dir has no reflinks and the policy "
+                    "layer a lazy restore needs cannot run (pyfuse3, /dev/fuse)")  # fmt: skip
+        return False
+    return True
 
 
 def record_of(image: Path) -> Path:
