@@ -500,6 +500,8 @@ def test_deleting_a_snapshot_right_after_restoring_it_keeps_the_volume(loop_host
     restored = ec2.create_volume(AvailabilityZone="us-east-1a", SnapshotId=snapshot_id)
     ec2.delete_snapshot(SnapshotId=snapshot_id)  # queued behind the restore, as on EBS
     fast_waiter(ec2, "volume_available")(VolumeIds=[restored["VolumeId"]])
+    # On ext4 a restore is lazy: its image holds the data once initialized (lazy.py).
+    wait_for(lambda: not list(loop_host.server.data_dir.glob("volumes/*.img.lazy")))
     restored_image = loop_host.server.data_dir / "volumes" / f"{restored['VolumeId']}.img"
     with restored_image.open("rb") as data:
         assert data.read(4 * MIB) == payload

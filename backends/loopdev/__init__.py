@@ -23,6 +23,7 @@ from backends import (
 )
 from backends.devices import LoopDevices
 from backends.io_faults import IoFault
+from backends.loopdev import lazy
 from backends.loopdev.copy import copy_image, data_bytes, data_extents, visit_data
 from backends.loopdev.layer import PolicyLayer
 from backends.performance import VolumeShape
@@ -118,6 +119,9 @@ class LoopdevBackend:
         self.devices = LoopDevices(self.volumes_dir, suffix=IMAGE_SUFFIX, dev_dir=dev_dir)
         self.layer = PolicyLayer(self.volumes_dir, IMAGE_SUFFIX, data_dir / "policy", dev_dir,
                                  always=policy == "always")  # fmt: skip
+        self.lazy = lazy.LazyImages(self.volumes_dir, IMAGE_SUFFIX)
+        self.layer.lazy = self.lazy
+        self._lazy_restores = False  # known at start
         self._size_limit: SizeLimit | None = None
 
     # ---- lifecycle ----------------------------------------------------------
@@ -137,6 +141,8 @@ class LoopdevBackend:
     def start(self) -> None:
         for directory in (self.volumes_dir, self.snapshots_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        self._lazy_restores = lazy.wanted(self.volumes_dir)
+        self.lazy.start()
         self.layer.start()
         try:
             largest = largest_file_gib(self.volumes_dir)
@@ -153,6 +159,7 @@ class LoopdevBackend:
 
     def close(self) -> None:
         self.layer.close()  # image files stay bound; the layer's devices go with it
+        self.lazy.close()
 
     def size_limit(self) -> SizeLimit | None:
         return self._size_limit
@@ -181,11 +188,18 @@ class LoopdevBackend:
                 raise BackingStoreMissing(
                     f"the data of snapshot {snapshot_id} is missing ({source})"
                 )
-            copy_image(source, partial)
-            if partial.stat().st_size < size_gib * GIB:
-                os.truncate(partial, size_gib * GIB)
+            # Without reflinks, a lazy restore: available now, copied by the pass.
+            restored_lazily = self._lazy_restores and self.lazy.prepare(
+                source, image, partial, size_gib * GIB
+            )
+            if not restored_lazily:
+                copy_image(source, partial)
+                if partial.stat().st_size < size_gib * GIB:
+                    os.truncate(partial, size_gib * GIB)
             os.rename(partial, image)
             _fsync_dir(self.volumes_dir)
+            if lazy.record_of(image).exists():
+                self.lazy.add(volume_id)
         except OSError as failure:
             partial.unlink(missing_ok=True)
             _raise_backend_error(failure, f"create {volume_id}")
@@ -211,12 +225,28 @@ class LoopdevBackend:
         except OSError as failure:
             _raise_backend_error(failure, f"create {volume_id}")
 
+    def materialize(self, volume_id: str) -> None:
+        """Finish a lazy restore at full speed, for what needs the image's bytes whole.
+
+        Callers: create_snapshot and copy_volume (they copy the image), volume_file (the
+        NBD export to a node serves the image), an attach of a device bound directly
+        (the kernel reads the image). Attaches go through the policy layer, which reads
+        through the lazy record; a resize grows past the record's range, which it never
+        covers; archiving and deleting the source snapshot leave the volume's own link.
+        Raises BackendError.
+        """
+        try:
+            self.lazy.materialize(volume_id)
+        except OSError as failure:
+            _raise_backend_error(failure, f"copy the rest of {volume_id}'s snapshot")
+
     def delete_volume(self, volume_id: str) -> None:
         self.detach_volume(volume_id, force=True)
         image = self.volume_image(volume_id)
         doomed = image.with_name(image.name + ".deleting")
         with contextlib.suppress(FileNotFoundError):
             os.rename(image, doomed)
+        self.lazy.forget(volume_id)
         failpoints.hit("loopdev.delete.renamed")
         doomed.unlink(missing_ok=True)
         image.with_name(image.name + ".partial").unlink(missing_ok=True)
@@ -241,12 +271,21 @@ class LoopdevBackend:
         return self.layer.devices if self.layer.holds(volume_id) else self.devices
 
     def attach_volume(self, volume_id: str, device_name: str) -> str | None:
-        # A device already bound keeps its path (a relink); else the layer when needed.
-        if self.layer.holds(volume_id) or (
-            self.layer.wanted(volume_id) and not self.devices.bound_to(volume_id)
+        # A device already bound keeps its path (a relink); else the layer when needed,
+        # and always while the volume's restore is lazy (the layer reads the snapshot).
+        restoring = volume_id in self.lazy
+        if restoring and self.devices.bound_to(volume_id):
+            self.materialize(volume_id)
+            restoring = False
+        if not self.layer.holds(volume_id) and (
+            self.devices.bound_to(volume_id) or not (restoring or self.layer.wanted(volume_id))
         ):
-            return self.layer.attach(volume_id, device_name)
-        return self.devices.attach(volume_id, device_name)
+            return self.devices.attach(volume_id, device_name)
+        if not self.volume_image(volume_id).exists():
+            raise BackingStoreMissing(
+                f"the data of {volume_id} is missing ({self.volume_image(volume_id)})"
+            )
+        return self.layer.attach(volume_id, device_name)
 
     def set_performance(
         self, volume_id: str, shape: VolumeShape | None, credit_scale: float = 1.0
@@ -265,6 +304,11 @@ class LoopdevBackend:
             self.devices.detach(volume_id, force)
 
     def volume_file(self, volume_id: str) -> Path | None:
+        try:
+            self.materialize(volume_id)
+        except BackendError as failure:
+            log.error("%s", failure)
+            return None
         image = self.volume_image(volume_id)
         return image if image.exists() else None
 
@@ -303,6 +347,7 @@ class LoopdevBackend:
         source = self.volume_image(volume_id)
         if not source.exists():
             raise BackingStoreMissing(f"the data of {volume_id} is missing ({source})")
+        self.materialize(volume_id)
         self._copy(
             source,
             self.snapshot_image(snapshot_id),
@@ -360,6 +405,7 @@ class LoopdevBackend:
         source = self.volume_image(source_volume_id)
         if not source.exists():
             raise BackingStoreMissing(f"the data of {source_volume_id} is missing ({source})")
+        self.materialize(source_volume_id)
         target = self.volume_image(volume_id)
         self._copy(
             source, target, lambda _: None, f"copy {source_volume_id} to {volume_id}",
@@ -378,7 +424,10 @@ class LoopdevBackend:
         return image
 
     def initialization_bytes(self, volume_id: str, size_gib: int) -> int:
+        restoring = self.lazy.get(volume_id)
         try:
+            if restoring is not None:
+                return restoring.uncopied_bytes()
             return data_bytes(self._existing_volume(volume_id))
         except OSError as failure:
             raise BackendError(f"cannot read {volume_id}: {failure}") from None
@@ -387,6 +436,8 @@ class LoopdevBackend:
         self, volume_id: str, size_gib: int, position: int, budget: int
     ) -> tuple[int, int]:
         try:
+            if self.lazy.restored_lazily(volume_id):  # the pass copies its blocks
+                return self.lazy.copy_from(volume_id, position, budget, size_gib * GIB)
             return visit_data(self._existing_volume(volume_id), position, budget)
         except OSError as failure:
             raise BackendError(f"cannot initialize {volume_id}: {failure}") from None

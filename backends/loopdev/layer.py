@@ -18,6 +18,7 @@ from backends.performance import Shaper, VolumeShape
 from fakestor.mounts import is_mounted
 
 if TYPE_CHECKING:
+    from backends.loopdev.lazy import LazyImages
     from backends.loopdev.policy_fs import PolicyMount
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class PolicyLayer:
         self.shapers: dict[str, Shaper] = {}
         self.faults: dict[str, IoFault] = {}
         self._rebind: set[str] = set()  # went through the layer before a crash: again
+        self.lazy: LazyImages | None = None  # images restored lazily (lazy.py), read through
 
     # ---- lifecycle ----------------------------------------------------------
 
@@ -83,6 +85,7 @@ class PolicyLayer:
             )
         mount = PolicyMount(self.images_dir, self.suffix, self.mountpoint)
         mount.operations.shapers = self.shapers
+        mount.operations.lazy = self.lazy
         for volume_id, fault in self.faults.items():
             mount.operations.faults.set(volume_id, fault)
         try:

@@ -26,6 +26,7 @@ import trio
 
 from backends.fuse.faults import IoFaults
 from backends.io_faults import READ, WRITE
+from backends.loopdev.lazy import LazyImages
 from backends.performance import Shaper
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class PolicyFilesystem(pyfuse3.Operations):
         self.shapers: dict[str, Shaper] = {}
         self.faults = IoFaults()
         self._nowait_kinds = {READ, WRITE}
+        self.lazy: LazyImages | None = None
 
     def image_of(self, name: str) -> Path:
         return self.images_dir / f"{name}{self.suffix}"
@@ -193,6 +195,9 @@ class PolicyFilesystem(pyfuse3.Operations):
     async def read(self, fh: int, off: int, size: int) -> bytes:
         name, fd = self._handle(fh)
         await self._policy(name, READ, off, size)
+        lazy = self.lazy.get(name) if self.lazy is not None else None
+        if lazy is not None:  # blocks not restored yet are read from the snapshot
+            return await self._run(lambda: lazy.read(fd, off, size))
         # Data in the page cache is read in the event loop (RWF_NOWAIT fails rather than
         # wait for the disk): a worker thread per I/O would halve the layer's IOPS.
         if READ in self._nowait_kinds:
@@ -204,6 +209,9 @@ class PolicyFilesystem(pyfuse3.Operations):
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         name, fd = self._handle(fh)
         await self._policy(name, WRITE, off, len(buf))
+        lazy = self.lazy.get(name) if self.lazy is not None else None
+        if lazy is not None:  # blocks not restored yet are copied first
+            return await self._run(lambda: lazy.write(fd, off, buf))
         done = 0
         if WRITE in self._nowait_kinds:
             done = max(0, self._nowait(lambda: os.pwritev(fd, [buf], off, os.RWF_NOWAIT), WRITE))
