@@ -190,6 +190,12 @@ class Backend(Protocol):
         Raises OutOfSpace, BackingStoreMissing (the source's data is gone), BackendError.
         """
 
+    def restore_whole(self, volume_id: str) -> None:
+        """Give a volume just restored from a snapshot all its data now, for a fast snapshot
+        restore (EBS delivers such a volume fully initialized): a backend that restores
+        lazily copies the rest here. Raises BackendError.
+        """
+
     def initialization_bytes(self, volume_id: str, size_gib: int) -> int:
         """How many bytes of data the volume's initialization pass visits.
 

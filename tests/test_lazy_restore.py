@@ -199,3 +199,38 @@ def test_a_snapshot_of_a_lazy_restore_copies_the_rest_first(lazy_host: Host) -> 
     assert _digest(_read_uncached(device, 0, len(original))) == _digest(original)
     assert int(run("blockdev", "--getsize64", str(device)).strip()) == GIB
     lazy_host.detach(again)
+
+
+def test_a_fast_snapshot_restore_is_whole_at_once(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    """From a snapshot with fast snapshot restore enabled in its zone, EBS delivers the
+    volume fully initialized: no lazy copy is left, and the image holds the data."""
+    require(os.path.exists("/dev/fuse"), "needs /dev/fuse (modprobe fuse)")
+    fstype = run("stat", "-f", "-c", "%T", str(tmp_path)).strip()
+    require(fstype.startswith("ext"), f"needs a data dir on ext4 (tmp is on {fstype})")
+    day_a_second = functools.partial(start_server, "--time-scale", "86400")
+    with machine(day_a_second, tmp_path, "loopdev") as host:
+        ec2 = host.ec2
+        original = os.urandom(64 * MIB)
+        snapshot_id = _snapshot_of(host, original, filesystem=False)
+        ec2.enable_fast_snapshot_restores(
+            SourceSnapshotIds=[snapshot_id], AvailabilityZones=["us-east-1a"]
+        )
+
+        def enabled() -> bool:
+            found = ec2.describe_fast_snapshot_restores()["FastSnapshotRestores"]
+            return bool(found) and found[0]["State"] == "enabled"
+
+        wait_for(enabled, timeout=60)
+        restored = new_volume(ec2, 1, SnapshotId=snapshot_id)
+        volume = ec2.describe_volumes(VolumeIds=[restored])["Volumes"][0]
+        assert volume["FastRestored"] is True
+        assert _sidecars(host, restored) == []  # copied whole before `available`
+        image = host.server.data_dir / "volumes" / f"{restored}.img"
+        with image.open("rb") as data:
+            assert _digest(data.read(len(original))) == _digest(original)
+        device = host.attach(restored)
+        assert not _relinked(host, restored)  # nothing to read through: attached directly
+        assert _digest(_read_uncached(device, 0, len(original))) == _digest(original)
+        host.detach(restored)

@@ -276,6 +276,9 @@ class FuseBackend:
         except ChunkStoreError as failure:
             raise self._translate(failure, f"copy {source_volume_id}") from None
 
+    def restore_whole(self, volume_id: str) -> None:
+        pass  # a restore shares the snapshot's chunks: the volume holds all its data at once
+
     def initialization_bytes(self, volume_id: str, size_gib: int) -> int:
         return len(self._volume_chunks(volume_id)) * CHUNK_SIZE
 

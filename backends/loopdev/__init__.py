@@ -423,6 +423,10 @@ class LoopdevBackend:
             raise BackingStoreMissing(f"the data of {volume_id} is missing ({image})")
         return image
 
+    def restore_whole(self, volume_id: str) -> None:
+        if volume_id in self.lazy:
+            self.materialize(volume_id)
+
     def initialization_bytes(self, volume_id: str, size_gib: int) -> int:
         restoring = self.lazy.get(volume_id)
         try:

@@ -88,6 +88,9 @@ class MetadataBackend:
     def copy_volume(self, source_volume_id: str, volume_id: str, size_gib: int) -> None:
         self._wait()
 
+    def restore_whole(self, volume_id: str) -> None:
+        pass  # no data
+
     def initialization_bytes(self, volume_id: str, size_gib: int) -> int:
         return size_gib * GIB  # no data here: as EBS, which initializes every block
 

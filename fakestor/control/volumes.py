@@ -195,7 +195,8 @@ def submit_create_volume(ebs: Ebs, volume_id: str, snapshot_id: str | None) -> N
     def work() -> None:
         with ebs.store.transaction() as db:
             row = db.execute(
-                "SELECT size, snapshot_id, state, encrypted, kms_key_id FROM volumes WHERE id=?",
+                "SELECT size, snapshot_id, state, encrypted, kms_key_id, fast_restored "
+                "FROM volumes WHERE id=?",
                 (volume_id,),
             ).fetchone()
             injected = faults.tag_value(db, volume_id, faults.CREATE)
@@ -214,6 +215,8 @@ def submit_create_volume(ebs: Ebs, volume_id: str, snapshot_id: str | None) -> N
             return
         try:
             ebs.backend.create_volume(volume_id, row["size"], row["snapshot_id"])
+            if row["fast_restored"]:  # fully initialized at once, as EBS delivers it
+                ebs.backend.restore_whole(volume_id)
         except BackendError as failure:
             set_volume_state(ebs, volume_id, VolumeState.ERROR, reason=str(failure))
             return
