@@ -21,6 +21,7 @@ import re
 import signal
 import subprocess
 import tarfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -39,6 +40,9 @@ BUSYBOX_APPLETS = (
 NODE_DEV_DIRS = (Path("/dev/disk/by-id"), Path("/dev/fakestor"))
 DEV_MARKER = ".fakestor-cluster"
 DOCKER = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker"
+
+
+_SAVING = threading.Lock()
 
 
 class ClusterError(Exception):
@@ -131,11 +135,13 @@ class Cluster:
         return self.root / "cluster.json"
 
     def save(self) -> None:
-        data = asdict(self)
-        data["root"] = str(self.root)
-        scratch = self.record.with_suffix(".tmp")
-        scratch.write_text(json.dumps(data, indent=2))
-        os.replace(scratch, self.record)
+        """Write the record (thread-safe: `up` starts the nodes side by side)."""
+        with _SAVING:
+            data = asdict(self)
+            data["root"] = str(self.root)
+            scratch = self.record.with_suffix(".tmp")
+            scratch.write_text(json.dumps(data, indent=2))
+            os.replace(scratch, self.record)
 
     @classmethod
     def load(cls, root: Path) -> Cluster | None:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +72,14 @@ def up(settings: Settings, nodes: int, say: Callable[[str], None]) -> Cluster:
         _make_fabric(cluster, say)
         _start_server(cluster, settings, say)
         for node in cluster.nodes:
-            _make_node(cluster, node, settings, say)
+            _make_namespaces(cluster, node, say)
+        # The nodes' daemons start side by side: each waits mostly on its dockerd and agent.
+        _on_each(cluster.nodes, lambda node: _start_daemons(cluster, node, settings, say))
+        if settings.plugin_build is not None:
+            # The first install builds the plugin's cached rootfs; the others reuse it.
+            first, *others = cluster.nodes
+            _install_plugin(cluster, first, settings, say)
+            _on_each(others, lambda node: _install_plugin(cluster, node, settings, say))
         _join_swarm(cluster, say)
     except BaseException:
         say("up failed; taking down what it made")
@@ -120,9 +128,16 @@ def _start_server(cluster: Cluster, settings: Settings, say: Callable[[str], Non
     wait_for_line(log, r"serving EC2", cluster.server_pid, "the fakestor server", 60)
 
 
-def _make_node(
-    cluster: Cluster, node: Node, settings: Settings, say: Callable[[str], None]
-) -> None:
+def _on_each(nodes: Sequence[Node], work: Callable[[Node], None]) -> None:
+    """WORK for every node at once; once all have ended, the first failure is raised."""
+    with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
+        futures = [pool.submit(work, node) for node in nodes]
+        wait(futures)
+    for future in futures:
+        future.result()
+
+
+def _make_namespaces(cluster: Cluster, node: Node, say: Callable[[str], None]) -> None:
     netns, directory = cluster.netns(node), cluster.node_dir(node)
     say(f"node {node.number}: namespace {netns}, {node.address}")
     directory.mkdir(exist_ok=True)
@@ -148,6 +163,11 @@ def _make_node(
         "sh", "-c", f"hostname {netns} && {dev_mounts}",
     ])  # fmt: skip
 
+
+def _start_daemons(
+    cluster: Cluster, node: Node, settings: Settings, say: Callable[[str], None]
+) -> None:
+    directory = cluster.node_dir(node)
     say(f"node {node.number}: dockerd")
     docker_dir = directory / "docker"
     node.dockerd_pid = spawn(
@@ -189,18 +209,23 @@ def _make_node(
     busybox_tar(tar)
     docker(cluster, node, "import", str(tar), IMAGE)
     tar.unlink()
-    if settings.plugin_build is not None:
-        say(f"node {node.number}: managed plugin {PLUGIN}")
-        run([str(settings.plugin_build), PLUGIN], env={"DOCKER_HOST": cluster.docker_host(node)},
-            timeout=900)  # fmt: skip
-        docker(
-            cluster, node, "plugin", "set", PLUGIN,
-            f"FAKESTOR_ENDPOINT={cluster.endpoint}",
-            f"FAKESTOR_IMDS_ENDPOINT=http://{IMDS_ADDRESS}/",
-            f"AWS_ACCESS_KEY_ID={cluster.access_key}",
-            f"AWS_SECRET_ACCESS_KEY={cluster.secret_key}",
-        )  # fmt: skip
-        docker(cluster, node, "plugin", "enable", "--timeout", "120", PLUGIN)
+
+
+def _install_plugin(
+    cluster: Cluster, node: Node, settings: Settings, say: Callable[[str], None]
+) -> None:
+    assert settings.plugin_build is not None
+    say(f"node {node.number}: managed plugin {PLUGIN}")
+    run([str(settings.plugin_build), PLUGIN], env={"DOCKER_HOST": cluster.docker_host(node)},
+        timeout=900)  # fmt: skip
+    docker(
+        cluster, node, "plugin", "set", PLUGIN,
+        f"FAKESTOR_ENDPOINT={cluster.endpoint}",
+        f"FAKESTOR_IMDS_ENDPOINT=http://{IMDS_ADDRESS}/",
+        f"AWS_ACCESS_KEY_ID={cluster.access_key}",
+        f"AWS_SECRET_ACCESS_KEY={cluster.secret_key}",
+    )  # fmt: skip
+    docker(cluster, node, "plugin", "enable", "--timeout", "120", PLUGIN)
 
 
 def _join_swarm(cluster: Cluster, say: Callable[[str], None]) -> None:
