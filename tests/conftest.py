@@ -23,9 +23,9 @@ ZONE = "us-east-1a"
 OTHER_ZONE = "us-east-1b"
 IN_CI = os.environ.get("CI") == "true"
 # Tests with either marker touch the machine (root, loop devices, /dev/disk/by-id links,
-# mounts, dockerd, network namespaces): they run one at a time, in one xdist group.
+# mounts, dockerd, network namespaces): devenv/test runs them one at a time, beside the
+# API-only tests.
 MACHINE_MARKERS = ("privileged", "docker")
-MACHINE_GROUP = "machine"
 
 _READY = re.compile(
     r"serving EC2 and instance metadata on http://([\d.]+):(\d+).*host instance (i-[0-9a-f]+)"
@@ -105,14 +105,6 @@ def ec2_client(url: str, **config: Any) -> Any:
 
 
 ServerFactory = Callable[..., Server]
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under `pytest -n N --dist loadgroup` (devenv/test), every test that touches the machine
-    goes to one worker, in collection order; the API-only tests share the other workers."""
-    for item in items:
-        if any(item.get_closest_marker(name) for name in MACHINE_MARKERS):
-            item.add_marker(pytest.mark.xdist_group(MACHINE_GROUP))
 
 
 _current: list[pytest.Item] = []
