@@ -24,6 +24,7 @@ import trio
 
 from backends.fuse.chunks import ChunkStore, ChunkStoreError, ChunkStoreFull, NoSuchImage
 from backends.fuse.faults import IoFaults
+from backends.fuse_mount import FuseMount
 from backends.io_faults import READ, WRITE
 from backends.performance import Shaper
 
@@ -216,52 +217,17 @@ class BlockFilesystem(pyfuse3.Operations):
         return data
 
 
-class MountedFilesystem:
-    """The filesystem mounted at `mountpoint`, served by a trio loop in its own thread."""
+class MountedFilesystem(FuseMount):
+    """The block store's filesystem mounted at `mountpoint`, served in its own thread."""
+
+    operations: BlockFilesystem
 
     def __init__(self, chunk_store: ChunkStore, mountpoint: Path) -> None:
+        super().__init__(
+            BlockFilesystem(chunk_store), mountpoint, what="the block store",
+            fsname="fakestor-blockstore", subtype="fakestor", thread_name="fakestor-fuse",
+        )  # fmt: skip
         self.chunk_store = chunk_store
-        self.mountpoint = mountpoint
-        self.operations = BlockFilesystem(chunk_store)
-        self._thread: threading.Thread | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._started = threading.Event()
-        self._failure: BaseException | None = None
-
-    def start(self) -> None:
-        self.mountpoint.mkdir(parents=True, exist_ok=True)
-        self._thread = threading.Thread(target=self._serve, name="fakestor-fuse", daemon=True)
-        self._thread.start()
-        self._started.wait(30)
-        if self._failure is not None:
-            raise RuntimeError(
-                f"cannot mount the block store at {self.mountpoint}: {self._failure}"
-            )
-        if not self._started.is_set():
-            raise RuntimeError(f"mounting the block store at {self.mountpoint} timed out")
-        if not os.path.ismount(self.mountpoint):
-            raise RuntimeError(f"the block store did not appear mounted at {self.mountpoint}")
-
-    def _serve(self) -> None:
-        async def main() -> None:
-            self._token = trio.lowlevel.current_trio_token()
-            options = set(pyfuse3.default_options)
-            # libfuse 3 negotiates 1 MiB requests (max_write, max_pages) by itself.
-            options.update({"fsname=fakestor-blockstore", "subtype=fakestor"})
-            pyfuse3.init(self.operations, str(self.mountpoint), options)
-            self._started.set()
-            try:
-                await pyfuse3.main(min_tasks=4, max_tasks=64)
-            finally:
-                pyfuse3.close(unmount=True)
-
-        try:
-            trio.run(main)
-        except BaseException as failure:  # reported to start(), or logged once running
-            self._failure = failure
-            if self._started.is_set():
-                log.exception("the FUSE filesystem stopped")
-            self._started.set()
 
     def invalidate(self, name: str) -> None:
         """Make the kernel forget cached attributes (the size) of `name`'s file."""
@@ -278,7 +244,4 @@ class MountedFilesystem:
 
     def stop(self) -> None:
         log.info("block store served requests of up to %d bytes", self.operations.largest_write)
-        if self._token is not None and self._thread is not None and self._thread.is_alive():
-            trio.from_thread.run_sync(pyfuse3.terminate, trio_token=self._token)
-            self._thread.join(30)
-        self._token = None
+        super().stop()

@@ -25,6 +25,7 @@ import pyfuse3
 import trio
 
 from backends.fuse.faults import IoFaults
+from backends.fuse_mount import FuseMount
 from backends.io_faults import READ, WRITE
 from backends.loopdev.lazy import LazyImages
 from backends.performance import Shaper
@@ -248,56 +249,17 @@ class PolicyFilesystem(pyfuse3.Operations):
         self._handles.clear()
 
 
-class PolicyMount:
+class PolicyMount(FuseMount):
     """The policy filesystem mounted at `mountpoint`, served by trio in its own thread."""
 
+    operations: PolicyFilesystem
+
     def __init__(self, images_dir: Path, suffix: str, mountpoint: Path) -> None:
-        self.mountpoint = mountpoint
-        self.operations = PolicyFilesystem(images_dir, suffix)
-        self._thread: threading.Thread | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._started = threading.Event()
-        self._failure: BaseException | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> None:
-        self.mountpoint.mkdir(parents=True, exist_ok=True)
-        self._thread = threading.Thread(target=self._serve, name="fakestor-policy", daemon=True)
-        self._thread.start()
-        self._started.wait(30)
-        if self._failure is not None:
-            raise RuntimeError(f"cannot mount the policy layer at {self.mountpoint}: "
-                               f"{self._failure}")  # fmt: skip
-        if not self._started.is_set() or not os.path.ismount(self.mountpoint):
-            raise RuntimeError(f"the policy layer did not appear mounted at {self.mountpoint}")
-
-    def _serve(self) -> None:
-        async def main() -> None:
-            self._token = trio.lowlevel.current_trio_token()
-            options = set(pyfuse3.default_options)
-            options.update({"fsname=fakestor-policy", "subtype=fakestor-policy"})
-            pyfuse3.init(self.operations, str(self.mountpoint), options)
-            self._started.set()
-            try:
-                await pyfuse3.main(min_tasks=4, max_tasks=64)
-            finally:
-                pyfuse3.close(unmount=True)
-
-        try:
-            trio.run(main)
-        except BaseException as failure:  # reported to start(), or logged once running
-            self._failure = failure
-            if self._started.is_set():
-                log.exception("the policy layer stopped")
-            self._started.set()
+        super().__init__(
+            PolicyFilesystem(images_dir, suffix), mountpoint, what="the policy layer",
+            fsname="fakestor-policy", subtype="fakestor-policy", thread_name="fakestor-policy",
+        )  # fmt: skip
 
     def stop(self) -> None:
-        if self._token is not None and self.running:
-            trio.from_thread.run_sync(pyfuse3.terminate, trio_token=self._token)
-            assert self._thread is not None
-            self._thread.join(30)
-        self._token = None
+        super().stop()
         self.operations.close_all()
